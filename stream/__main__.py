@@ -1,0 +1,5 @@
+"""``python -m stream`` is the ``snipstream`` command."""
+
+from .cli import entry
+
+entry()

@@ -1,0 +1,209 @@
+"""The command line: parses flags into a Config and calls the library. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+import anyio
+
+from . import __version__
+from .config import DEFAULT_BASE_URL, Config
+from .errors import ConfigError, SnipstreamError
+from .prompt import DEFAULT_TEMPLATE, load_template
+
+__all__ = ["main", "build_parser"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 70, 130
+
+_EPILOG = f"""\
+environment:
+  OPENAI_API_KEY    the API key (or the variable named by --api-key-env); not needed for loopback URLs
+  OPENAI_BASE_URL   the API base URL when --base-url is not given (default {DEFAULT_BASE_URL})
+
+exit codes:
+  0    every snippet annotated (or already done); also when the output pipe was closed early
+  1    finished, but some snippets failed (stored with their reasons; a rerun retries them)
+  2    usage or configuration error, found before any request
+  3    run aborted: the API refused the key (401/403) or the model/URL (404), or the checkpoint
+       or output could not be written
+  70   internal error (a bug: please report it with the traceback)
+  130  interrupted (Ctrl-C / SIGTERM); everything answered so far is kept, a rerun continues
+
+examples:
+  snipstream run src/ -o annotations.ndjson
+  snipstream run src/ | jq -r .annotation
+  snipstream run src/ --dry-run -o /dev/null          # count prompts and tokens, estimate the cost
+  snipstream run src/ --base-url http://127.0.0.1:8000/v1 --model qwen2.5-coder
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="snipstream",
+        description="Turn a codebase into an LLM-annotated dataset: walk a source tree, cut it into snippets, "
+        "annotate each through an OpenAI-compatible API and stream NDJSON records, resumably.",
+    )
+    parser.add_argument("--version", action="version", version=f"snipstream {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = commands.add_parser(
+        "run",
+        help="annotate every function, class and method under PATHs",
+        description="Annotate every function, class and method under PATHs and write one NDJSON record per "
+        "snippet. Records go to stdout (or -o FILE); progress and the summary go to stderr. A SQLite "
+        "checkpoint (--db) makes reruns resume: nothing already answered is requested again.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d = Config()
+    run.add_argument("paths", nargs="+", metavar="PATH", help="directories or files to walk")
+
+    g = run.add_argument_group("sources")
+    g.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="skip paths matching this gitignore-style pattern (repeatable); .gitignore files and "
+                   ".git/info/exclude are always honoured")
+    g.add_argument("--no-default-excludes", action="store_true",
+                   help="also walk node_modules, .venv, venv, __pycache__, build, dist, .tox, site-packages")
+    g.add_argument("--max-file-bytes", type=int, default=d.max_file_bytes, metavar="N",
+                   help="skip files larger than this (default: %(default)s)")
+
+    g = run.add_argument_group("API")
+    g.add_argument("--base-url", default=None, metavar="URL",
+                   help=f"OpenAI-compatible base URL (default: $OPENAI_BASE_URL or {DEFAULT_BASE_URL})")
+    g.add_argument("--api-key-env", default=d.api_key_env, metavar="NAME",
+                   help="environment variable holding the API key (default: %(default)s)")
+    g.add_argument("--api", choices=("chat", "completions"), default=d.api,
+                   help="chat: /chat/completions with messages; completions: legacy /completions with a "
+                   "prompt (default: %(default)s)")
+    g.add_argument("--model", default=d.model, help="model name (default: %(default)s)")
+    g.add_argument("--max-tokens", type=int, default=d.max_tokens, metavar="N",
+                   help="most tokens per answer (default: %(default)s)")
+    g.add_argument("--temperature", type=float, default=None, metavar="T")
+    g.add_argument("--top-p", type=float, default=None, metavar="P")
+    g.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop sequence (repeatable)")
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--no-stream", action="store_true",
+                   help="ask for one JSON response instead of streaming server-sent events")
+    g.add_argument("--template", metavar="FILE",
+                   help="TOML prompt template: user = '...' (required), system = '...' (optional), with the "
+                   "placeholders {code} {language} {path} {qualname} {kind} {docstring} "
+                   f"(default: the built-in '{DEFAULT_TEMPLATE.name}' prompt)")
+
+    g = run.add_argument_group("throughput and retries")
+    g.add_argument("--concurrency", type=int, default=d.concurrency, metavar="N",
+                   help="requests in flight at once (default: %(default)s)")
+    g.add_argument("--clients", type=int, default=d.clients, metavar="N",
+                   help="HTTP clients in the pool; 0 = one per 8 concurrent requests (default: %(default)s)")
+    g.add_argument("--rpm", type=float, default=None, metavar="N", help="most requests per minute")
+    g.add_argument("--tpm", type=float, default=None, metavar="N",
+                   help="most tokens per minute (a request reserves its prompt tokens + --max-tokens)")
+    g.add_argument("--max-attempts", type=int, default=d.max_attempts, metavar="N",
+                   help="attempts per snippet for retryable errors: 408, 409, 429, 5xx, timeouts, broken "
+                   "connections or streams (default: %(default)s)")
+    g.add_argument("--backoff", type=float, default=d.backoff, metavar="S",
+                   help="first retry delay in seconds, doubled each attempt, with jitter; a server's "
+                   "retry-after wins (default: %(default)s)")
+    g.add_argument("--connect-timeout", type=float, default=d.connect_timeout, metavar="S",
+                   help="seconds to connect (default: %(default)s)")
+    g.add_argument("--read-timeout", type=float, default=d.read_timeout, metavar="S",
+                   help="seconds without a byte from the server before the attempt fails (default: %(default)s)")
+    g.add_argument("--request-timeout", type=float, default=d.request_timeout, metavar="S",
+                   help="seconds for one whole attempt (default: %(default)s)")
+
+    g = run.add_argument_group("output")
+    g.add_argument("-o", "--output", default=d.output, metavar="FILE",
+                   help="NDJSON output file, appended to across runs; - for stdout (default: -)")
+    g.add_argument("--db", default=d.db, metavar="FILE", help="SQLite checkpoint (default: %(default)s)")
+    g.add_argument("--sink", action="append", default=[], metavar="SPEC",
+                   help="also send records to this sink: a registered name, an entry point in the "
+                   "'snipstream.sinks' group, or module:Class (repeatable)")
+    g.add_argument("--emit-all", action="store_true",
+                   help="first write every record already in the checkpoint again")
+    g.add_argument("--dry-run", action="store_true",
+                   help="walk, extract, render and count tokens; send nothing, write the requests that would "
+                   "be sent as NDJSON and estimate the cost")
+
+    g = run.add_argument_group("behaviour")
+    g.add_argument("--grace", type=float, default=d.grace, metavar="S",
+                   help="on Ctrl-C/SIGTERM, seconds in-flight requests get to finish (default: %(default)s)")
+    g.add_argument("--progress", choices=("auto", "tty", "plain", "off"), default=d.progress,
+                   help="progress on stderr: a live line on a terminal, plain periodic lines otherwise "
+                   "(default: %(default)s)")
+    g.add_argument("--progress-interval", type=float, default=d.progress_interval, metavar="S",
+                   help="seconds between plain progress lines (default: %(default)s)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress, notes or summary; errors only")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    template = load_template(args.template) if args.template else DEFAULT_TEMPLATE
+    return Config(
+        paths=tuple(args.paths),
+        base_url=args.base_url,
+        api_key_env=args.api_key_env,
+        api=args.api,
+        model=args.model,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        stop=tuple(args.stop),
+        seed=args.seed,
+        stream=not args.no_stream,
+        template=template,
+        concurrency=args.concurrency,
+        clients=args.clients,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        max_attempts=args.max_attempts,
+        backoff=args.backoff,
+        connect_timeout=args.connect_timeout,
+        read_timeout=args.read_timeout,
+        request_timeout=args.request_timeout,
+        excludes=tuple(args.exclude),
+        default_excludes=not args.no_default_excludes,
+        max_file_bytes=args.max_file_bytes,
+        output=args.output,
+        db=args.db,
+        sinks=tuple(args.sink),
+        emit_all=args.emit_all,
+        dry_run=args.dry_run,
+        grace=args.grace,
+        progress="off" if args.quiet else args.progress,
+        progress_interval=args.progress_interval,
+        quiet=args.quiet,
+    )
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .pipeline import run
+    from .progress import format_summary
+
+    try:
+        config = config_from_args(args).resolve()
+        summary = anyio.run(run, config)
+    except ConfigError as exc:
+        _say(f"snipstream: error: {exc}")
+        return EXIT_USAGE
+    except SnipstreamError as exc:
+        _say(f"snipstream: {type(exc).__name__}: {exc}")
+        return EXIT_ABORTED
+    except KeyboardInterrupt:
+        _say("snipstream: interrupted")
+        return EXIT_INTERRUPTED
+    except Exception:  # noqa: BLE001 - a bug: show it, with a distinct exit code
+        _say("snipstream: internal error, please report this:\n" + traceback.format_exc())
+        return EXIT_INTERNAL
+    if not config.quiet:
+        _say(format_summary(summary, model=config.model, dry_run=config.dry_run))
+    return summary.exit_code
+
+
+def entry() -> None:
+    sys.exit(main())

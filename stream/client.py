@@ -1,0 +1,359 @@
+"""Talking to an OpenAI-compatible API: request bodies, the client pool, SSE parsing, retries.
+
+httpx exceptions and HTTP statuses are translated into `stream.errors` here and nowhere else
+(`_translate`), so the rest of the program only sees `APIError` subclasses.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import anyio
+import httpx
+import orjson
+
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeout,
+    AuthError,
+    NotFoundError,
+    RateLimited,
+    StreamError,
+)
+from .limits import Limits
+
+__all__ = ["Completion", "ClientPool", "RetryPolicy", "build_body", "iter_sse", "parse_retry_after"]
+
+
+@dataclass(slots=True)
+class Completion:
+    """One answer, with the response metadata a record keeps."""
+
+    text: str
+    response_id: str | None = None
+    model: str | None = None
+    created: int | None = None
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    system_fingerprint: str | None = None
+    attempts: int = 1
+    latency_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+def build_body(*, api: str, model: str, system: str | None, user: str, params: dict[str, Any],
+               stream: bool) -> dict[str, Any]:
+    """The JSON body for ``/chat/completions`` (api="chat") or legacy ``/completions``."""
+    body: dict[str, Any] = {"model": model}
+    if api == "chat":
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": user})
+        body["messages"] = messages
+    else:
+        body["prompt"] = f"{system}\n\n{user}" if system else user
+    body.update((k, v) for k, v in params.items() if v is not None and v != [])
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+# --- SSE -------------------------------------------------------------------------------------------------
+
+async def iter_sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str | None, str]]:
+    """Server-sent events as (event type, data), from already split lines.
+
+    Tolerates what real servers send: comment/keep-alive lines (``: ping``), ``event:``/``id:``/``retry:``
+    fields, CRLF (split away by httpx), a missing blank line before the end of the body.
+    https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
+    """
+    data: list[str] = []
+    event: str | None = None
+    async for line in lines:
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            data, event = [], None
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+    if data:
+        yield event, "\n".join(data)
+
+
+class _Assembler:
+    """Folds streamed chunks (chat deltas or completion texts) into one Completion."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.c = Completion(text="")
+        self.done = False
+
+    def feed(self, chunk: dict[str, Any]) -> None:
+        _raise_for_error_object(chunk)
+        c = self.c
+        c.response_id = c.response_id or chunk.get("id")
+        c.model = c.model or chunk.get("model")
+        c.created = c.created or chunk.get("created")
+        c.system_fingerprint = c.system_fingerprint or chunk.get("system_fingerprint")
+        if chunk.get("usage"):
+            c.usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta")
+            piece = (delta or {}).get("content") if delta is not None else choice.get("text")
+            if piece:
+                self.parts.append(piece)
+            if choice.get("finish_reason"):
+                c.finish_reason = choice["finish_reason"]
+
+    def result(self) -> Completion:
+        self.c.text = "".join(self.parts)
+        return self.c
+
+
+def _raise_for_error_object(obj: dict[str, Any]) -> None:
+    error = obj.get("error")
+    if error:
+        msg = error.get("message") if isinstance(error, dict) else str(error)
+        raise StreamError(f"the API answered with an error object: {msg}")
+
+
+def _parse_full(obj: dict[str, Any]) -> Completion:
+    _raise_for_error_object(obj)
+    choices = obj.get("choices") or []
+    if not choices:
+        raise StreamError("the response has no choices")
+    choice = choices[0]
+    message = choice.get("message")
+    text = (message or {}).get("content") if message is not None else choice.get("text")
+    return Completion(
+        text=text or "",
+        response_id=obj.get("id"),
+        model=obj.get("model"),
+        created=obj.get("created"),
+        finish_reason=choice.get("finish_reason"),
+        usage=obj.get("usage"),
+        system_fingerprint=obj.get("system_fingerprint"),
+    )
+
+
+# --- errors ----------------------------------------------------------------------------------------------
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` (OpenAI), or ``retry-after`` (seconds or an HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+
+
+def _error_message(content: bytes) -> str:
+    try:
+        obj = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return content[:300].decode("utf-8", "replace").strip() or "(empty body)"
+    err = obj.get("error") if isinstance(obj, dict) else None
+    if isinstance(err, dict):
+        return str(err.get("message") or err)
+    return str(err or obj)[:300]
+
+
+@contextmanager
+def _translate() -> Iterator[None]:
+    """The one place httpx's exceptions become ours."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise APITimeout(f"{type(exc).__name__}: the API did not answer in time") from None
+    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        raise StreamError(f"the connection broke mid-response ({type(exc).__name__})") from None
+    except httpx.TransportError as exc:
+        raise APIConnectionError(f"cannot reach the API ({type(exc).__name__}: {exc})") from None
+    except orjson.JSONDecodeError as exc:
+        raise StreamError(f"malformed JSON from the API ({exc})") from None
+
+
+# --- retries ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter; a server's retry-after wins when it gives one.
+
+    Jitter spreads retries of many workers so they do not return in lock-step:
+    https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/
+    """
+
+    max_attempts: int = 6
+    base: float = 0.5
+    cap: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, 600.0) + random.uniform(0, 0.1 * self.base)
+        return random.uniform(0.5, 1.0) * min(self.cap, self.base * 2 ** (attempt - 1))
+
+
+class ClientPool:
+    """A few `httpx.AsyncClient`s, each with a small connection limit, shared round-robin by the workers.
+
+    One client with hundreds of connections spends its time searching its own pool; several small
+    clients keep that search short.
+    """
+
+    def __init__(self, *, base_url: str, api_key: str | None, api_key_env: str, api: str,
+                 concurrency: int, clients: int = 0, limits: Limits | None = None,
+                 retry: RetryPolicy = RetryPolicy(), connect_timeout: float = 10.0,
+                 read_timeout: float = 120.0, request_timeout: float = 600.0,
+                 trust_env: bool = True) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key_env = api_key_env
+        self.endpoint = "/chat/completions" if api == "chat" else "/completions"
+        self.url = self.base_url + self.endpoint
+        self.limits = limits or Limits()
+        self.retry = retry
+        self.request_timeout = request_timeout
+        n = clients or max(1, math.ceil(concurrency / 8))
+        per_client = max(1, math.ceil(concurrency / n))
+        headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        self._key = api_key
+        timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=30.0, pool=None)
+        self._clients = [
+            httpx.AsyncClient(
+                headers=headers,
+                timeout=timeout,
+                limits=httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client),
+                trust_env=trust_env,
+            )
+            for _ in range(n)
+        ]
+        self.requests_sent = 0
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            for client in self._clients:
+                await client.aclose()
+
+    async def __aenter__(self) -> ClientPool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def scrub(self, text: str) -> str:
+        """Remove the key from text that came back from a server (some echo part of it)."""
+        return text.replace(self._key, "***") if self._key else text
+
+    async def complete(self, body: dict[str, Any], *, reserve_tokens: int, worker: int = 0,
+                       on_attempt: Callable[[], None] | None = None) -> Completion:
+        """Send one request, retrying what may succeed later. Raises an APIError after the last attempt,
+        with ``attempts`` and ``history`` (one line per failed attempt) set on it."""
+        client = self._clients[worker % len(self._clients)]
+        history: list[str] = []
+        for attempt in range(1, self.retry.max_attempts + 1):
+            await self.limits.acquire(reserve_tokens)
+            started = time.perf_counter()
+            try:
+                self.requests_sent += 1
+                if on_attempt:
+                    on_attempt()
+                try:
+                    with anyio.fail_after(self.request_timeout):
+                        completion = await self._once(client, body)
+                except TimeoutError:
+                    raise APITimeout(f"no complete answer within {self.request_timeout:g}s") from None
+            except APIError as exc:
+                exc.args = (self.scrub(str(exc)),)
+                history.append(f"attempt {attempt}: {exc.reason}: {exc}")
+                if not exc.retryable or attempt == self.retry.max_attempts:
+                    exc.attempts = attempt  # type: ignore[attr-defined]
+                    exc.history = history  # type: ignore[attr-defined]
+                    raise
+                await anyio.sleep(self.retry.delay(attempt, exc.retry_after))
+                continue
+            completion.attempts = attempt
+            completion.errors = history
+            completion.latency_s = time.perf_counter() - started
+            return completion
+        raise AssertionError("unreachable")
+
+    async def _once(self, client: httpx.AsyncClient, body: dict[str, Any]) -> Completion:
+        content = orjson.dumps(body)
+        with _translate():
+            async with client.stream("POST", self.url, content=content) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise self._status_error(response, body)
+                if body.get("stream"):
+                    ctype = response.headers.get("content-type", "")
+                    if "text/event-stream" in ctype:
+                        return await self._read_stream(response)
+                # Some servers ignore stream:true and answer with one JSON document; take it.
+                return _parse_full(orjson.loads(await response.aread()))
+
+    async def _read_stream(self, response: httpx.Response) -> Completion:
+        acc = _Assembler()
+        async for event, data in iter_sse(response.aiter_lines()):
+            if data.strip() == "[DONE]":
+                acc.done = True
+                break
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                raise StreamError(f"malformed JSON chunk in the stream: {data[:80]!r}") from None
+            if event == "error":
+                _raise_for_error_object(chunk if "error" in chunk else {"error": chunk})
+            if isinstance(chunk, dict):
+                acc.feed(chunk)
+        result = acc.result()
+        # A server may close without [DONE]; the answer is whole only if it said why it finished.
+        if not acc.done and result.finish_reason is None:
+            raise StreamError("the stream ended before the answer was complete")
+        return result
+
+    def _status_error(self, response: httpx.Response, body: dict[str, Any]) -> APIError:
+        status = response.status_code
+        msg = self.scrub(_error_message(response.content))
+        retry_after = parse_retry_after(response.headers)
+        where = f"{status} from {self.url}"
+        if status in (401, 403):
+            return AuthError(f"{where}: {msg} (check the key in ${self.api_key_env} and --base-url)",
+                             status=status)
+        if status == 404:
+            return NotFoundError(f"{where}: {msg} (is model {body.get('model')!r} served at {self.base_url}?)",
+                                 status=status)
+        if status == 429:
+            return RateLimited(f"{where}: {msg}", status=status, retry_after=retry_after)
+        return APIStatusError(f"{where}: {msg}", status=status, retry_after=retry_after)

@@ -1,0 +1,133 @@
+"""One Config for a run. Precedence: command-line flags > environment > defaults.
+
+Environment: ``OPENAI_API_KEY`` (or the variable named by ``api_key_env``), ``OPENAI_BASE_URL``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+from .prompt import DEFAULT_TEMPLATE, Template, task_fingerprint
+
+__all__ = ["Config", "DEFAULT_BASE_URL", "is_loopback"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs. Build one, then call `resolve()` to apply the environment and validate."""
+
+    paths: tuple[str, ...] = ()
+    # API
+    base_url: str | None = None  # None: $OPENAI_BASE_URL, else DEFAULT_BASE_URL
+    api_key: str | None = field(default=None, repr=False)  # None: from $api_key_env
+    api_key_env: str = "OPENAI_API_KEY"
+    api: str = "chat"  # chat | completions
+    model: str = "gpt-4o-mini"
+    max_tokens: int = 512
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    stream: bool = True
+    template: Template = DEFAULT_TEMPLATE
+    # throughput and reliability
+    concurrency: int = 16
+    clients: int = 0  # 0: one client per 8 concurrent requests
+    rpm: float | None = None
+    tpm: float | None = None
+    max_attempts: int = 6
+    backoff: float = 0.5
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    request_timeout: float = 600.0
+    # sources
+    excludes: tuple[str, ...] = ()
+    default_excludes: bool = True
+    max_file_bytes: int = 1 << 20
+    # outputs
+    output: str = "-"
+    db: str = "snipstream.db"
+    sinks: tuple[str, ...] = ()
+    emit_all: bool = False
+    dry_run: bool = False
+    # behaviour
+    grace: float = 10.0
+    progress: str = "auto"  # auto | tty | plain | off
+    progress_interval: float = 10.0  # seconds between plain progress lines
+    quiet: bool = False
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Generation parameters sent with every request (and part of the task fingerprint)."""
+        return {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "stop": list(self.stop) or None,
+            "seed": self.seed,
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        return task_fingerprint(self.template, api=self.api, model=self.model, params=self.params)
+
+    def resolve(self, env: Mapping[str, str] | None = None) -> Config:
+        """Apply the environment, then check everything that can be checked before any work."""
+        env = os.environ if env is None else env
+        base_url = self.base_url or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        key = self.api_key if self.api_key is not None else (env.get(self.api_key_env) or None)
+        cfg = replace(self, base_url=base_url.rstrip("/"), api_key=key)
+        cfg._validate()
+        return cfg
+
+    def _validate(self) -> None:
+        if not self.paths:
+            raise ConfigError("give at least one path to walk")
+        parts = urlsplit(self.base_url or "")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"--base-url must be an http(s) URL, got {self.base_url!r}")
+        if self.api not in ("chat", "completions"):
+            raise ConfigError(f"--api must be chat or completions, got {self.api!r}")
+        if not self.dry_run and not self.api_key and not is_loopback(self.base_url or ""):
+            raise ConfigError(
+                f"no API key: set ${self.api_key_env} (or name another variable with --api-key-env); "
+                f"a key is needed for {self.base_url}"
+            )
+        for name, value, low in (("--concurrency", self.concurrency, 1), ("--max-tokens", self.max_tokens, 1),
+                                 ("--max-attempts", self.max_attempts, 1), ("--clients", self.clients, 0),
+                                 ("--max-file-bytes", self.max_file_bytes, 1)):
+            if value < low:
+                raise ConfigError(f"{name} must be at least {low}, got {value}")
+        for name, value in (("--rpm", self.rpm), ("--tpm", self.tpm)):
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name} must be positive, got {value:g}")
+        if self.tpm is not None and self.tpm < self.max_tokens:
+            raise ConfigError(f"--tpm {self.tpm:g} is below --max-tokens {self.max_tokens}: no request could fit")
+        if self.progress not in ("auto", "tty", "plain", "off"):
+            raise ConfigError(f"--progress must be auto, tty, plain or off, got {self.progress!r}")
+
+    def public(self) -> dict[str, Any]:
+        """The config as stored with a run: everything but the key."""
+        data = asdict(self)
+        data.pop("api_key", None)
+        data["api_key_set"] = bool(self.api_key)
+        data["template"] = {"name": self.template.name, "fingerprint": self.fingerprint}
+        return data

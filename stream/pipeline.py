@@ -1,0 +1,626 @@
+"""The run: one task group wiring the stages with small memory object streams.
+
+```
+walk+extract (thread) ─▶ plan ─▶ workers (N, rate-limited) ─▶ writer (checkpoint, then NDJSON and sinks)
+                           └──────── skips, reused answers, dry-run lines ───────▶ writer
+```
+Every stream is bounded, so a slow API slows the walk and memory stays flat. Shutdown: the first signal
+stops the walk and lets in-flight requests finish within the grace period; the writer always drains and
+commits what arrived, under a shield. A second signal cancels at once; the checkpoint stays consistent because
+every write to it is one transaction.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import anyio
+import orjson
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from sinks import Sink, load_sink
+from sinks.ndjson import NDJSONSink
+from sinks.sqlite import Checkpoint, Done, Failed
+
+from .client import ClientPool, Completion, RetryPolicy, build_body
+from .config import Config, is_loopback
+from .errors import APIError, AuthError, NotFoundError, SinkError, SnipstreamError, SourceError
+from .extract import python as python_extract
+from .limits import BudgetExceeded, Limits
+from .progress import show_progress
+from .model import SourceFile, Snippet, stable_hash
+from .tokens import Tokenizer, estimate_cost, load_tokenizer
+from .walk import Skip, read_source, walk
+
+__all__ = ["run", "Summary", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+_BATCH = 256  # results committed per checkpoint transaction, at most
+
+
+@dataclass
+class Summary:
+    """What a run did. Counts are per run; `failed` and `skipped` are grouped by reason."""
+
+    files: int = 0
+    snippets: int = 0
+    requests: int = 0  # HTTP requests sent, retries included
+    annotated: int = 0  # new answers committed
+    reused: int = 0  # new places of already answered code: emitted without a request
+    unchanged: int = 0  # already answered and emitted: nothing to do
+    backlog: int = 0  # emitted from the checkpoint before the walk (earlier runs' unemitted lines)
+    emitted: int = 0  # NDJSON lines written
+    would_send: int = 0  # dry run
+    failed: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_estimated: int = 0
+    elapsed: float = 0.0
+    encoding: str = ""
+    estimated_cost: float | None = None
+    walk_done: bool = False
+    stopped: str | None = None  # why the run stopped early: "interrupted", "output closed", an error
+    exit_code: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["failed"] = dict(self.failed)
+        data["skipped"] = dict(self.skipped)
+        return data
+
+
+# --- messages between stages -----------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class _Job:
+    record_id: str
+    snippet: Snippet
+    occurrence_id: str
+    body: dict[str, Any]
+    prompt_tokens: int | None
+    system: str | None
+    user: str
+
+
+@dataclass(slots=True)
+class _Answered:
+    job: _Job
+    completion: Completion
+
+
+@dataclass(slots=True)
+class _Failure:
+    job: _Job
+    reason: str
+    error: str
+    attempts: int
+
+
+@dataclass(slots=True)
+class _Reuse:
+    record_id: str
+    snippet: Snippet
+    occurrence_id: str
+
+
+@dataclass(slots=True)
+class _Skipped:
+    file: str
+    path: str
+    reason: str
+    detail: str
+
+
+@dataclass(slots=True)
+class _DryLine:
+    line: bytes
+
+
+_Outcome = _Answered | _Failure | _Reuse | _Skipped | _DryLine
+
+
+def provenance(snippet: Snippet) -> dict[str, Any]:
+    return {
+        "path": snippet.path,
+        "language": snippet.language,
+        "kind": snippet.kind,
+        "qualname": snippet.qualname,
+        "parent": snippet.parent,
+        "start_line": snippet.start_line,
+        "end_line": snippet.end_line,
+        "signature": snippet.signature,
+        "docstring": snippet.docstring,
+        "code": snippet.code,
+    }
+
+
+def _line(record_id: str, snippet: Snippet, result: dict[str, Any]) -> bytes:
+    record = {"schema_version": SCHEMA_VERSION, "record_id": record_id, "snippet_id": snippet.id,
+              **provenance(snippet), **result}
+    return orjson.dumps(record) + b"\n"
+
+
+def _extract_file(file: SourceFile) -> list[Snippet]:
+    return python_extract.extract(read_source(file), file.relpath)
+
+
+class _Run:
+    def __init__(self, config: Config, summary: Summary, err: Callable[[str], None]) -> None:
+        self.cfg = config
+        self.summary = summary
+        self.err = err
+        self.fingerprint = config.fingerprint
+        self.task = {
+            "template": config.template.name,
+            "fingerprint": self.fingerprint,
+            "api": config.api,
+            "model": config.model,
+            "params": {k: v for k, v in config.params.items() if v is not None},
+        }
+        self.done: set[str] = set()
+        self.seen: set[str] = set()  # occurrence ids emitted or handled
+        self.inflight: dict[str, list[tuple[Snippet, str]]] = {}
+        self.stopping = False
+        self.feed_scope = anyio.CancelScope()
+        self.work_scope = anyio.CancelScope()
+        self.deadline: float | None = None
+        self.tokenizer: Tokenizer | None = None
+        self.tokenizer_ready = anyio.Event()
+        self.pool: ClientPool | None = None
+        self.ckpt: Checkpoint | None = None
+        self.out: NDJSONSink | None = None
+        self.plugins: list[Sink] = []
+        self.run_id: int | None = None
+
+    # --- control -----------------------------------------------------------------------------------------
+
+    def stop(self, why: str, *, exit_code: int, grace: float | None = None) -> None:
+        """Stop taking new work; in-flight requests get `grace` seconds (default --grace) to finish."""
+        if self.summary.stopped is None:
+            self.summary.stopped = why
+            self.summary.exit_code = exit_code
+        self.stopping = True
+        self.feed_scope.cancel()
+        deadline = anyio.current_time() + (self.cfg.grace if grace is None else grace)
+        self.deadline = deadline if self.deadline is None else min(self.deadline, deadline)
+        self.work_scope.deadline = self.deadline
+
+    async def _watch_signals(self, outer: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if self.stopping and self.summary.stopped == "interrupted":
+                    self.err("second interrupt: stopping now")
+                    outer.cancel()
+                    return
+                name = signal.Signals(signum).name
+                self.err(f"{name}: finishing in-flight requests (up to {self.cfg.grace:g}s); "
+                         "interrupt again to stop now")
+                self.stop("interrupted", exit_code=130)
+
+    async def _load_tokenizer(self) -> None:
+        try:
+            self.tokenizer = await anyio.to_thread.run_sync(load_tokenizer, self.cfg.model)
+        except Exception as exc:  # noqa: BLE001 - load_tokenizer has its own fallbacks; this is the last
+            self.tokenizer = Tokenizer("chars/4", lambda t: (len(t) + 3) // 4, f"tokenizer failed: {exc}")
+        self.summary.encoding = self.tokenizer.encoding
+        if self.tokenizer.note and not self.cfg.quiet:
+            self.err(f"note: {self.tokenizer.note}")
+        self.tokenizer_ready.set()
+
+    async def _tokens(self) -> Tokenizer:
+        await self.tokenizer_ready.wait()
+        assert self.tokenizer is not None
+        return self.tokenizer
+
+    # --- stages ------------------------------------------------------------------------------------------
+
+    def _walk_thread(self, send: ObjectSendStream[list[Snippet] | _Skipped]) -> None:
+        """Runs in a worker thread: walk, read and parse, handing each file's snippets to the loop."""
+        cfg = self.cfg
+        for item in walk(cfg.paths, suffixes=python_extract.SUFFIXES, excludes=cfg.excludes,
+                         default_excludes=cfg.default_excludes, max_file_bytes=cfg.max_file_bytes):
+            if isinstance(item, Skip):
+                out: list[Snippet] | _Skipped = _Skipped(item.relpath, item.relpath, item.reason, item.detail)
+            else:
+                try:
+                    out = _extract_file(item)
+                except SourceError as exc:
+                    out = _Skipped(str(item.path), item.relpath, exc.reason, exc.detail)
+                self.summary.files += 1
+            anyio.from_thread.run(send.send, out)
+
+    async def _feed(self, jobs: ObjectSendStream[_Job], outcomes: ObjectSendStream[_Outcome]) -> None:
+        files_send, files_recv = anyio.create_memory_object_stream[list[Snippet] | _Skipped](16)
+        async with jobs, outcomes:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._walk, files_send)
+                async with files_recv:
+                    async for item in files_recv:
+                        if isinstance(item, _Skipped):
+                            self.summary.skipped[item.reason] += 1
+                            if not self.cfg.dry_run:
+                                await outcomes.send(item)
+                            continue
+                        for snippet in item:
+                            await self._plan(snippet, jobs, outcomes)
+            self.summary.walk_done = True
+
+    async def _walk(self, send: ObjectSendStream[list[Snippet] | _Skipped]) -> None:
+        async with send:
+            try:
+                await anyio.to_thread.run_sync(self._walk_thread, send, abandon_on_cancel=True)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
+
+    async def _plan(self, snippet: Snippet, jobs: ObjectSendStream[_Job],
+                    outcomes: ObjectSendStream[_Outcome]) -> None:
+        cfg = self.cfg
+        self.summary.snippets += 1
+        record_id = stable_hash(snippet.id, self.fingerprint, *cfg.template.location_key(snippet))
+        occurrence_id = stable_hash(record_id, snippet.path, snippet.qualname)
+        if occurrence_id in self.seen:
+            self.summary.unchanged += 1
+            return
+        self.seen.add(occurrence_id)
+        if record_id in self.done:
+            self.summary.reused += 1
+            await outcomes.send(_Reuse(record_id, snippet, occurrence_id))
+            return
+        waiting = self.inflight.get(record_id)
+        if waiting is not None:  # the same code elsewhere is being asked about right now: share the answer
+            waiting.append((snippet, occurrence_id))
+            return
+        system, user = cfg.template.render(snippet)
+        prompt_tokens = None
+        if cfg.dry_run or cfg.tpm:
+            tok = await self._tokens()
+            prompt_tokens = tok.count_chat(system, user) if cfg.api == "chat" else tok.count(
+                f"{system}\n\n{user}" if system else user)
+        body = build_body(api=cfg.api, model=cfg.model, system=system, user=user, params=cfg.params,
+                          stream=cfg.stream)
+        job = _Job(record_id, snippet, occurrence_id, body, prompt_tokens, system, user)
+        if cfg.dry_run:
+            self.summary.would_send += 1
+            self.summary.prompt_tokens += prompt_tokens or 0
+            self.inflight[record_id] = []
+            line = {"schema_version": SCHEMA_VERSION, "record_id": record_id, "snippet_id": snippet.id,
+                    **provenance(snippet), "task": self.task, "request": body, "prompt_tokens": prompt_tokens}
+            await outcomes.send(_DryLine(orjson.dumps(line) + b"\n"))
+            return
+        self.inflight[record_id] = [(snippet, occurrence_id)]
+        await jobs.send(job)
+
+    async def _worker(self, index: int, jobs: ObjectReceiveStream[_Job],
+                      outcomes: ObjectSendStream[_Outcome]) -> None:
+        assert self.pool is not None
+        async with jobs, outcomes:
+            async for job in jobs:
+                if self.stopping:
+                    break
+                reserve = (job.prompt_tokens or 0) + self.cfg.max_tokens
+                try:
+                    completion = await self.pool.complete(job.body, reserve_tokens=reserve, worker=index,
+                                                          on_attempt=self._count_request)
+                except (AuthError, NotFoundError) as exc:
+                    self.err(f"error: {exc}")
+                    self.stop(f"{type(exc).__name__}: {exc}", exit_code=3, grace=0)
+                    return
+                except APIError as exc:
+                    history = getattr(exc, "history", [f"{exc.reason}: {exc}"])
+                    await outcomes.send(_Failure(job, exc.reason, "\n".join(history),
+                                                 getattr(exc, "attempts", 1)))
+                except BudgetExceeded as exc:
+                    await outcomes.send(_Failure(job, "exceeds_tpm", str(exc), 0))
+                else:
+                    await outcomes.send(_Answered(job, completion))
+
+    def _count_request(self) -> None:
+        self.summary.requests += 1
+
+    # --- writer ------------------------------------------------------------------------------------------
+
+    async def _writer(self, outcomes: ObjectReceiveStream[_Outcome]) -> None:
+        async with outcomes:
+            while True:
+                try:
+                    batch = [await outcomes.receive()]
+                except anyio.EndOfStream:
+                    return
+                while len(batch) < _BATCH:
+                    try:
+                        batch.append(outcomes.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                # Whatever arrived is paid for: commit it even if the run is being cancelled.
+                with anyio.CancelScope(shield=True):
+                    await self._write_batch(batch)
+
+    async def _write_batch(self, batch: list[_Outcome]) -> None:
+        done: list[Done] = []
+        failed: list[Failed] = []
+        skips: list[tuple[str, str, str, str]] = []
+        reuse: list[_Reuse] = []
+        lines: list[tuple[str, bytes]] = []
+        for item in batch:
+            if isinstance(item, _Answered):
+                job, result = item.job, await self._result(item)
+                places = self.inflight.pop(job.record_id, None) or [(job.snippet, job.occurrence_id)]
+                self.done.add(job.record_id)
+                occ = [(oid, s.path, s.qualname, _line(job.record_id, s, result)) for s, oid in places]
+                done.append(Done(job.record_id, job.snippet.id, self.fingerprint, self.cfg.model,
+                                 orjson.dumps(result), item.completion.attempts, occ))
+                lines.extend((o[0], o[3]) for o in occ)
+                self.summary.annotated += 1
+            elif isinstance(item, _Failure):
+                job = item.job
+                self.inflight.pop(job.record_id, None)
+                failed.append(Failed(job.record_id, job.snippet.id, self.fingerprint, self.cfg.model,
+                                     item.reason, item.error, item.attempts, job.snippet.path,
+                                     job.snippet.qualname))
+                self.summary.failed[item.reason] += 1
+            elif isinstance(item, _Skipped):
+                skips.append((item.file, item.path, item.reason, item.detail))
+            elif isinstance(item, _Reuse):
+                reuse.append(item)
+            else:
+                lines.append(("", item.line))
+        if self.ckpt is not None and (done or failed or skips):
+            await self.ckpt.commit(done, failed, skips, self.run_id)
+        if reuse and self.ckpt is not None:
+            lines.extend(await self._reuse(reuse))
+        await self._emit(lines)
+
+    async def _result(self, item: _Answered) -> dict[str, Any]:
+        c, job = item.completion, item.job
+        usage = c.usage
+        estimated = not usage
+        if estimated:
+            tok = await self._tokens()
+            prompt = job.prompt_tokens
+            if prompt is None:
+                prompt = tok.count_chat(job.system, job.user) if self.cfg.api == "chat" else tok.count(job.user)
+            completion_tokens = tok.count(c.text)
+            usage = {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
+                     "total_tokens": prompt + completion_tokens}
+            self.summary.usage_estimated += 1
+        self.summary.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+        self.summary.completion_tokens += int(usage.get("completion_tokens") or 0)
+        return {
+            "task": self.task,
+            "annotation": c.text,
+            "truncated": c.finish_reason == "length",
+            "response": {
+                "id": c.response_id,
+                "model": c.model,
+                "created": c.created,
+                "finish_reason": c.finish_reason,
+                "usage": usage,
+                "usage_estimated": estimated,
+                "system_fingerprint": c.system_fingerprint,
+            },
+            "attempts": c.attempts,
+            "latency_s": round(c.latency_s, 4),
+            "annotated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    async def _reuse(self, items: list[_Reuse]) -> list[tuple[str, bytes]]:
+        assert self.ckpt is not None
+        results = await self.ckpt.results([i.record_id for i in items])
+        done: list[Done] = []
+        lines: list[tuple[str, bytes]] = []
+        for item in items:
+            raw = results.get(item.record_id)
+            if raw is None:  # cannot happen: ids come from committed records
+                continue
+            line = _line(item.record_id, item.snippet, orjson.loads(raw))
+            done.append(Done(item.record_id, item.snippet.id, self.fingerprint, self.cfg.model, raw, 0,
+                             [(item.occurrence_id, item.snippet.path, item.snippet.qualname, line)]))
+            lines.append((item.occurrence_id, line))
+        await self.ckpt.add_occurrences(done)
+        return lines
+
+    async def _emit(self, lines: list[tuple[str, bytes]]) -> None:
+        """Write lines to every sink, then mark them emitted (with the file's new whole offset)."""
+        out = self.out
+        if not lines or out is None:
+            return
+        for _, line in lines:
+            out.add_line(line)
+        try:
+            await out.flush()
+            for sink in self.plugins:
+                for _, line in lines:
+                    await sink.write(orjson.loads(line))
+                flush = getattr(sink, "flush", None)
+                if flush is not None:
+                    await flush()
+        except BrokenPipeError:
+            self.out = None
+            self._stdout_closed()
+            if self.summary.stopped is None:
+                self.err("output closed (broken pipe): stopping; unwritten records stay in the checkpoint")
+                self.stop("output closed", exit_code=0)
+            return
+        except SinkError as exc:
+            self.out = None
+            self.err(f"error: {exc}")
+            self.stop(f"SinkError: {exc}", exit_code=3)
+            return
+        except Exception as exc:  # noqa: BLE001 - a plug-in sink's bug must not lose the run
+            self.out = None
+            self.err(f"error: sink failed: {type(exc).__name__}: {exc}")
+            self.stop(f"sink failed: {type(exc).__name__}", exit_code=3)
+            return
+        self.summary.emitted += len(lines)
+        if self.ckpt is not None and not self.cfg.dry_run:
+            await self.ckpt.mark_emitted([oid for oid, _ in lines], out.key, out.offset)
+
+    @staticmethod
+    def _stdout_closed() -> None:
+        # Point fd 1 at /dev/null so the interpreter's final flush of stdout cannot raise again.
+        try:
+            import os
+
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except OSError:
+            pass
+
+    async def _emit_backlog(self) -> None:
+        assert self.ckpt is not None
+        source = self.ckpt.all_lines() if self.cfg.emit_all else self.ckpt.unemitted()
+        async for rows in source:
+            if self.out is None:
+                break
+            await self._emit(rows)
+            self.summary.backlog += len(rows)
+
+    # --- the run -----------------------------------------------------------------------------------------
+
+    async def main(self) -> None:
+        cfg = self.cfg
+        # Bad --exclude globs raise ConfigError here, before any work.
+        walk(cfg.paths, suffixes=python_extract.SUFFIXES, excludes=cfg.excludes)
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self._watch_signals, outer.cancel_scope)
+            outer.start_soon(self._load_tokenizer)
+            if not cfg.quiet:
+                outer.start_soon(functools.partial(show_progress, self.summary, mode=cfg.progress,
+                                                   interval=cfg.progress_interval))
+            try:
+                if cfg.dry_run:
+                    await self._dry_run()
+                else:
+                    await self._real_run()
+            finally:
+                outer.cancel_scope.cancel()
+
+    async def _dry_run(self) -> None:
+        from pathlib import Path
+
+        if Path(self.cfg.db).exists():
+            try:
+                async with Checkpoint(self.cfg.db, readonly=True) as ckpt:
+                    self.done = set(await ckpt.done_ids())
+            except SnipstreamError as exc:
+                self.err(f"note: not reading {self.cfg.db} ({exc})")
+        async with NDJSONSink(self.cfg.output) as out:
+            self.out = out
+            await self._graph(workers=0)
+        self.summary.estimated_cost = estimate_cost(self.cfg.model, self.summary.prompt_tokens,
+                                                    self.summary.would_send * self.cfg.max_tokens)
+
+    async def _real_run(self) -> None:
+        cfg = self.cfg
+        if cfg.api_key and cfg.base_url and cfg.base_url.startswith("http://") and not is_loopback(cfg.base_url):
+            self.err(f"warning: sending the API key over plain http to {cfg.base_url}")
+        plugins = [load_sink(spec) for spec in cfg.sinks]
+        async with Checkpoint(cfg.db) as ckpt:
+            self.ckpt = ckpt
+            self.done = set(await ckpt.done_ids())
+            self.seen = await ckpt.occurrence_ids()
+            sink = NDJSONSink(cfg.output)
+            if sink.key is not None:
+                sink.resume_offset = await ckpt.output_offset(sink.key)
+            async with sink as out:
+                for note in out.notes:
+                    self.err(f"note: {note}")
+                self.out = out
+                entered: list[Sink] = []
+                try:
+                    for plugin in plugins:
+                        await plugin.__aenter__()
+                        entered.append(plugin)
+                    self.plugins = entered
+                    self.run_id = await ckpt.start_run(cfg.public())
+                    await self._emit_backlog()
+                    if not self.stopping:
+                        limits = Limits(rpm=cfg.rpm, tpm=cfg.tpm)
+                        retry = RetryPolicy(max_attempts=cfg.max_attempts, base=cfg.backoff)
+                        async with ClientPool(
+                            base_url=cfg.base_url or "", api_key=cfg.api_key, api_key_env=cfg.api_key_env,
+                            api=cfg.api, concurrency=cfg.concurrency, clients=cfg.clients, limits=limits,
+                            retry=retry, connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout,
+                            request_timeout=cfg.request_timeout, trust_env=not is_loopback(cfg.base_url or ""),
+                        ) as pool:
+                            self.pool = pool
+                            await self._graph(workers=cfg.concurrency)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        for plugin in reversed(entered):
+                            await plugin.__aexit__(None, None, None)
+                        self.summary.elapsed = time.perf_counter() - self.started
+                        await ckpt.finish_run(self.run_id or 0, self.summary.as_dict())
+
+    async def _graph(self, *, workers: int) -> None:
+        job_send, job_recv = anyio.create_memory_object_stream[_Job](max(1, workers))
+        out_send, out_recv = anyio.create_memory_object_stream[_Outcome](max(16, 2 * workers))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._writer, out_recv)
+            tg.start_soon(self._feed_group, job_send, out_send.clone())
+            tg.start_soon(self._worker_group, workers, job_recv, out_send.clone())
+            out_send.close()
+
+    async def _feed_group(self, jobs: ObjectSendStream[_Job], outcomes: ObjectSendStream[_Outcome]) -> None:
+        try:
+            with self.feed_scope:
+                await self._feed(jobs, outcomes)
+        finally:
+            jobs.close()
+            outcomes.close()
+
+    async def _worker_group(self, workers: int, jobs: ObjectReceiveStream[_Job],
+                            outcomes: ObjectSendStream[_Outcome]) -> None:
+        with jobs, outcomes:
+            async with anyio.create_task_group() as group:
+                # stop() moves this deadline: in-flight requests get the grace period, then are cancelled.
+                self.work_scope = group.cancel_scope
+                if self.deadline is not None:
+                    group.cancel_scope.deadline = self.deadline
+                for index in range(workers):
+                    group.start_soon(self._worker, index, jobs.clone(), outcomes.clone())
+
+    started: float = 0.0
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+async def run(config: Config, *, err: Callable[[str], None] | None = None) -> Summary:
+    """Run the whole job for a resolved `Config` and return its summary (see `Summary`).
+
+    Human messages go to `err` (stderr by default); NDJSON goes to ``config.output``.
+    """
+    summary = Summary()
+    err = err or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    runner = _Run(config, summary, err)
+    runner.started = time.perf_counter()
+    try:
+        await runner.main()
+    except BaseExceptionGroup as group:
+        # Task groups wrap what a stage raised; callers want our error itself, not the group.
+        leaves = _leaves(group)
+        ours = next((e for e in leaves if isinstance(e, SnipstreamError)), None)
+        if ours is not None:
+            raise ours from None
+        if len(leaves) == 1 and not isinstance(leaves[0], Exception):
+            raise leaves[0] from None
+        raise
+    summary.elapsed = time.perf_counter() - runner.started
+    if summary.failed and summary.exit_code == 0:
+        summary.exit_code = 1
+    return summary

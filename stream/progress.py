@@ -1,0 +1,93 @@
+"""What a person watching the run sees on stderr: a progress line while it runs and a summary at the end."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, TextIO
+
+import anyio
+
+if TYPE_CHECKING:
+    from .pipeline import Summary
+
+__all__ = ["show_progress", "format_summary"]
+
+
+def _rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds > 0 else 0.0
+
+
+def progress_line(s: Summary, elapsed: float) -> str:
+    handled = s.annotated + s.reused + s.unchanged + sum(s.failed.values()) + s.would_send
+    total = f"{s.snippets}" if s.walk_done else f"{s.snippets}+"
+    rate = _rate(s.annotated, elapsed)
+    parts = [f"{handled}/{total} snippets", f"{s.annotated} annotated", f"{rate:.1f}/s"]
+    if s.failed:
+        parts.append(f"{sum(s.failed.values())} failed")
+    parts.append(f"tokens {s.prompt_tokens:,} in / {s.completion_tokens:,} out")
+    if s.walk_done and rate > 0:
+        remaining = max(0, s.snippets - handled)
+        parts.append(f"ETA {_duration(remaining / rate)}")
+    parts.append(_duration(elapsed))
+    return " · ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
+
+
+async def show_progress(s: Summary, *, mode: str, interval: float, stream: TextIO | None = None) -> None:
+    """Until cancelled: a self-rewriting line on a terminal, else a plain line every `interval` seconds."""
+    stream = stream or sys.stderr
+    if mode == "off":
+        return
+    tty = mode == "tty" or (mode == "auto" and stream.isatty())
+    started = time.perf_counter()
+    try:
+        while True:
+            await anyio.sleep(0.5 if tty else interval)
+            line = progress_line(s, time.perf_counter() - started)
+            if tty:
+                stream.write("\r\x1b[K" + line)
+            else:
+                stream.write("progress: " + line + "\n")
+            stream.flush()
+    finally:
+        if tty:
+            stream.write("\r\x1b[K")
+            stream.flush()
+
+
+def format_summary(s: Summary, *, model: str, dry_run: bool) -> str:
+    lines = []
+    if dry_run:
+        lines.append(f"dry run: {s.snippets} snippets in {s.files} files; {s.would_send} requests would be sent"
+                     f" ({s.snippets - s.would_send} already done or duplicates)")
+        lines.append(f"prompt tokens: {s.prompt_tokens:,} (counted with {s.encoding or '?'})")
+        if s.estimated_cost is not None:
+            from .tokens import PRICES_DATE
+
+            lines.append(f"estimated cost for {model}: up to ${s.estimated_cost:,.2f} "
+                         f"(prompt tokens + max_tokens per request; prices of {PRICES_DATE})")
+        else:
+            lines.append(f"estimated cost: unknown for model {model!r} (not in the price table)")
+    else:
+        failed = sum(s.failed.values())
+        lines.append(
+            f"snippets: {s.snippets} in {s.files} files · annotated {s.annotated} · reused {s.reused} · "
+            f"already done {s.unchanged} · failed {failed} · emitted {s.emitted + 0}"
+            + (f" (incl. {s.backlog} from earlier runs)" if s.backlog else "")
+        )
+        lines.append(f"requests sent: {s.requests} · tokens: {s.prompt_tokens:,} in / "
+                     f"{s.completion_tokens:,} out" + (f" ({s.usage_estimated} answers without usage, "
+                                                     f"counted with {s.encoding})" if s.usage_estimated else ""))
+        if s.failed:
+            lines.append("failed by reason: " + ", ".join(f"{k} {v}" for k, v in s.failed.most_common()))
+    if s.skipped:
+        lines.append("skipped files: " + ", ".join(f"{k} {v}" for k, v in s.skipped.most_common()))
+    lines.append(f"elapsed: {s.elapsed:.1f}s" + (f" · stopped: {s.stopped}" if s.stopped else ""))
+    return "\n".join(lines)

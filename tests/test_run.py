@@ -1,0 +1,347 @@
+"""End to end through the real command line against the project's loopback OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import EXPECTED, REPO, read_ndjson, snipstream
+from tests.fakeserver import FakeOpenAI, Scripted, default_reply
+
+COMPLETIONS = "chat/completions"
+
+
+def run_args(server: FakeOpenAI, tree: Path, *extra: str) -> list[str]:
+    return ["run", str(tree), "--base-url", server.url, "--model", "m", "--backoff", "0.01", *extra]
+
+
+def db_rows(db: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_every_definition_appears_once_with_its_exact_source(tree, server, tmp_path):
+    out = tmp_path / "out.ndjson"
+    r = snipstream(*run_args(server, tree, "-o", out), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    records = read_ndjson(out)
+    keys = [(rec["path"], rec["qualname"]) for rec in records]
+    assert sorted(keys) == sorted(EXPECTED), "each def/class/method exactly once, nothing else"
+    for rec in records:
+        assert rec["kind"] == EXPECTED[(rec["path"], rec["qualname"])]
+        lines = (tree / rec["path"]).read_bytes().decode("latin-1" if "legacy" in rec["path"] else "utf-8")
+        lines = lines.splitlines(keepends=True)
+        assert rec["code"] == "".join(lines[rec["start_line"] - 1:rec["end_line"]]), rec["qualname"]
+        assert rec["language"] == "python"
+        assert rec["task"]["model"] == "m" and rec["task"]["template"] == "annotate"
+        assert rec["response"]["finish_reason"] == "stop"
+        assert rec["response"]["usage"]["completion_tokens"] > 0
+        assert rec["response"]["model"] == "m" and rec["response"]["id"]
+        assert rec["attempts"] == 1
+    by_name = {rec["qualname"]: rec for rec in records}
+    decorated = by_name["decorated"]
+    assert decorated["code"].startswith("@functools.lru_cache(maxsize=None)\n@staticmethod\n")
+    assert "# trailing comment" in decorated["code"]
+    assert "# a comment inside" in by_name["plain"]["code"]
+    assert by_name["plain"]["docstring"] == "Add two numbers."
+    assert by_name["plain"]["signature"] == "def plain(a, b=1)"
+    assert by_name["Shape.area"]["parent"] == "Shape"
+    assert by_name["greet"]["docstring"] == "Say h\u00e9llo."
+    # the annotation is the server's answer to exactly this snippet's prompt
+    prompts = {req.prompt_text for req in server.requests}
+    assert len(prompts) == len(EXPECTED) == len(server.requests)
+    for rec in records:
+        prompt = (
+            "Please provide a complete annotation for the following Python code snippet that includes "
+            "information about what the code does, any relevant details, and how it can be used in questions, "
+            f"documentation, and code creation:\n{rec['code']}\n"
+        )
+        assert prompt in prompts
+        assert rec["annotation"] == default_reply(prompt)
+
+
+def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(tree, server, tmp_path):
+    r = snipstream(*run_args(server, tree, "-o", tmp_path / "out.ndjson"), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    skips = dict(db_rows(tmp_path / "snipstream.db", "SELECT path, reason FROM skips"))
+    assert skips == {"pkg/broken.py": "syntax_error", "pkg/blob.py": "binary"}
+    assert "skipped files:" in r.stderr and "syntax_error 1" in r.stderr and "binary 1" in r.stderr
+    detail = db_rows(tmp_path / "snipstream.db", "SELECT detail FROM skips WHERE reason = 'syntax_error'")
+    assert "line 1" in detail[0][0]
+
+
+def test_rerun_sends_nothing_and_appends_nothing(tree, server, tmp_path):
+    out = tmp_path / "out.ndjson"
+    assert snipstream(*run_args(server, tree, "-o", out), cwd=tmp_path).code == 0
+    first = out.read_bytes()
+    sent = len(server.requests)
+    r = snipstream(*run_args(server, tree, "-o", out), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    assert len(server.requests) == sent, "a rerun with the same settings pays for nothing"
+    assert out.read_bytes() == first
+    assert "requests sent: 0" in r.stderr
+
+
+def test_changing_the_model_annotates_everything_again(tree, server, tmp_path):
+    out = tmp_path / "out.ndjson"
+    assert snipstream(*run_args(server, tree, "-o", out), cwd=tmp_path).code == 0
+    sent = len(server.requests)
+    r = snipstream(*run_args(server, tree, "-o", out), "--model", "m2", cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    assert len(server.requests) == 2 * sent
+    models = [rec["task"]["model"] for rec in read_ndjson(out)]
+    assert models.count("m") == models.count("m2") == len(EXPECTED)
+    done = db_rows(tmp_path / "snipstream.db", "SELECT model, count(*) FROM records GROUP BY model")
+    assert sorted(done) == [("m", len(EXPECTED)), ("m2", len(EXPECTED))]
+
+
+def test_stdout_carries_only_ndjson(tree, server, tmp_path):
+    r = snipstream(*run_args(server, tree), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    assert len(r.records) == len(EXPECTED)
+    assert "snippets:" in r.stderr  # the summary went to stderr
+
+
+def test_closed_pipe_stops_cleanly_and_a_rerun_emits_the_rest(tree, server, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = f"{sys.executable} -m stream " + " ".join(run_args(server, tree, "--concurrency", "1")) + " | head -n 3"
+    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], cwd=tmp_path, env=env,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert len(proc.stdout.splitlines()) == 3
+    assert b"Traceback" not in proc.stderr
+    db = tmp_path / "snipstream.db"
+    assert db_rows(db, "PRAGMA integrity_check") == [("ok",)]
+    emitted = db_rows(db, "SELECT count(*) FROM occurrences WHERE emitted = 1")[0][0]
+    assert emitted >= 3
+    # the rest comes out on the next run, each record once overall
+    out = tmp_path / "rest.ndjson"
+    r = snipstream(*run_args(server, tree, "-o", out), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    keys = [(rec["path"], rec["qualname"]) for rec in read_ndjson(out)]
+    keys += [(rec["path"], rec["qualname"]) for rec in map(orjson.loads, proc.stdout.splitlines())]
+    assert len(keys) >= len(EXPECTED)
+    assert set(keys) == set(EXPECTED)
+    requested = [req.prompt_text for req in server.requests]
+    assert len(requested) == len(set(requested)), "no snippet was requested twice"
+
+
+def test_a_failed_snippet_is_stored_with_its_reason_and_retried_by_a_rerun(tree, server, tmp_path):
+    server.script(Scripted(status=400, body={"error": {"message": "context too long", "type": "x"}}))
+    out = tmp_path / "out.ndjson"
+    r = snipstream(*run_args(server, tree, "-o", out, "--concurrency", "1"), cwd=tmp_path)
+    assert r.code == 1, r.stderr
+    assert "http_400 1" in r.stderr
+    failed = db_rows(tmp_path / "snipstream.db", "SELECT reason, error FROM records WHERE status = 'failed'")
+    assert len(failed) == 1 and failed[0][0] == "http_400" and "context too long" in failed[0][1]
+    assert len(read_ndjson(out)) == len(EXPECTED) - 1
+    r = snipstream(*run_args(server, tree, "-o", out), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    assert "requests sent: 1" in r.stderr
+    assert sorted((x["path"], x["qualname"]) for x in read_ndjson(out)) == sorted(EXPECTED)
+
+
+def test_retryable_errors_are_retried_and_counted(tree, server, tmp_path):
+    server.script(Scripted(status=503), Scripted(status=429, headers={"retry-after-ms": "10"}),
+                  Scripted(cut_after_chunks=2))
+    out = tmp_path / "out.ndjson"
+    r = snipstream(*run_args(server, tree, "-o", out, "--concurrency", "1"), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    records = read_ndjson(out)
+    assert len(records) == len(EXPECTED)
+    assert len(server.requests) == len(EXPECTED) + 3
+    assert max(rec["attempts"] for rec in records) == 4
+
+
+def test_a_rejected_key_aborts_and_never_shows_the_key(tree, tmp_path):
+    secret = "sk-SENTINEL-0123456789"
+    with FakeOpenAI(api_key="sk-the-right-one") as srv:
+        r = snipstream(*run_args(srv, tree), cwd=tmp_path, env={"OPENAI_API_KEY": secret})
+        assert r.code == 3
+        assert srv.url in r.stderr and "OPENAI_API_KEY" in r.stderr
+        assert len(srv.requests) <= 16  # stops at once instead of failing every snippet
+    assert secret not in r.stderr and secret.encode() not in r.stdout
+    assert secret.encode() not in (tmp_path / "snipstream.db").read_bytes()
+
+
+def test_a_wrong_model_aborts_naming_it(tree, tmp_path):
+    with FakeOpenAI(model="served") as srv:
+        r = snipstream(*run_args(srv, tree), cwd=tmp_path)
+        assert r.code == 3
+        assert "'m'" in r.stderr and srv.url in r.stderr
+
+
+def test_a_key_is_required_for_a_remote_api(tree, tmp_path):
+    r = snipstream("run", tree, "--base-url", "https://api.example.invalid/v1", cwd=tmp_path)
+    assert r.code == 2
+    assert "OPENAI_API_KEY" in r.stderr
+    assert not (tmp_path / "snipstream.db").exists()
+
+
+def test_unknown_template_placeholder_is_refused_before_any_request(tree, server, tmp_path):
+    template = tmp_path / "t.toml"
+    template.write_text('user = "Explain {code} from {repo}"\n')
+    r = snipstream(*run_args(server, tree, "--template", template), cwd=tmp_path)
+    assert r.code == 2
+    assert "{repo}" in r.stderr
+    assert server.requests == []
+
+
+def test_custom_template_with_system_message(tree, server, tmp_path):
+    template = tmp_path / "t.toml"
+    template.write_text('name = "brief"\nsystem = "You are terse."\nuser = "{kind} {qualname} in {path}:\\n{code}"\n')
+    out = tmp_path / "out.ndjson"
+    r = snipstream(*run_args(server, tree, "--template", template, "-o", out), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    bodies = [req.body for req in server.requests]
+    assert all(b["messages"][0] == {"role": "system", "content": "You are terse."} for b in bodies)
+    assert any(b["messages"][1]["content"].startswith("method Shape.area in pkg/shapes.py:\n") for b in bodies)
+    assert {rec["task"]["template"] for rec in read_ndjson(out)} == {"brief"}
+
+
+@pytest.mark.parametrize("extra", [["--api", "completions"], ["--no-stream"], ["--api", "completions", "--no-stream"]])
+def test_completions_api_and_non_streaming_answers(tree, server, tmp_path, extra):
+    out = tmp_path / "out.ndjson"
+    r = snipstream(*run_args(server, tree, "-o", out, *extra), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    records = read_ndjson(out)
+    assert len(records) == len(EXPECTED)
+    path = "/v1/completions" if "completions" in extra else "/v1/chat/completions"
+    assert {req.path for req in server.requests} == {path}
+    assert all(("stream" in req.body) == ("--no-stream" not in extra) for req in server.requests)
+    for rec in records:
+        assert rec["annotation"].startswith("Annotation ")
+
+
+def test_missing_usage_is_counted_locally_and_marked_estimated(tree, tmp_path):
+    with FakeOpenAI(include_usage=False) as srv:
+        out = tmp_path / "out.ndjson"
+        r = snipstream(*run_args(srv, tree, "-o", out), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    for rec in read_ndjson(out):
+        assert rec["response"]["usage_estimated"] is True
+        assert rec["response"]["usage"]["prompt_tokens"] > 0
+        assert rec["response"]["usage"]["completion_tokens"] > 0
+    assert "cl100k_base" in r.stderr  # which encoding counted them is said
+
+
+def test_dry_run_sends_nothing_and_estimates(tree, server, tmp_path):
+    out = tmp_path / "dry.ndjson"
+    r = snipstream(*run_args(server, tree, "--dry-run", "-o", out, "--model", "gpt-4o-mini"), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    assert server.requests == []
+    lines = read_ndjson(out)
+    assert len(lines) == len(EXPECTED)
+    assert all(line["prompt_tokens"] > 20 for line in lines)
+    assert all(line["request"]["model"] == "gpt-4o-mini" for line in lines)
+    assert "estimated cost for gpt-4o-mini" in r.stderr
+    assert not (tmp_path / "snipstream.db").exists(), "a dry run writes no checkpoint"
+
+
+def test_torn_tail_is_cut_back_and_unconfirmed_lines_written_once(tree, server, tmp_path):
+    out = tmp_path / "out.ndjson"
+    db = tmp_path / "snipstream.db"
+    assert snipstream(*run_args(server, tree, "-o", out), cwd=tmp_path).code == 0
+    whole = out.read_bytes()
+    # Simulate a crash after the last 3 lines were written but before they were confirmed, mid-way
+    # through a 4th line: the checkpoint knows an earlier offset and those 3 as unemitted.
+    last3 = whole.splitlines(keepends=True)[-3:]
+    known = len(whole) - sum(map(len, last3))
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE outputs SET offset = ?", (known,))
+        for line in last3:
+            rid = orjson.loads(line)
+            conn.execute("UPDATE occurrences SET emitted = 0 WHERE record_id = ? AND qualname = ?",
+                         (rid["record_id"], rid["qualname"]))
+    with out.open("ab") as f:
+        f.write(b'{"schema_version":1,"record_id":"tor')
+    sent = len(server.requests)
+    r = snipstream(*run_args(server, tree, "-o", out), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    assert len(server.requests) == sent
+    records = read_ndjson(out)  # every line parses: the torn one is gone
+    assert sorted((x["path"], x["qualname"]) for x in records) == sorted(EXPECTED)
+    assert "cut" in r.stderr
+
+
+def test_same_code_in_two_places_is_asked_once_and_recorded_at_both(tmp_path, server):
+    src = tmp_path / "src"
+    src.mkdir()
+    body = "def helper(x):\n    return x + 1\n"
+    (src / "a.py").write_text(body)
+    (src / "b.py").write_text(body)
+    out = tmp_path / "out.ndjson"
+    r = snipstream("run", src, "--base-url", server.url, "--model", "m", "-o", out, cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    assert len(server.requests) == 1
+    records = read_ndjson(out)
+    assert sorted(rec["path"] for rec in records) == ["a.py", "b.py"]
+    assert records[0]["record_id"] == records[1]["record_id"]
+    assert records[0]["annotation"] == records[1]["annotation"]
+    # moved to a new file later: emitted for the new place without a request
+    (src / "c.py").write_text(body)
+    r = snipstream("run", src, "--base-url", server.url, "--model", "m", "-o", out, cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    assert len(server.requests) == 1
+    assert sorted(rec["path"] for rec in read_ndjson(out)) == ["a.py", "b.py", "c.py"]
+
+
+def test_plugin_sink_receives_every_record(tree, server, tmp_path):
+    collected = tmp_path / "collected.txt"
+    out = tmp_path / "out.ndjson"
+    r = snipstream(*run_args(server, tree, "-o", out, "--sink", "tests.plugin_sink:QualnameSink"), cwd=tmp_path,
+                   env={"QUALNAME_SINK_FILE": str(collected)})
+    assert r.code == 0, r.stderr
+    assert sorted(collected.read_text().split()) == sorted(q for _, q in EXPECTED)
+
+
+def test_a_second_run_on_the_same_checkpoint_is_refused(tree, tmp_path):
+    with FakeOpenAI(latency=0.3) as srv:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        first = subprocess.Popen([sys.executable, "-m", "stream", *run_args(srv, tree, "-o", tmp_path / "a.ndjson",
+                                                                             "--concurrency", "1")],
+                                 cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 20
+            while not srv.requests and time.monotonic() < deadline:
+                time.sleep(0.05)
+            r = snipstream(*run_args(srv, tree, "-o", tmp_path / "b.ndjson"), cwd=tmp_path)
+            assert r.code == 3
+            assert "in use by another snipstream run" in r.stderr
+        finally:
+            first.terminate()
+            first.communicate(timeout=30)
+
+
+def test_sigint_keeps_what_was_answered_and_a_rerun_finishes(tree, tmp_path):
+    out = tmp_path / "out.ndjson"
+    with FakeOpenAI(latency=0.2) as srv:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen([sys.executable, "-m", "stream", *run_args(srv, tree, "-o", out, "--concurrency", "2",
+                                                                           "--grace", "5")],
+                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 20
+        while len(srv.requests) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 130, stderr.decode()
+        assert b"Traceback" not in stderr
+        first = read_ndjson(out)
+        assert 0 < len(first) < len(EXPECTED)
+        assert db_rows(tmp_path / "snipstream.db", "PRAGMA integrity_check") == [("ok",)]
+        sent = len(srv.requests)
+        r = snipstream(*run_args(srv, tree, "-o", out), cwd=tmp_path)
+        assert r.code == 0, r.stderr
+        assert sorted((x["path"], x["qualname"]) for x in read_ndjson(out)) == sorted(EXPECTED)
+        prompts = [req.prompt_text for req in srv.requests]
+        assert len(srv.requests) - sent == len(EXPECTED) - len(first)
+        assert len(set(prompts)) == len(prompts), "nothing answered before the interrupt was asked again"
