@@ -97,6 +97,43 @@ async def iter_sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str | None,
         yield event, "\n".join(data)
 
 
+async def sse_lines(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Split decoded text into lines at CR, LF or CRLF only, as SSE does.
+
+    Not ``str.splitlines`` (nor httpx's ``aiter_lines``): those also break at U+2028, U+0085 and others,
+    which JSON strings may carry unescaped, and would cut a data line in two.
+    """
+    pending = ""
+    for_cr = False  # the previous chunk ended in CR: a LF starting this one belongs to it
+    async for text in chunks:
+        if for_cr and text.startswith("\n"):
+            text = text[1:]
+        for_cr = False
+        if not text:
+            continue
+        buf = pending + text
+        start = 0
+        n = len(buf)
+        while True:
+            cr, lf = buf.find("\r", start), buf.find("\n", start)
+            if cr < 0 and lf < 0:
+                break
+            if cr < 0 or (0 <= lf < cr):
+                yield buf[start:lf]
+                start = lf + 1
+            else:
+                yield buf[start:cr]
+                if cr + 1 < n and buf[cr + 1] == "\n":
+                    start = cr + 2
+                else:
+                    start = cr + 1
+                    if cr + 1 == n:
+                        for_cr = True
+        pending = buf[start:]
+    if pending:
+        yield pending
+
+
 class _Assembler:
     """Folds streamed chunks (chat deltas or completion texts) into one Completion."""
 
@@ -136,7 +173,9 @@ def _raise_for_error_object(obj: dict[str, Any]) -> None:
         raise StreamError(f"the API answered with an error object: {msg}")
 
 
-def _parse_full(obj: dict[str, Any]) -> Completion:
+def _parse_full(obj: Any) -> Completion:
+    if not isinstance(obj, dict):
+        raise StreamError(f"the response is not a JSON object: {str(obj)[:80]!r}")
     _raise_for_error_object(obj)
     choices = obj.get("choices") or []
     if not choices:
@@ -178,15 +217,17 @@ def parse_retry_after(headers: httpx.Headers) -> float | None:
         return max(0.0, when.timestamp() - time.time())
 
 
-def _error_message(content: bytes) -> str:
+def _error_message(content: bytes, scrub: Callable[[str], str]) -> str:
+    """The server's own words about an error, with the key scrubbed out *before* anything is cut short
+    (cutting first could leave a prefix of the key behind)."""
     try:
         obj = orjson.loads(content)
     except orjson.JSONDecodeError:
-        return content[:300].decode("utf-8", "replace").strip() or "(empty body)"
+        return scrub(content.decode("utf-8", "replace")).strip()[:300] or "(empty body)"
     err = obj.get("error") if isinstance(obj, dict) else None
     if isinstance(err, dict):
-        return str(err.get("message") or err)
-    return str(err or obj)[:300]
+        return scrub(str(err.get("message") or err))[:1000]
+    return scrub(str(err or obj))[:300]
 
 
 @contextmanager
@@ -200,6 +241,8 @@ def _translate() -> Iterator[None]:
         raise StreamError(f"the connection broke mid-response ({type(exc).__name__})") from None
     except httpx.TransportError as exc:
         raise APIConnectionError(f"cannot reach the API ({type(exc).__name__}: {exc})") from None
+    except httpx.DecodingError as exc:
+        raise StreamError(f"the response body could not be decoded ({exc})") from None
     except orjson.JSONDecodeError as exc:
         raise StreamError(f"malformed JSON from the API ({exc})") from None
 
@@ -325,7 +368,7 @@ class ClientPool:
 
     async def _read_stream(self, response: httpx.Response) -> Completion:
         acc = _Assembler()
-        async for event, data in iter_sse(response.aiter_lines()):
+        async for event, data in iter_sse(sse_lines(response.aiter_text())):
             if data.strip() == "[DONE]":
                 acc.done = True
                 break
@@ -334,7 +377,8 @@ class ClientPool:
             except orjson.JSONDecodeError:
                 raise StreamError(f"malformed JSON chunk in the stream: {data[:80]!r}") from None
             if event == "error":
-                _raise_for_error_object(chunk if "error" in chunk else {"error": chunk})
+                _raise_for_error_object(chunk if isinstance(chunk, dict) and "error" in chunk
+                                        else {"error": chunk or "error event"})
             if isinstance(chunk, dict):
                 acc.feed(chunk)
         result = acc.result()
@@ -345,7 +389,7 @@ class ClientPool:
 
     def _status_error(self, response: httpx.Response, body: dict[str, Any]) -> APIError:
         status = response.status_code
-        msg = self.scrub(_error_message(response.content))
+        msg = _error_message(response.content, self.scrub)
         retry_after = parse_retry_after(response.headers)
         where = f"{status} from {self.url}"
         if status in (401, 403):

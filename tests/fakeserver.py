@@ -48,7 +48,9 @@ __all__ = ["LoggedRequest", "Scripted", "FakeOpenAI", "default_reply", "main"]
 _HEAD_LIMIT = 64 * 1024  # request line + headers
 _MAX_BODY = 64 * 1024 * 1024
 _DEFAULT_MODEL = "fake-model"
-_FILLER = "this snippet takes its inputs, does the work its name describes and returns the result to its caller."
+_FILLER = (
+    "this snippet takes its inputs, does the work its name describes and returns the result to its caller."
+)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -576,9 +578,15 @@ class FakeOpenAI:
 
         if self.api_key is not None and not self._authorized(headers):
             if "authorization" in headers:
-                message = "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys."
+                message = (
+                    "Incorrect API key provided. You can find your API key at "
+                    "https://platform.openai.com/account/api-keys."
+                )
             else:
-                message = "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+                message = (
+                    "You didn't provide an API key. You need to provide your API key in an Authorization "
+                    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+                )
             return await self._send_error(writer, 401, message, "invalid_api_key", keep=keep)
 
         kind = _ROUTES.get((method, path))
@@ -655,7 +663,9 @@ class FakeOpenAI:
             want_usage = (
                 self.include_usage and isinstance(options, dict) and options.get("include_usage") is True
             )
-            events = self._stream_events(kind, rid, created, model, pieces, finish, usage if want_usage else None)
+            events = self._stream_events(
+                kind, rid, created, model, pieces, finish, usage if want_usage else None
+            )
             return await self._send_stream(writer, events, headers_out | extra_headers, scripted, keep)
 
         if kind == "chat":
@@ -700,7 +710,10 @@ class FakeOpenAI:
         nl = b"\r\n" if extras else b"\n"
         end = nl + nl
         obj = b"chat.completion.chunk" if kind == "chat" else b"text_completion"
-        head = b'data: {"id":"%s","object":"%s","created":%d,"model":%s,"system_fingerprint":"fp_fake","choices":' % (
+        head = (
+            b'data: {"id":"%s","object":"%s","created":%d,"model":%s,'
+            b'"system_fingerprint":"fp_fake","choices":'
+        ) % (
             rid.encode(), obj, created, orjson.dumps(model))
         tail = (b',"usage":null}' if usage is not None else b"}") + end
         events: list[bytes] = []
@@ -880,7 +893,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     server = FakeOpenAI(
-        chunks=args.chunks, latency=args.latency, chunk_delay=args.chunk_delay, include_usage=not args.no_usage,
+        chunks=args.chunks, latency=args.latency, chunk_delay=args.chunk_delay,
+        include_usage=not args.no_usage,
         api_key=args.api_key, model=args.model, sse_extras=args.sse_extras, host=args.host, port=args.port,
         verbose=args.verbose,
     )

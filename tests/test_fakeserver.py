@@ -153,7 +153,8 @@ def test_max_tokens_cut_gives_length(client: httpx.Client) -> None:
 
 
 def test_custom_reply_and_tiny_replies() -> None:
-    with FakeOpenAI(reply=lambda r: r.prompt_text.upper(), chunks=50) as srv, httpx.Client(base_url=srv.url) as c:
+    upper = FakeOpenAI(reply=lambda r: r.prompt_text.upper(), chunks=50)
+    with upper as srv, httpx.Client(base_url=srv.url) as c:
         body = {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "ab"}]}]}
         _, chunks = stream_chunks(c, "/chat/completions", {**body, "stream": True})
         objs = [orjson.loads(x) for x in chunks[:-1]]
@@ -214,7 +215,7 @@ def test_wrong_model_404() -> None:
         assert c.get("/models").json()["data"][0]["id"] == "gpt-test"
 
 
-# ---- scripted answers and faults ----------------------------------------------------------------------------
+# ---- scripted answers and faults ----------------------------------------------------------------------
 
 
 def test_scripted_429_then_normal(server: FakeOpenAI, client: httpx.Client) -> None:
@@ -279,6 +280,11 @@ def test_malformed_chunk_mid_stream(server: FakeOpenAI, client: httpx.Client) ->
     assert "{not json" in chunks
     assert chunks.index("{not json") not in (0, len(chunks) - 1)
     assert chunks[-1] == "[DONE]"
+    server.script(Scripted(malformed_chunk=True))
+    resp = client.post("/chat/completions", json=CHAT)
+    assert resp.status_code == 200
+    with pytest.raises(ValueError):
+        resp.json()
 
 
 def test_stall_pauses_after_first_chunk(server: FakeOpenAI, client: httpx.Client) -> None:
@@ -293,6 +299,10 @@ def test_stall_pauses_after_first_chunk(server: FakeOpenAI, client: httpx.Client
     server.script(Scripted(stall=0.2))
     with pytest.raises(httpx.ReadTimeout):
         client.post("/chat/completions", json=stream_body(CHAT), timeout=httpx.Timeout(5, read=0.05))
+    server.script(Scripted(stall=0.3))
+    start = time.monotonic()
+    assert client.post("/chat/completions", json=CHAT).json()["choices"][0]["finish_reason"] == "stop"
+    assert time.monotonic() - start >= 0.25
 
 
 def test_latency_and_chunk_delay() -> None:
@@ -396,7 +406,7 @@ def test_stop_with_open_and_stalled_connections() -> None:
         busy.close()
 
 
-# ---- concurrency, subprocesses --------------------------------------------------------------------------------
+# ---- concurrency, subprocesses ------------------------------------------------------------------------
 
 
 async def test_200_concurrent_streams() -> None:

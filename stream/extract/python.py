@@ -11,8 +11,8 @@ import ast
 import io
 import re
 import tokenize
-from collections.abc import Iterator
 from itertools import accumulate
+from operator import add
 
 from stream.errors import SourceError
 from stream.model import Snippet
@@ -24,6 +24,12 @@ SUFFIXES = (".py",)
 
 _FuncDef = ast.FunctionDef | ast.AsyncFunctionDef
 _Def = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+# Snippet kind by node type, indexed by "directly in a class body".
+_DEF_KINDS: dict[type, tuple[str, str]] = {
+    ast.FunctionDef: ("function", "method"),
+    ast.AsyncFunctionDef: ("async_function", "async_method"),
+    ast.ClassDef: ("class", "class"),
+}
 
 # Python's tokenizer ends a line at \r\n, \r or \n and nowhere else (unlike str.splitlines, which also
 # breaks at \x0c, \x1c, \u2028, ...); the AST's line numbers count exactly these.
@@ -76,13 +82,17 @@ def extract(data: bytes, relpath: str) -> list[Snippet]:
     """
     text = decode_source(data)
     tree = _parse(text)
-    lines = _Lines(text)
-    snippets = [
-        _snippet(node, qualname, kind, parent, lines, relpath) for node, qualname, kind, parent in _walk(tree)
-    ]
+    if not tree.body:
+        return []
+    file = _File(text, relpath)
+    _collect(tree.body, file, None, "", False, set())
     # The walk is already pre-order in source order; the sort (stable) only makes that a guarantee.
-    snippets.sort(key=lambda s: s.start_line)
-    return snippets
+    file.snippets.sort(key=_start_line)
+    return file.snippets
+
+
+def _start_line(snippet: Snippet) -> int:
+    return snippet.start_line
 
 
 def _parse(text: str) -> ast.Module:
@@ -102,137 +112,122 @@ def _parse(text: str) -> ast.Module:
         raise SourceError("too_deeply_nested", str(exc) or type(exc).__name__) from None
 
 
-class _Scope:
-    """A function or class body being walked, and what its definitions' qualnames derive from."""
+class _File:
+    """One file being cut: its text, a line-start table built once, and the snippets found so far."""
 
-    __slots__ = ("globals", "is_class", "prefix", "qualname")
+    __slots__ = ("ascii", "path", "snippets", "starts", "text")
 
-    def __init__(self, qualname: str | None, prefix: str, is_class: bool) -> None:
-        self.qualname = qualname
-        self.prefix = prefix
-        self.is_class = is_class
-        self.globals: set[str] = set()
-
-
-def _walk(tree: ast.Module) -> Iterator[tuple[_Def, str, str, str | None]]:
-    """Yield (node, qualname, kind, parent) for each definition, pre-order in source order.
-
-    Only statement blocks are visited: definitions cannot hide inside expressions (lambdas are not
-    snippets), so skipping expressions keeps this far cheaper than ``ast.walk``. An explicit stack
-    rather than recursion, so no nesting depth can raise RecursionError here.
-    """
-    module = _Scope(None, "", is_class=False)
-    stack: list[tuple[ast.AST, _Scope]] = [(stmt, module) for stmt in reversed(tree.body)]
-    while stack:
-        node, scope = stack.pop()
-        if isinstance(node, _Def):
-            # Like the compiler: a name declared `global` in the enclosing scope gets a bare qualname.
-            if scope is not module and node.name in scope.globals:
-                qualname = node.name
-            else:
-                qualname = scope.prefix + node.name
-            if isinstance(node, ast.ClassDef):
-                kind = "class"
-                inner = _Scope(qualname, qualname + ".", is_class=True)
-            else:
-                kind = "method" if scope.is_class else "function"
-                if isinstance(node, ast.AsyncFunctionDef):
-                    kind = "async_" + kind
-                inner = _Scope(qualname, qualname + ".<locals>.", is_class=False)
-            yield node, qualname, kind, scope.qualname
-            stack.extend((stmt, inner) for stmt in reversed(node.body))
-        elif isinstance(node, ast.Global):
-            scope.globals.update(node.names)
-        else:
-            fields = _BLOCKS.get(type(node))
-            if fields:
-                for name in reversed(fields):
-                    stack.extend((child, scope) for child in reversed(getattr(node, name)))
-
-
-class _Lines:
-    """Offsets of line starts in the decoded text, built once per file, to slice exact line ranges."""
-
-    __slots__ = ("_ascii", "_cum", "_step", "text")
-
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, path: str) -> None:
         self.text = text
-        # Built with C-level split/accumulate, not a Python loop over lines.
+        self.path = path
+        self.snippets: list[Snippet] = []
+        # AST columns count UTF-8 bytes; for pure-ASCII text (most files) they are character offsets.
+        self.ascii = text.isascii()
+        # starts[k - 1] is the offset of line k; a final entry len(text) closes the last line, so line k
+        # (with its ending) is always text[starts[k - 1]:starts[k]]. Built with C-level split/accumulate.
         if "\r" in text:
-            # [line, ending, line, ending, ..., line]: line k starts at offset _cum[2(k-1)].
-            parts = _NEWLINE.split(text)
-            self._step = 2
+            parts = _NEWLINE.split(text)  # [line, ending, line, ending, ..., line]
+            starts = [0, *accumulate(map(len, parts))][::2]
         else:
-            # Every ending is one "\n": line k starts at sum(len(lines before)) + (k-1).
-            parts = text.split("\n")
-            self._step = 1
-        self._cum = [0, *accumulate(map(len, parts))]
-        self._ascii = text.isascii()
-
-    def start(self, line: int) -> int:
-        """Offset of the first character of 1-based `line`."""
-        if self._step == 1:
-            return self._cum[line - 1] + line - 1
-        return self._cum[2 * (line - 1)]
-
-    def end(self, line: int) -> int:
-        """Offset just past 1-based `line` including its line ending, if it has one."""
-        if line >= self.count():
-            return len(self.text)
-        return self.start(line + 1)
-
-    def count(self) -> int:
-        """Number of lines (a text ending with a newline has an empty last line)."""
-        # _cum has one entry more than there are parts; with endings there are 2*lines - 1 parts.
-        return len(self._cum) - 1 if self._step == 1 else len(self._cum) // 2
+            lines = text.split("\n")  # every ending is one character
+            starts = list(map(add, accumulate(map(len, lines), initial=0), range(len(lines))))
+        starts.append(len(text))
+        self.starts = starts
 
     def offset(self, line: int, col: int) -> int:
         """Text offset of an AST position (`col` counts UTF-8 bytes, as the AST does)."""
-        start = self.start(line)
-        if self._ascii:
+        start = self.starts[line - 1]
+        if self.ascii:
             return start + col
-        head = self.text[start : start + col]  # at least `col` bytes' worth of characters
-        if head.isascii():
+        line_text = self.text[start : self.starts[line]]
+        if line_text.isascii():
             return start + col
-        line_text = self.text[start : self.end(line)]
         return start + len(line_text.encode("utf-8")[:col].decode("utf-8"))
 
 
-def _snippet(node: _Def, qualname: str, kind: str, parent: str | None, lines: _Lines, path: str) -> Snippet:
-    start_line = _first_decorator_line(node, lines) if node.decorator_list else node.lineno
+def _collect(
+    body: list[ast.stmt],
+    file: _File,
+    parent: str | None,
+    prefix: str,
+    in_class: bool,
+    declared_global: set[str],
+) -> None:
+    """Add a snippet for each definition in `body`, then for the definitions nested in it (pre-order).
+
+    `body` is a block of the scope named `parent` (None for the module); `prefix` is what qualnames in it
+    start with. Only statement blocks are visited: definitions cannot hide inside expressions (lambdas
+    are not snippets), so this is far cheaper than ``ast.walk``. Recursion depth is bounded by the
+    tokenizer's limit of 100 indentation levels, since every nested block is indented.
+    """
+    for node in body:
+        kinds = _DEF_KINDS.get(type(node))
+        if kinds is not None:
+            name = node.name
+            # Like the compiler: a name declared `global` in the enclosing scope gets a bare qualname.
+            qualname = name if name in declared_global else prefix + name
+            file.snippets.append(_snippet(node, qualname, kinds[in_class], parent, file))
+            if type(node) is ast.ClassDef:
+                _collect(node.body, file, qualname, qualname + ".", True, set())
+            elif _may_define(node, file):
+                _collect(node.body, file, qualname, qualname + ".<locals>.", False, set())
+        elif type(node) is ast.Global:
+            declared_global.update(node.names)
+        else:
+            fields = _BLOCKS.get(type(node))
+            if fields is not None:
+                for field in fields:
+                    _collect(getattr(node, field), file, parent, prefix, in_class, declared_global)
+
+
+def _may_define(node: _FuncDef, file: _File) -> bool:
+    """False when the function's body cannot hold a nested def or class, so walking it can be skipped.
+
+    Most functions are leaves; a C-level substring search over the body's text is much cheaper than
+    visiting their statements. Words such as "default" only cause a (harmless) walk.
+    """
+    first = node.body[0].lineno
+    if first == node.lineno:  # body on the header line: the search would find this node's own 'def'
+        return True
+    text, begin, end = file.text, file.starts[first - 1], file.starts[node.end_lineno or first]
+    return text.find("def", begin, end) >= 0 or text.find("class", begin, end) >= 0
+
+
+def _snippet(node: _Def, qualname: str, kind: str, parent: str | None, file: _File) -> Snippet:
+    start_line = _first_decorator_line(node, file) if node.decorator_list else node.lineno
     end_line = node.end_lineno or node.lineno
     return Snippet(
-        path=path,
-        language=LANGUAGE,
-        kind=kind,
-        qualname=qualname,
-        start_line=start_line,
-        end_line=end_line,
-        code=lines.text[lines.start(start_line) : lines.end(end_line)],
-        docstring=ast.get_docstring(node),
-        signature=_signature(node, lines),
-        parent=parent,
+        file.path,
+        LANGUAGE,
+        kind,
+        qualname,
+        start_line,
+        end_line,
+        file.text[file.starts[start_line - 1] : file.starts[end_line]],
+        ast.get_docstring(node),
+        _signature(node, file),
+        parent,
     )
 
 
-def _first_decorator_line(node: _Def, lines: _Lines) -> int:
+def _first_decorator_line(node: _Def, file: _File) -> int:
     # The first decorator expression's line is usually the '@' line, but `@(\n deco\n)` puts the
     # expression below its '@'. Between '@' and the expression there is only whitespace, brackets and
     # comments, so the '@' line is the nearest one at or above that starts with '@'.
     line = node.decorator_list[0].lineno
-    text = lines.text
-    while line > 1 and not text[lines.start(line) : lines.end(line)].lstrip().startswith("@"):
+    text, starts = file.text, file.starts
+    while line > 1 and not text[starts[line - 1] : starts[line]].lstrip().startswith("@"):
         line -= 1
     return line
 
 
-def _signature(node: _Def, lines: _Lines) -> str:
+def _signature(node: _Def, file: _File) -> str:
     """The definition's header from its keyword to just before the colon, comments dropped and
     whitespace runs collapsed to one space (string literals are copied verbatim)."""
-    text = lines.text
-    begin = lines.offset(node.lineno, node.col_offset)  # 'def' / 'async' / 'class'; decorators come before
+    text = file.text
+    begin = file.offset(node.lineno, node.col_offset)  # 'def' / 'async' / 'class'; decorators come before
     last = _last_header_node(node)
-    after = begin if last is None else lines.offset(last.end_lineno or last.lineno, last.end_col_offset or 0)
+    after = begin if last is None else file.offset(last.end_lineno or last.lineno, last.end_col_offset or 0)
     colon = _find_colon(text, after)
     header = text[begin:colon]
     if "#" not in header and "'" not in header and '"' not in header and "\\" not in header:
