@@ -80,10 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default=d.model, help="model name (default: %(default)s)")
     g.add_argument("--max-tokens", type=int, default=d.max_tokens, metavar="N",
                    help="most tokens per answer (default: %(default)s)")
-    g.add_argument("--temperature", type=float, default=None, metavar="T")
-    g.add_argument("--top-p", type=float, default=None, metavar="P")
+    g.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help="sampling temperature (not sent unless given: the server's default applies)")
+    g.add_argument("--top-p", type=float, default=None, metavar="P",
+                   help="nucleus sampling mass (not sent unless given)")
     g.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop sequence (repeatable)")
-    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--seed", type=int, default=None, help="sampling seed, for servers that honour it")
     g.add_argument("--no-stream", action="store_true",
                    help="ask for one JSON response instead of streaming server-sent events")
     g.add_argument("--template", metavar="FILE",
