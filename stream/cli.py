@@ -107,10 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backoff", type=float, default=d.backoff, metavar="S",
                    help="first retry delay in seconds, doubled each attempt, with jitter; a server's "
                    "retry-after wins (default: %(default)s)")
+    g.add_argument("--retry-truncated", action="store_true",
+                   help="when an answer stops at --max-tokens (finish_reason length), ask once more with twice "
+                   "the tokens")
+    g.add_argument("--max-failures", type=int, default=None, metavar="N",
+                   help="stop cleanly (resumable) once N snippets have failed in this run")
     g.add_argument("--connect-timeout", type=float, default=d.connect_timeout, metavar="S",
                    help="seconds to connect (default: %(default)s)")
-    g.add_argument("--read-timeout", type=float, default=d.read_timeout, metavar="S",
-                   help="seconds without a byte from the server before the attempt fails (default: %(default)s)")
+    g.add_argument("--stall-timeout", type=float, default=d.stall_timeout, metavar="S",
+                   help="seconds without a byte from the server before the attempt is abandoned and retried "
+                   "(default: %(default)s)")
     g.add_argument("--request-timeout", type=float, default=d.request_timeout, metavar="S",
                    help="seconds for one whole attempt (default: %(default)s)")
 
@@ -161,7 +167,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         max_attempts=args.max_attempts,
         backoff=args.backoff,
         connect_timeout=args.connect_timeout,
-        read_timeout=args.read_timeout,
+        stall_timeout=args.stall_timeout,
+        retry_truncated=args.retry_truncated,
+        max_failures=args.max_failures,
         request_timeout=args.request_timeout,
         excludes=tuple(args.exclude),
         default_excludes=not args.no_default_excludes,

@@ -26,6 +26,7 @@ from .errors import (
     APITimeout,
     AuthError,
     NotFoundError,
+    QuotaExceeded,
     RateLimited,
     StreamError,
 )
@@ -235,6 +236,8 @@ def _translate() -> Iterator[None]:
     """The one place httpx's exceptions become ours."""
     try:
         yield
+    except httpx.ReadTimeout:
+        raise APITimeout("ReadTimeout: the API sent nothing for --stall-timeout seconds (stalled)") from None
     except httpx.TimeoutException as exc:
         raise APITimeout(f"{type(exc).__name__}: the API did not answer in time") from None
     except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
@@ -260,6 +263,11 @@ class RetryPolicy:
     max_attempts: int = 6
     base: float = 0.5
     cap: float = 30.0
+    max_rate_limited: int | None = None  # 429s one request may wait out; default 3 × max_attempts
+
+    @property
+    def rate_limit_allowance(self) -> int:
+        return self.max_rate_limited or 3 * self.max_attempts
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -277,7 +285,7 @@ class ClientPool:
     def __init__(self, *, base_url: str, api_key: str | None, api_key_env: str, api: str,
                  concurrency: int, clients: int = 0, limits: Limits | None = None,
                  retry: RetryPolicy = RetryPolicy(), connect_timeout: float = 10.0,
-                 read_timeout: float = 120.0, request_timeout: float = 600.0,
+                 stall_timeout: float = 60.0, request_timeout: float = 600.0,
                  trust_env: bool = True) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
@@ -292,7 +300,7 @@ class ClientPool:
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
         self._key = api_key
-        timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=30.0, pool=None)
+        timeout = httpx.Timeout(connect=connect_timeout, read=stall_timeout, write=30.0, pool=None)
         self._clients = [
             httpx.AsyncClient(
                 headers=headers,
@@ -322,12 +330,17 @@ class ClientPool:
     async def complete(self, body: dict[str, Any], *, reserve_tokens: int, worker: int = 0,
                        on_attempt: Callable[[], None] | None = None) -> Completion:
         """Send one request, retrying what may succeed later. Raises an APIError after the last attempt,
-        with ``attempts`` and ``history`` (one line per failed attempt) set on it."""
+        with ``attempts`` and ``history`` (one line per failed attempt) set on it.
+
+        429s wait out the shared cool-down (see `Limits`) and count against a separate, larger allowance
+        (`RetryPolicy.max_rate_limited`), so a busy server slows a snippet down without failing it."""
         client = self._clients[worker % len(self._clients)]
         history: list[str] = []
-        for attempt in range(1, self.retry.max_attempts + 1):
+        attempt = limited = 0  # requests sent; 429s among them
+        while True:
             await self.limits.acquire(reserve_tokens)
             started = time.perf_counter()
+            attempt += 1
             try:
                 self.requests_sent += 1
                 if on_attempt:
@@ -336,26 +349,35 @@ class ClientPool:
                     with anyio.fail_after(self.request_timeout):
                         completion = await self._once(client, body)
                 except TimeoutError:
-                    raise APITimeout(f"no complete answer within {self.request_timeout:g}s") from None
+                    raise APITimeout(f"no complete answer within --request-timeout {self.request_timeout:g}s") \
+                        from None
             except APIError as exc:
                 exc.args = (self.scrub(str(exc)),)
                 history.append(f"attempt {attempt}: {exc.reason}: {exc}")
-                if not exc.retryable or attempt == self.retry.max_attempts:
+                if isinstance(exc, RateLimited):
+                    limited += 1
+                    self.limits.rate_limited_for(exc.retry_after, exc.headers, reserved=reserve_tokens,
+                                                 base=self.retry.base)
+                    if limited < self.retry.rate_limit_allowance:
+                        continue
+                # --max-attempts bounds the errors other than 429 (those have their own allowance).
+                if not exc.retryable or attempt - limited >= self.retry.max_attempts or isinstance(exc, RateLimited):
                     exc.attempts = attempt  # type: ignore[attr-defined]
                     exc.history = history  # type: ignore[attr-defined]
                     raise
                 await anyio.sleep(self.retry.delay(attempt, exc.retry_after))
                 continue
+            self.limits.success()
             completion.attempts = attempt
             completion.errors = history
             completion.latency_s = time.perf_counter() - started
             return completion
-        raise AssertionError("unreachable")
 
     async def _once(self, client: httpx.AsyncClient, body: dict[str, Any]) -> Completion:
         content = orjson.dumps(body)
         with _translate():
             async with client.stream("POST", self.url, content=content) as response:
+                self.limits.observe(response.headers)
                 if response.status_code >= 400:
                     await response.aread()
                     raise self._status_error(response, body)
@@ -392,6 +414,7 @@ class ClientPool:
         msg = _error_message(response.content, self.scrub)
         retry_after = parse_retry_after(response.headers)
         where = f"{status} from {self.url}"
+        headers = {k: v for k, v in response.headers.items() if k.startswith("x-ratelimit-")}
         if status in (401, 403):
             return AuthError(f"{where}: {msg} (check the key in ${self.api_key_env} and --base-url)",
                              status=status)
@@ -399,5 +422,8 @@ class ClientPool:
             return NotFoundError(f"{where}: {msg} (is model {body.get('model')!r} served at {self.base_url}?)",
                                  status=status)
         if status == 429:
-            return RateLimited(f"{where}: {msg}", status=status, retry_after=retry_after)
-        return APIStatusError(f"{where}: {msg}", status=status, retry_after=retry_after)
+            if b"insufficient_quota" in response.content:
+                return QuotaExceeded(f"{where}: {msg} (the account behind ${self.api_key_env} is out of quota)",
+                                     status=status)
+            return RateLimited(f"{where}: {msg}", status=status, retry_after=retry_after, headers=headers)
+        return APIStatusError(f"{where}: {msg}", status=status, retry_after=retry_after, headers=headers)

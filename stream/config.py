@@ -55,8 +55,10 @@ class Config:
     tpm: float | None = None
     max_attempts: int = 6
     backoff: float = 0.5
+    retry_truncated: bool = False
+    max_failures: int | None = None
     connect_timeout: float = 10.0
-    read_timeout: float = 120.0
+    stall_timeout: float = 60.0
     request_timeout: float = 600.0
     # sources
     excludes: tuple[str, ...] = ()
@@ -113,7 +115,8 @@ class Config:
             )
         for name, value, low in (("--concurrency", self.concurrency, 1), ("--max-tokens", self.max_tokens, 1),
                                  ("--max-attempts", self.max_attempts, 1), ("--clients", self.clients, 0),
-                                 ("--max-file-bytes", self.max_file_bytes, 1)):
+                                 ("--max-file-bytes", self.max_file_bytes, 1),
+                                 ("--max-failures", self.max_failures or 1, 1)):
             if value < low:
                 raise ConfigError(f"{name} must be at least {low}, got {value}")
         for name, value in (("--rpm", self.rpm), ("--tpm", self.tpm)):
@@ -121,6 +124,10 @@ class Config:
                 raise ConfigError(f"{name} must be positive, got {value:g}")
         if self.tpm is not None and self.tpm < self.max_tokens:
             raise ConfigError(f"--tpm {self.tpm:g} is below --max-tokens {self.max_tokens}: no request could fit")
+        for name, seconds in (("--connect-timeout", self.connect_timeout), ("--stall-timeout", self.stall_timeout),
+                              ("--request-timeout", self.request_timeout), ("--backoff", self.backoff + 1e-9)):
+            if seconds <= 0:
+                raise ConfigError(f"{name} must be positive, got {seconds:g}")
         if self.progress not in ("auto", "tty", "plain", "off"):
             raise ConfigError(f"--progress must be auto, tty, plain or off, got {self.progress!r}")
 

@@ -8,6 +8,7 @@ SnipstreamError
 │   ├── AuthError          401/403: aborts the run
 │   ├── NotFoundError      404: aborts the run (model or URL wrong)
 │   ├── RateLimited        429: shared cool-down, retried
+│   ├── QuotaExceeded      429 insufficient_quota: aborts the run (no retry can help)
 │   ├── APIStatusError     other 4xx (this snippet fails) / 5xx (retried)
 │   ├── APITimeout         retried
 │   ├── APIConnectionError retried
@@ -29,6 +30,7 @@ __all__ = [
     "AuthError",
     "NotFoundError",
     "RateLimited",
+    "QuotaExceeded",
     "APIStatusError",
     "APITimeout",
     "APIConnectionError",
@@ -63,10 +65,12 @@ class APIError(SnipstreamError):
 
     retryable: bool = False
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.headers = headers or {}  # the response's x-ratelimit-* headers, when there was a response
 
     @property
     def reason(self) -> str:
@@ -86,11 +90,16 @@ class RateLimited(APIError):
     retryable = True
 
 
+class QuotaExceeded(APIError):
+    """429 with ``insufficient_quota``: the account is out of credit; waiting does not help."""
+
+
 class APIStatusError(APIError):
     """Any other HTTP error status; 5xx, 408 and 409 are retried, other 4xx fail the snippet."""
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
-        super().__init__(message, status=status, retry_after=retry_after)
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, status=status, retry_after=retry_after, headers=headers)
         self.retryable = status is not None and (status >= 500 or status in (408, 409))
 
 

@@ -32,7 +32,7 @@ from sinks.sqlite import Checkpoint, Done, Failed
 
 from .client import ClientPool, Completion, RetryPolicy, build_body
 from .config import Config, is_loopback
-from .errors import APIError, AuthError, NotFoundError, SinkError, SnipstreamError, SourceError
+from .errors import APIError, AuthError, NotFoundError, QuotaExceeded, SinkError, SnipstreamError, SourceError
 from .extract import python as python_extract
 from .limits import BudgetExceeded, Limits
 from .progress import show_progress
@@ -280,15 +280,11 @@ class _Run:
             waiting.append((snippet, occurrence_id))
             return
         system, user = cfg.template.render(snippet)
-        prompt_tokens = None
-        if cfg.dry_run or cfg.tpm:
-            tok = await self._tokens()
-            prompt_tokens = tok.count_chat(system, user) if cfg.api == "chat" else tok.count(
-                f"{system}\n\n{user}" if system else user)
         body = build_body(api=cfg.api, model=cfg.model, system=system, user=user, params=cfg.params,
                           stream=cfg.stream)
-        job = _Job(record_id, snippet, occurrence_id, body, prompt_tokens, system, user)
+        job = _Job(record_id, snippet, occurrence_id, body, None, system, user)
         if cfg.dry_run:
+            job.prompt_tokens = prompt_tokens = await self._count_prompt(job)
             self.summary.would_send += 1
             self.summary.prompt_tokens += prompt_tokens or 0
             self.inflight[record_id] = []
@@ -301,27 +297,61 @@ class _Run:
 
     async def _worker(self, index: int, jobs: ObjectReceiveStream[_Job],
                       outcomes: ObjectSendStream[_Outcome]) -> None:
-        assert self.pool is not None
         async with jobs, outcomes:
             async for job in jobs:
                 if self.stopping:
                     break
-                reserve = (job.prompt_tokens or 0) + self.cfg.max_tokens
                 try:
-                    completion = await self.pool.complete(job.body, reserve_tokens=reserve, worker=index,
-                                                          on_attempt=self._count_request)
-                except (AuthError, NotFoundError) as exc:
+                    outcome = await self._ask(index, job)
+                except (AuthError, NotFoundError, QuotaExceeded) as exc:
                     self.err(f"error: {exc}")
                     self.stop(f"{type(exc).__name__}: {exc}", exit_code=3, grace=0)
                     return
-                except APIError as exc:
-                    history = getattr(exc, "history", [f"{exc.reason}: {exc}"])
-                    await outcomes.send(_Failure(job, exc.reason, "\n".join(history),
-                                                 getattr(exc, "attempts", 1)))
-                except BudgetExceeded as exc:
-                    await outcomes.send(_Failure(job, "exceeds_tpm", str(exc), 0))
-                else:
-                    await outcomes.send(_Answered(job, completion))
+                await outcomes.send(outcome)
+
+    async def _ask(self, index: int, job: _Job) -> _Outcome:
+        """One snippet's request, with its retries: an answer or a failure with every attempt's reason."""
+        assert self.pool is not None
+        limits = self.pool.limits
+        if job.prompt_tokens is None and limits.counts_tokens:
+            job.prompt_tokens = await self._count_prompt(job)
+        body, max_tokens = job.body, self.cfg.max_tokens
+        attempts, history = 0, []
+        while True:
+            reserve = (job.prompt_tokens or 0) + max_tokens
+            try:
+                completion = await self.pool.complete(body, reserve_tokens=reserve, worker=index,
+                                                      on_attempt=self._count_request)
+            except APIError as exc:
+                if isinstance(exc, (AuthError, NotFoundError, QuotaExceeded)):
+                    raise
+                history += getattr(exc, "history", [f"{exc.reason}: {exc}"])
+                return _Failure(job, exc.reason, "\n".join(history), attempts + getattr(exc, "attempts", 1))
+            except BudgetExceeded as exc:
+                return _Failure(job, "exceeds_tpm", str(exc), attempts)
+            attempts += completion.attempts
+            history += completion.errors
+            used = (completion.usage or {}).get("total_tokens")
+            if used is None and limits.counts_tokens:
+                used = (job.prompt_tokens or 0) + (await self._tokens()).count(completion.text)
+            if used is not None:
+                limits.refund(reserve - int(used))
+            if completion.finish_reason == "content_filter":
+                history.append(f"attempt {attempts}: content_filter: the API withheld the answer")
+                return _Failure(job, "content_filter", "\n".join(history), attempts)
+            if completion.finish_reason == "length" and self.cfg.retry_truncated and max_tokens == self.cfg.max_tokens:
+                history.append(f"attempt {attempts}: truncated at {max_tokens} tokens; asking with {2 * max_tokens}")
+                max_tokens *= 2
+                body = {**body, "max_tokens": max_tokens}
+                continue
+            completion.attempts, completion.errors = attempts, history
+            return _Answered(job, completion)
+
+    async def _count_prompt(self, job: _Job) -> int:
+        tok = await self._tokens()
+        if self.cfg.api == "chat":
+            return tok.count_chat(job.system, job.user)
+        return tok.count(f"{job.system}\n\n{job.user}" if job.system else job.user)
 
     def _count_request(self) -> None:
         self.summary.requests += 1
@@ -367,6 +397,10 @@ class _Run:
                                      item.reason, item.error, item.attempts, job.snippet.path,
                                      job.snippet.qualname))
                 self.summary.failed[item.reason] += 1
+                limit = self.cfg.max_failures
+                if limit and sum(self.summary.failed.values()) >= limit and not self.stopping:
+                    self.err(f"stopping: {limit} snippets failed (--max-failures); a rerun retries them")
+                    self.stop(f"--max-failures {limit} reached", exit_code=1)
             elif isinstance(item, _Skipped):
                 skips.append((item.file, item.path, item.reason, item.detail))
             elif isinstance(item, _Reuse):
@@ -387,7 +421,7 @@ class _Run:
             tok = await self._tokens()
             prompt = job.prompt_tokens
             if prompt is None:
-                prompt = tok.count_chat(job.system, job.user) if self.cfg.api == "chat" else tok.count(job.user)
+                prompt = await self._count_prompt(job)
             completion_tokens = tok.count(c.text)
             usage = {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
                      "total_tokens": prompt + completion_tokens}
@@ -550,7 +584,7 @@ class _Run:
                         async with ClientPool(
                             base_url=cfg.base_url or "", api_key=cfg.api_key, api_key_env=cfg.api_key_env,
                             api=cfg.api, concurrency=cfg.concurrency, clients=cfg.clients, limits=limits,
-                            retry=retry, connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout,
+                            retry=retry, connect_timeout=cfg.connect_timeout, stall_timeout=cfg.stall_timeout,
                             request_timeout=cfg.request_timeout, trust_env=not is_loopback(cfg.base_url or ""),
                         ) as pool:
                             self.pool = pool

@@ -626,10 +626,12 @@ async def test_retryable_status_on_every_attempt_raises_after_max_attempts_with_
     exc = await failure(api, max_attempts=4)
     assert type(exc) is (RateLimited if status == 429 else APIStatusError)
     assert exc.status == status and exc.retryable
-    assert api.count == 4
-    assert exc.attempts == 4  # type: ignore[attr-defined]
+    # 429s are waited out (shared cool-down) up to 3 × --max-attempts before the snippet fails
+    sent = 12 if status == 429 else 4
+    assert api.count == sent
+    assert exc.attempts == sent  # type: ignore[attr-defined]
     history = exc.history  # type: ignore[attr-defined]
-    assert len(history) == 4
+    assert len(history) == sent
     for i, line in enumerate(history, 1):
         assert line.startswith(f"attempt {i}: http_{status}: {status} from {CHAT_URL}")
     assert "(empty body)" in str(exc)
@@ -707,15 +709,34 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return recorded
 
 
-@pytest.mark.parametrize("status", [429, 503])
-async def test_pool_waits_what_the_server_asks_before_retrying(status: int, sleeps: list[float]) -> None:
-    api = FakeAPI(reply_raw(status, b"slow down", {"retry-after-ms": "1500"}),
-                  reply_raw(status, b"slow down", {"retry-after": "3"}), ok_stream())
+async def test_pool_waits_what_the_server_asks_before_retrying(sleeps: list[float]) -> None:
+    api = FakeAPI(reply_raw(503, b"slow down", {"retry-after-ms": "1500"}),
+                  reply_raw(503, b"slow down", {"retry-after": "3"}), ok_stream())
     c = await complete(api)
     assert c.attempts == 3
     assert len(sleeps) == 2
     assert 1.5 <= sleeps[0] <= 1.5 + 0.0001
     assert 3.0 <= sleeps[1] <= 3.0 + 0.0001
+
+
+async def test_429_pauses_every_worker_for_the_servers_retry_time() -> None:
+    """A 429 starts one shared cool-down: requests from all workers wait it out, then go."""
+    api = FakeAPI(reply_raw(429, b"slow down", {"retry-after-ms": "300"}), ok_stream(), ok_stream())
+    async with pool_for(api) as pool:
+        started = anyio.current_time()
+        done: list[float] = []
+
+        async def one(worker: int) -> None:
+            await pool.complete(chat_body(), reserve_tokens=10, worker=worker)
+            done.append(anyio.current_time() - started)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, 0)
+            await anyio.sleep(0.05)  # the 429 has come back by now
+            tg.start_soon(one, 1)
+    assert api.count == 3
+    assert pool.limits.rate_limited == 1
+    assert min(done) >= 0.3  # the second worker, which never saw a 429, waited too
 
 
 async def test_pool_backs_off_exponentially_without_server_hint(sleeps: list[float]) -> None:
@@ -769,7 +790,7 @@ async def test_stalled_stream_hits_request_timeout_and_raises_api_timeout() -> N
     assert time.monotonic() - started < 5
     assert type(exc) is APITimeout
     assert exc.attempts == 2 and api.count == 2  # type: ignore[attr-defined]
-    assert all("within 0.05s" in h for h in exc.history)  # type: ignore[attr-defined]
+    assert all("within --request-timeout 0.05s" in h for h in exc.history)  # type: ignore[attr-defined]
 
 
 async def test_stalled_stream_then_good_answer_succeeds() -> None:

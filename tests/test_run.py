@@ -345,3 +345,23 @@ def test_sigint_keeps_what_was_answered_and_a_rerun_finishes(tree, tmp_path):
         prompts = [req.prompt_text for req in srv.requests]
         assert len(srv.requests) - sent == len(EXPECTED) - len(first)
         assert len(set(prompts)) == len(prompts), "nothing answered before the interrupt was asked again"
+
+
+def test_emit_all_writes_every_record_again_without_requests(tree, server, tmp_path):
+    assert snipstream(*run_args(server, tree, "-o", tmp_path / "a.ndjson"), cwd=tmp_path).code == 0
+    sent = len(server.requests)
+    r = snipstream(*run_args(server, tree, "-o", tmp_path / "b.ndjson", "--emit-all"), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    assert len(server.requests) == sent
+    a, b = read_ndjson(tmp_path / "a.ndjson"), read_ndjson(tmp_path / "b.ndjson")
+    assert sorted(x["record_id"] + x["qualname"] for x in a) == sorted(x["record_id"] + x["qualname"] for x in b)
+
+
+def test_python_dash_m_and_help_explain_the_command(tmp_path):
+    r = snipstream("run", "--help", cwd=tmp_path)
+    assert r.code == 0
+    help_text = r.stdout.decode()
+    for flag in ("--base-url", "--dry-run", "--db", "--template", "--concurrency", "exit codes", "OPENAI_API_KEY"):
+        assert flag in help_text
+    r = snipstream("run", cwd=tmp_path)
+    assert r.code == 2 and "PATH" in r.stderr

@@ -11,8 +11,9 @@ import ast
 import io
 import re
 import tokenize
-from itertools import accumulate
-from operator import add
+from inspect import cleandoc
+from itertools import accumulate, count
+from operator import sub
 
 from stream.errors import SourceError
 from stream.model import Snippet
@@ -49,13 +50,15 @@ _BLOCKS: dict[type, tuple[str, ...]] = {
     ast.Match: ("cases",),
     ast.match_case: ("body",),
 }
-# Tokens that carry no text of the signature.
-_SKIP_TOKENS = frozenset(
-    {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
-)
-# Python 3.12+ splits f-strings into several tokens; they are copied whole, as one piece.
-_FSTRING_START = getattr(tokenize, "FSTRING_START", None)
-_FSTRING_END = getattr(tokenize, "FSTRING_END", None)
+# In a header, what is kept verbatim (group 1: string literals, whose ends are found by skipping
+# escapes) and what collapses to one space (whitespace, backslash continuations and comments). Scanning
+# left to right, a '#' or quote inside a string is consumed with the string and never seen alone.
+_TRIPLE_SINGLE = r"'''[^'\\]*(?:(?:\\(?:\r\n|.)|'(?!''))[^'\\]*)*'''"
+_TRIPLE_DOUBLE = r'"""[^"\\]*(?:(?:\\(?:\r\n|.)|"(?!""))[^"\\]*)*"""'
+_SINGLE = r"'[^'\\\r\n]*(?:\\(?:\r\n|.)[^'\\\r\n]*)*'"
+_DOUBLE = r'"[^"\\\r\n]*(?:\\(?:\r\n|.)[^"\\\r\n]*)*"'
+_GAP = r"(?:[ \t\f\r\n]|\\(?:\r\n|\r|\n)|#[^\r\n]*)+"
+_HEADER_PIECES = re.compile(f"({_TRIPLE_SINGLE}|{_TRIPLE_DOUBLE}|{_SINGLE}|{_DOUBLE})|{_GAP}", re.DOTALL)
 
 
 def decode_source(data: bytes) -> str:
@@ -113,9 +116,9 @@ def _parse(text: str) -> ast.Module:
 
 
 class _File:
-    """One file being cut: its text, a line-start table built once, and the snippets found so far."""
+    """One file being cut: its text, a line table built once, and the snippets found so far."""
 
-    __slots__ = ("ascii", "path", "snippets", "starts", "text")
+    __slots__ = ("ascii", "cum", "path", "snippets", "text")
 
     def __init__(self, text: str, path: str) -> None:
         self.text = text
@@ -123,23 +126,27 @@ class _File:
         self.snippets: list[Snippet] = []
         # AST columns count UTF-8 bytes; for pure-ASCII text (most files) they are character offsets.
         self.ascii = text.isascii()
-        # starts[k - 1] is the offset of line k; a final entry len(text) closes the last line, so line k
-        # (with its ending) is always text[starts[k - 1]:starts[k]]. Built with C-level split/accumulate.
+        # Line k starts at offset cum[k - 1] + k - 1 (cum: lengths of the lines before, endings excluded,
+        # as if each ending were one character). Built with C-level split/accumulate; the table has one
+        # entry past the last line, so text[start(k):start(k + 1)] is line k with its ending.
         if "\r" in text:
             parts = _NEWLINE.split(text)  # [line, ending, line, ending, ..., line]
             starts = [0, *accumulate(map(len, parts))][::2]
+            starts.append(len(text))
+            self.cum = list(map(sub, starts, count()))
         else:
-            lines = text.split("\n")  # every ending is one character
-            starts = list(map(add, accumulate(map(len, lines), initial=0), range(len(lines))))
-        starts.append(len(text))
-        self.starts = starts
+            self.cum = list(accumulate(map(len, text.split("\n")), initial=0))
+
+    def start(self, line: int) -> int:
+        """Offset of the first character of 1-based `line` (len(text) or past it for line count + 1)."""
+        return self.cum[line - 1] + line - 1
 
     def offset(self, line: int, col: int) -> int:
         """Text offset of an AST position (`col` counts UTF-8 bytes, as the AST does)."""
-        start = self.starts[line - 1]
+        start = self.cum[line - 1] + line - 1
         if self.ascii:
             return start + col
-        line_text = self.text[start : self.starts[line]]
+        line_text = self.text[start : self.cum[line] + line]
         if line_text.isascii():
             return start + col
         return start + len(line_text.encode("utf-8")[:col].decode("utf-8"))
@@ -189,13 +196,15 @@ def _may_define(node: _FuncDef, file: _File) -> bool:
     first = node.body[0].lineno
     if first == node.lineno:  # body on the header line: the search would find this node's own 'def'
         return True
-    text, begin, end = file.text, file.starts[first - 1], file.starts[node.end_lineno or first]
+    text, cum, last = file.text, file.cum, node.end_lineno or first
+    begin, end = cum[first - 1] + first - 1, cum[last] + last
     return text.find("def", begin, end) >= 0 or text.find("class", begin, end) >= 0
 
 
 def _snippet(node: _Def, qualname: str, kind: str, parent: str | None, file: _File) -> Snippet:
     start_line = _first_decorator_line(node, file) if node.decorator_list else node.lineno
     end_line = node.end_lineno or node.lineno
+    cum = file.cum
     return Snippet(
         file.path,
         LANGUAGE,
@@ -203,11 +212,19 @@ def _snippet(node: _Def, qualname: str, kind: str, parent: str | None, file: _Fi
         qualname,
         start_line,
         end_line,
-        file.text[file.starts[start_line - 1] : file.starts[end_line]],
-        ast.get_docstring(node),
+        file.text[cum[start_line - 1] + start_line - 1 : cum[end_line] + end_line],
+        _docstring(node),
         _signature(node, file),
         parent,
     )
+
+
+def _docstring(node: _Def) -> str | None:
+    # Same result as ast.get_docstring(node), minus its generic isinstance checks (a hot path).
+    first = node.body[0]
+    if type(first) is ast.Expr and type(first.value) is ast.Constant and type(first.value.value) is str:
+        return cleandoc(first.value.value)
+    return None
 
 
 def _first_decorator_line(node: _Def, file: _File) -> int:
@@ -215,8 +232,8 @@ def _first_decorator_line(node: _Def, file: _File) -> int:
     # expression below its '@'. Between '@' and the expression there is only whitespace, brackets and
     # comments, so the '@' line is the nearest one at or above that starts with '@'.
     line = node.decorator_list[0].lineno
-    text, starts = file.text, file.starts
-    while line > 1 and not text[starts[line - 1] : starts[line]].lstrip().startswith("@"):
+    text, cum = file.text, file.cum
+    while line > 1 and not text[cum[line - 1] + line - 1 : cum[line] + line].lstrip().startswith("@"):
         line -= 1
     return line
 
@@ -225,18 +242,31 @@ def _signature(node: _Def, file: _File) -> str:
     """The definition's header from its keyword to just before the colon, comments dropped and
     whitespace runs collapsed to one space (string literals are copied verbatim)."""
     text = file.text
-    begin = file.offset(node.lineno, node.col_offset)  # 'def' / 'async' / 'class'; decorators come before
     last = _last_header_node(node)
-    after = begin if last is None else file.offset(last.end_lineno or last.lineno, last.end_col_offset or 0)
+    if file.ascii:  # the common case, inlined: columns are character offsets
+        cum = file.cum
+        line = node.lineno  # of 'def' / 'async' / 'class'; decorators come before
+        begin = cum[line - 1] + line - 1 + node.col_offset
+        if last is None:
+            after = begin
+        else:
+            line = last.end_lineno or line
+            after = cum[line - 1] + line - 1 + (last.end_col_offset or 0)
+    else:
+        begin = file.offset(node.lineno, node.col_offset)
+        after = (
+            begin if last is None else file.offset(last.end_lineno or node.lineno, last.end_col_offset or 0)
+        )
     colon = _find_colon(text, after)
     header = text[begin:colon]
     if "#" not in header and "'" not in header and '"' not in header and "\\" not in header:
         # No comments, strings or continuations: plain whitespace collapsing is exact.
         return " ".join(header.split())
-    try:
-        return _collapse_tokens(header)
-    except (tokenize.TokenError, SyntaxError):  # not expected for a header the parser accepted
-        return " ".join(header.split())
+    return _HEADER_PIECES.sub(_keep_strings, header).strip()
+
+
+def _keep_strings(match: re.Match[str]) -> str:
+    return match.group(1) or " "
 
 
 def _last_header_node(node: _Def) -> ast.AST | None:
@@ -287,42 +317,3 @@ def _find_colon(text: str, pos: int) -> int:
         # Skip the comment: resume at the end of its line.
         ends = [i for i in (text.find("\n", hash_), text.find("\r", hash_)) if i >= 0]
         pos = min(ends) if ends else len(text)
-
-
-def _collapse_tokens(header: str) -> str:
-    """Rebuild a header from its tokens: comments and continuations dropped, one space wherever the
-    source had any gap between two tokens, string literals kept exactly."""
-    header = header.replace("\r\n", "\n").replace("\r", "\n")
-    starts = [0, *accumulate(len(line) + 1 for line in header.split("\n"))]
-    pieces: list[str] = []
-    prev_end = -1
-    fstring_depth = 0
-    fstring_begin = 0
-    # The colon is appended so that a trailing continuation or an open bracket never confuses the tokenizer.
-    for tok in tokenize.generate_tokens(io.StringIO(header + ":").readline):
-        start = starts[tok.start[0] - 1] + tok.start[1]
-        end = starts[tok.end[0] - 1] + tok.end[1]
-        if tok.type == _FSTRING_START:
-            if fstring_depth == 0:
-                fstring_begin = start
-            fstring_depth += 1
-            continue
-        if fstring_depth:
-            if tok.type == _FSTRING_END:
-                fstring_depth -= 1
-                if fstring_depth == 0:
-                    prev_end = _append(pieces, header, fstring_begin, end, prev_end)
-            continue
-        if tok.type in _SKIP_TOKENS:
-            continue
-        if start >= len(header):  # the appended colon
-            break
-        prev_end = _append(pieces, header, start, end, prev_end)
-    return "".join(pieces)
-
-
-def _append(pieces: list[str], header: str, start: int, end: int, prev_end: int) -> int:
-    if pieces and start != prev_end:
-        pieces.append(" ")
-    pieces.append(header[start:end])
-    return end
