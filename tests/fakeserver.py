@@ -13,8 +13,14 @@ chunked body, shaped like OpenAI's (role in the first delta, a final chunk with 
 optional ``choices: []`` usage chunk, then ``data: [DONE]``).
 
 Order of checks for every request: it is logged first (`FakeOpenAI.requests`), then ``latency`` is slept,
-then the API key (401), the route (404), the JSON body (400), the model (404 ``model_not_found``); only
-then is a scripted answer consumed (completion endpoints only), else the normal answer is produced.
+then the API key (401), the route (404), the JSON body (400), the model (404 ``model_not_found``); then,
+for the completion endpoints only, the rate limiter (429 when ``rpm``/``tpm`` are set and a bucket lacks
+room), then a scripted answer is consumed, else a random fault may be drawn (``fault_rate``), else the
+normal answer is produced.
+
+Rate limits follow OpenAI's conventions: two token buckets (requests, tokens) refilling continuously, 429s
+with ``retry-after``/``retry-after-ms``, and ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``
+headers on every response (durations in OpenAI's format, see `format_duration`/`parse_duration`).
 
 HTTP parsing is a small strict HTTP/1.1 parser on asyncio streams (keep-alive, pipelining, chunked or
 Content-Length request bodies, ``Expect: 100-continue``); JSON goes through orjson and stream chunks are
@@ -31,23 +37,40 @@ import asyncio
 import hashlib
 import hmac
 import itertools
+import math
+import random
+import re
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
 import orjson
 
-__all__ = ["LoggedRequest", "Scripted", "FakeOpenAI", "default_reply", "main"]
+__all__ = [
+    "ALL_FAULTS", "LoggedRequest", "Scripted", "FakeOpenAI", "default_reply", "format_duration",
+    "parse_duration", "main",
+]
+
+#: The fault classes `FakeOpenAI(fault_rate=...)` draws from (uniformly). A 400 is deliberately absent: it
+#: is a permanent failure, not a transient one (script it with ``Scripted(status=400)``).
+ALL_FAULTS: tuple[str, ...] = (
+    "429", "500", "502", "503", "error_200", "reset", "cut", "malformed", "stall", "slow",
+)
 
 _HEAD_LIMIT = 64 * 1024  # request line + headers
 _MAX_BODY = 64 * 1024 * 1024
 _DEFAULT_MODEL = "fake-model"
+_DEFAULT_MAX_TOKENS = 16  # what a request without max_tokens reserves from the token bucket
+_FAULT_RETRY_MS = 5  # the retry-after-ms of an injected "429" fault
+_SLOW_DELAY = 0.02  # the extra delay per chunk of an injected "slow" fault
 _FILLER = (
     "this snippet takes its inputs, does the work its name describes and returns the result to its caller."
 )
@@ -63,7 +86,8 @@ class LoggedRequest:
 
     `path` has no query string; `headers` names are lower-case (repeated headers joined with ``", "``);
     `body` is the parsed JSON body when it was a JSON object, else None; `time` is ``time.monotonic()``
-    when the request had been read completely.
+    when the request had been read completely. `status` is the HTTP status answered (0 until the answer
+    is decided; it is set before the response is written, so it is final once the client has it).
     """
 
     method: str
@@ -71,6 +95,7 @@ class LoggedRequest:
     headers: dict[str, str]
     body: dict[str, Any] | None
     time: float
+    status: int = 0
 
     @property
     def prompt_text(self) -> str:
@@ -98,6 +123,11 @@ class Scripted:
       Non-stream: the body is ``{not json``.
     * `stall`: stream: after the first event, send nothing for this many seconds. Non-stream: the same
       pause between the response headers and the body.
+    * `finish_reason`: report this finish reason (e.g. ``"length"``, ``"content_filter"``) instead of the
+      computed one; ``"content_filter"`` also cuts the content to its first half (possibly empty).
+
+    A scripted answer is never hit by a random fault. Under a rate limit it is charged like any admitted
+    request (a scripted 429 costs nothing).
     """
 
     status: int = 200
@@ -106,6 +136,7 @@ class Scripted:
     cut_after_chunks: int | None = None
     malformed_chunk: bool = False
     stall: float = 0.0
+    finish_reason: str | None = None
 
 
 def default_reply(req: LoggedRequest | str) -> str:
@@ -119,8 +150,100 @@ def default_reply(req: LoggedRequest | str) -> str:
     return f"Annotation {digest}: {_FILLER}"
 
 
+def format_duration(seconds: float) -> str:
+    """A duration in OpenAI's ``x-ratelimit-reset-*`` format (Go's ``time.Duration`` style, at millisecond
+    resolution, rounded up): ``0s``, ``20ms``, ``1s``, ``8.64s``, ``1m30.5s``, ``6m0s``, ``2h0m0s``.
+    Negative or NaN durations are ``0s``."""
+    if not seconds > 0:
+        return "0s"
+    if math.isinf(seconds):
+        raise ValueError("cannot format an infinite duration")
+    ms = math.ceil(seconds * 1000 - 1e-6)  # up, but float noise (0.020000000000000004 s) stays 20ms
+    if ms <= 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, frac = divmod(rest, 1000)
+    sec = f"{secs}.{frac:03d}".rstrip("0") if frac else str(secs)
+    if hours:
+        return f"{hours}h{minutes}m{sec}s"
+    if minutes:
+        return f"{minutes}m{sec}s"
+    return f"{sec}s"
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|\u00b5s|\u03bcs|ns)")
+_DURATION_FULL = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:h|ms|m|s|us|\u00b5s|\u03bcs|ns))+")
+_DURATION_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "\u00b5s": 1e-6,
+                  "\u03bcs": 1e-6, "ns": 1e-9}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from an OpenAI/Go duration (``20ms``, ``1m30.5s``, ``2h0m0s``, ``500us``) or a plain number of
+    seconds; raises ValueError for anything else."""
+    t = text.strip()
+    if _DURATION_FULL.fullmatch(t):
+        return sum(float(value) * _DURATION_UNIT[unit] for value, unit in _DURATION_PART.findall(t))
+    try:
+        value = float(t)
+    except ValueError:
+        raise ValueError(f"not a duration: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"not a duration: {text!r}")
+    return value
+
+
 # --------------------------------------------------------------------------------------------------------
 # helpers
+
+
+class _Bucket:
+    """A continuously refilling token bucket of `per_minute` (None = unlimited), holding `burst` seconds of
+    refill (at least `minimum`). It may go into debt: an amount larger than the capacity is taken once the
+    bucket is full, so such a request waits for the budget rather than forever."""
+
+    __slots__ = ("per_minute", "burst", "rate", "capacity", "level", "stamp", "minimum")
+
+    def __init__(self, minimum: float) -> None:
+        self.minimum = minimum
+        self.per_minute: float | None = None
+        self.burst = 0.0
+        self.rate = self.capacity = self.level = self.stamp = 0.0
+
+    def sync(self, per_minute: float | None, burst: float, now: float) -> None:
+        """Refill up to `now`; a changed limit starts a fresh, full bucket."""
+        if per_minute != self.per_minute or burst != self.burst:
+            self.per_minute, self.burst = per_minute, burst
+            if per_minute is not None:
+                self.rate = per_minute / 60.0
+                self.capacity = max(self.minimum, self.rate * burst)
+                self.level = self.capacity
+        elif per_minute is not None:
+            level = self.level + (now - self.stamp) * self.rate
+            self.level = level if level < self.capacity else self.capacity
+        self.stamp = now
+
+    def wait(self, amount: float) -> float:
+        """Seconds until `amount` can be taken (0 if now)."""
+        need = amount if amount < self.capacity else self.capacity
+        return 0.0 if self.level >= need else (need - self.level) / self.rate
+
+    def give_back(self, amount: float, now: float) -> None:
+        level = self.level + (now - self.stamp) * self.rate + amount
+        self.level = level if level < self.capacity else self.capacity
+        self.stamp = now
+
+    def remaining(self) -> str:
+        return str(int(self.level)) if self.level > 0 else "0"
+
+    def reset(self) -> str:
+        return format_duration((self.capacity - self.level) / self.rate)
+
+    def limit(self) -> str:
+        assert self.per_minute is not None
+        return str(round(self.per_minute))
 
 
 def _prompt_text(body: dict[str, Any] | None) -> str:
@@ -215,6 +338,24 @@ _ROUTES = {
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
+class _Charge:
+    """The refund of an admitted answer that is written over time; `settle` gives it back once, just
+    before the last bytes of the answer are written (so a client that has the whole answer also sees the
+    refund in `stats` and in the next response's headers)."""
+
+    __slots__ = ("server", "refund", "settled")
+
+    def __init__(self, server: FakeOpenAI, refund: int) -> None:
+        self.server = server
+        self.refund = refund
+        self.settled = False
+
+    def settle(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self.server._finish(self.refund)
+
+
 class _BadRequest(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -238,7 +379,30 @@ class FakeOpenAI:
     chunk and CRLF line endings to streams. `host`/`port` choose the address (port 0 = ephemeral);
     `verbose` prints one line per request to stderr.
 
-    Settings are plain attributes and may be changed while the server runs (read per request).
+    Rate limits: `rpm`/`tpm` (None = unlimited) are enforced with two token buckets that refill
+    continuously at ``rpm/60`` and ``tpm/60`` per second and hold `burst_seconds` of refill (at least one
+    request), starting full. A completion request is admitted only when both have room; it takes 1 request
+    and ``prompt_tokens + max_tokens`` tokens (``max_completion_tokens``/``max_tokens`` from the body,
+    `_DEFAULT_MAX_TOKENS` = 16 when absent; prompt tokens = whitespace-separated words of the prompt text).
+    A request needing more tokens than the bucket holds is admitted once the bucket is full and leaves it
+    in debt. When the answer has been written, ``max_tokens - completion_tokens`` goes back to the token
+    bucket (negative when the answer outgrew the default reservation). Otherwise: 429 with an OpenAI-style
+    body (``type`` ``"requests"`` or ``"tokens"``, code ``rate_limit_exceeded``), ``retry-after`` (whole
+    seconds, rounded up) and ``retry-after-ms`` (the wait until both buckets have room, rounded up to a
+    whole ms); nothing is deducted. With `ratelimit_headers` and a limit set, every response carries
+    ``x-ratelimit-limit-*`` (the per-minute limits), ``x-ratelimit-remaining-*`` (bucket level after this
+    request's deduction, floored, never negative) and ``x-ratelimit-reset-*`` (time until the bucket is
+    full again, `format_duration`), for each bucket whose limit is set.
+
+    Faults: each completion request that is admitted and not answered by a scripted answer is hit with
+    probability `fault_rate` by one fault drawn uniformly from `faults` (see `ALL_FAULTS`), with
+    ``random.Random(seed)``, so a sequential run is reproducible. `stall_seconds` is the pause of the
+    ``"stall"`` fault. `finish_reason` forces that finish reason on every generated answer.
+
+    Counters: `stats`, `reset_stats()`.
+
+    Settings are plain attributes and may be changed while the server runs (read per request); changing
+    `rpm`, `tpm` or `burst_seconds` starts fresh, full buckets.
     """
 
     def __init__(
@@ -255,7 +419,27 @@ class FakeOpenAI:
         host: str = "127.0.0.1",
         port: int = 0,
         verbose: bool = False,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        burst_seconds: float = 1.0,
+        ratelimit_headers: bool = True,
+        fault_rate: float = 0.0,
+        faults: Sequence[str] = ALL_FAULTS,
+        seed: int = 0,
+        stall_seconds: float = 2.0,
+        finish_reason: str | None = None,
     ) -> None:
+        for name, limit in (("rpm", rpm), ("tpm", tpm)):
+            if limit is not None and not limit > 0:
+                raise ValueError(f"{name} must be positive or None, not {limit!r}")
+        if not burst_seconds > 0:
+            raise ValueError(f"burst_seconds must be positive, not {burst_seconds!r}")
+        if not 0.0 <= fault_rate <= 1.0:
+            raise ValueError(f"fault_rate must be within [0, 1], not {fault_rate!r}")
+        faults = tuple(faults)
+        unknown = [f for f in faults if f not in ALL_FAULTS]
+        if unknown or (fault_rate > 0 and not faults):
+            raise ValueError(f"unknown fault(s) {unknown!r}; choose from {ALL_FAULTS!r}")
         self.reply: Callable[[LoggedRequest], str] = reply or default_reply
         self.chunks = chunks
         self.latency = latency
@@ -266,6 +450,25 @@ class FakeOpenAI:
         self.sse_extras = sse_extras
         self.host = host
         self.verbose = verbose
+        self.rpm = rpm
+        self.tpm = tpm
+        self.burst_seconds = burst_seconds
+        self.ratelimit_headers = ratelimit_headers
+        self.fault_rate = fault_rate
+        self.faults: tuple[str, ...] = faults
+        self.seed = seed
+        self.stall_seconds = stall_seconds
+        self.finish_reason = finish_reason
+        self._rng = random.Random(seed)
+        self._rb = _Bucket(1.0)  # requests
+        self._tb = _Bucket(1.0)  # tokens
+        self._admitted = 0
+        self._rejected = 0
+        self._tokens_charged = 0  # gross: reservations at admission (minus the baseline, see reset_stats)
+        self._refunded = 0  # given back since start (written on the loop thread only)
+        self._first_admit: float | None = None
+        self._last_done: float | None = None
+        self._fault_counts: dict[str, int] = {}
         self._want_port = port
         self._port: int | None = None
         self._lock = threading.Lock()
@@ -416,6 +619,39 @@ class FakeOpenAI:
         with self._lock:
             self._log.clear()
             self._scripts.clear()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the counters since start (or `reset_stats`):
+
+        * ``admitted``: completion requests that passed the rate limiter and were charged (whatever the
+          answer: scripted answers and injected faults count, except 429s, which are never charged);
+        * ``rejected_429``: completion requests the rate limiter answered with 429 (injected or scripted
+          429s are not counted here; ``LoggedRequest.status`` shows every 429);
+        * ``tokens_charged``: tokens taken net of refunds (prompt + completion tokens per finished answer,
+          prompt + reservation while an answer is in flight), counted even without a ``tpm`` limit;
+        * ``first_admit``/``last_done``: ``time.monotonic()`` of the first admission and of the end of the
+          latest finished admitted answer (None until then): the achieved rate is about
+          ``admitted / (last_done - first_admit)``;
+        * ``faults``: injected random faults, fault name -> count.
+        """
+        with self._lock:
+            return {
+                "admitted": self._admitted,
+                "rejected_429": self._rejected,
+                "tokens_charged": self._tokens_charged - self._refunded,
+                "first_admit": self._first_admit,
+                "last_done": self._last_done,
+                "faults": dict(self._fault_counts),
+            }
+
+    def reset_stats(self) -> None:
+        """Zero the counters of `stats` (the buckets, the log and the fault random sequence are kept)."""
+        with self._lock:
+            self._admitted = self._rejected = 0
+            self._tokens_charged = self._refunded  # so that tokens_charged - refunded starts at 0
+            self._first_admit = self._last_done = None
+            self._fault_counts = {}
 
     # ---- connection handling ------------------------------------------------------------------------
 
@@ -587,17 +823,18 @@ class FakeOpenAI:
                     "You didn't provide an API key. You need to provide your API key in an Authorization "
                     "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
                 )
-            return await self._send_error(writer, 401, message, "invalid_api_key", keep=keep)
+            return await self._send_error(writer, 401, message, "invalid_api_key", keep=keep, log=req)
 
         kind = _ROUTES.get((method, path))
         if kind is None:
             return await self._send_error(
-                writer, 404, f"Invalid URL ({method} {path})", "unknown_url", keep=keep
+                writer, 404, f"Invalid URL ({method} {path})", "unknown_url", keep=keep, log=req
             )
         if kind == "models":
             model_obj = {"id": self.model or _DEFAULT_MODEL, "object": "model", "created": 1700000000,
                          "owned_by": "fakeserver"}
-            return await self._send_json(writer, 200, {"object": "list", "data": [model_obj]}, keep)
+            return await self._send_json(writer, 200, {"object": "list", "data": [model_obj]}, keep,
+                                         self._current_ratelimit_headers(), log=req)
 
         # completion endpoints
         if bad_json or body is None:
@@ -605,88 +842,303 @@ class FakeOpenAI:
                 writer, 400,
                 "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
                 "your HTTP library correctly. The OpenAI API expects a JSON payload.)",
-                None, keep=keep,
+                None, keep=keep, log=req,
             )
         model = body.get("model")
         if not isinstance(model, str) or not model:
             return await self._send_error(writer, 400, "You must provide a model parameter.", None,
-                                          keep=keep, param="model")
+                                          keep=keep, param="model", log=req)
         if kind == "chat":
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
                 return await self._send_error(writer, 400, "'messages' is a required property and must be "
-                                              "a non-empty array.", None, keep=keep, param="messages")
+                                              "a non-empty array.", None, keep=keep, param="messages",
+                                              log=req)
         else:
             prompt = body.get("prompt", "")
             if not isinstance(prompt, (str, list)):
                 return await self._send_error(writer, 400, "'prompt' must be a string or an array of "
-                                              "strings.", None, keep=keep, param="prompt")
+                                              "strings.", None, keep=keep, param="prompt", log=req)
         if self.model is not None and model != self.model:
             return await self._send_error(
                 writer, 404, f"The model `{model}` does not exist or you do not have access to it.",
-                "model_not_found", keep=keep, param="model",
+                "model_not_found", keep=keep, param="model", log=req,
             )
 
-        with self._lock:
-            scripted = self._scripts.popleft() if self._scripts else None
-        extra_headers: dict[str, str] = {}
-        if scripted is not None:
-            extra_headers = {k.lower(): v for k, v in scripted.headers.items()}
-            if "close" in extra_headers.get("connection", "").lower():
-                keep = False
-            if scripted.status != 200 or scripted.body is not None:
-                return await self._send_scripted(writer, scripted, extra_headers, keep)
-
-        try:
-            text = self.reply(req)
-            if not isinstance(text, str):
-                raise TypeError(f"reply() returned {type(text).__name__}, not str")
-        except Exception as exc:
-            return await self._send_error(writer, 500, f"fakeserver reply() failed: {exc!r}", None, keep=keep)
-
-        pieces = _split(text, self.chunks)
-        finish = "stop"
-        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-        if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and len(pieces) > max_tokens >= 0:
-            pieces = pieces[:max_tokens]
-            finish = "length"
+        # rate limiter, scripted answer, random fault: decided together, atomically
         prompt_tokens = len(req.prompt_text.split())
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces),
-                 "total_tokens": prompt_tokens + len(pieces)}
-        n = next(self._ids)
-        rid = f"chatcmpl-{n}" if kind == "chat" else f"cmpl-{n}"
-        created = int(time.time())
-        headers_out = {"x-request-id": f"req_{n}"}
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0:
+            max_tokens = None
+        reserve = _DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
+        cost = prompt_tokens + reserve
+        limited = self.rpm is not None or self.tpm is not None
+        rl: dict[str, str] = {}
+        scripted: Scripted | None = None
+        fault: str | None = None
+        reset_after = 0
+        wait = 0.0
+        which = ""
+        charged = False
+        with self._lock:
+            now = time.monotonic() if limited or self._first_admit is None else 0.0
+            if limited:
+                rb, tb = self._rb, self._tb
+                rb.sync(self.rpm, self.burst_seconds, now)
+                tb.sync(self.tpm, self.burst_seconds, now)
+                wait_r = rb.wait(1) if rb.per_minute is not None else 0.0
+                wait_t = tb.wait(cost) if tb.per_minute is not None else 0.0
+                if wait_r > 0 or wait_t > 0:
+                    wait, which = (wait_r, "requests") if wait_r >= wait_t else (wait_t, "tokens")
+                    self._rejected += 1
+            if not wait:
+                scripted = self._scripts.popleft() if self._scripts else None
+                if scripted is None and self.fault_rate > 0 and self._rng.random() < self.fault_rate:
+                    fault = self._rng.choice(self.faults)
+                    self._fault_counts[fault] = self._fault_counts.get(fault, 0) + 1
+                    if fault == "reset":
+                        reset_after = self._rng.randint(1, 2)
+                if fault != "429" and (scripted is None or scripted.status != 429):
+                    charged = True
+                    if limited:
+                        if rb.per_minute is not None:
+                            rb.level -= 1
+                        if tb.per_minute is not None:
+                            tb.level -= cost
+                    self._admitted += 1
+                    self._tokens_charged += cost
+                    if self._first_admit is None:
+                        self._first_admit = now
+            if limited and self.ratelimit_headers:
+                rl = self._ratelimit_headers()
+        if wait:
+            return await self._send_rate_limited(writer, req, model, which, wait, cost, rl, keep)
+        if fault == "429":
+            return await self._send_fault_429(writer, req, rl, keep)
 
-        if body.get("stream") is True:
-            options = body.get("stream_options")
-            want_usage = (
-                self.include_usage and isinstance(options, dict) and options.get("include_usage") is True
-            )
-            events = self._stream_events(
-                kind, rid, created, model, pieces, finish, usage if want_usage else None
-            )
-            return await self._send_stream(writer, events, headers_out | extra_headers, scripted, keep)
+        # An admitted answer gives back `reserve - completion` tokens (`_finish`) right before its last
+        # bytes are written: inline when it is written at once, else through a `_Charge` (`charge`).
+        completion = 0
+        charge: _Charge | None = None
+        try:
+            extra_headers: dict[str, str] = rl
+            if scripted is not None:
+                if scripted.headers:
+                    extra_headers = rl | {k.lower(): v for k, v in scripted.headers.items()}
+                if "close" in extra_headers.get("connection", "").lower():
+                    keep = False
+                if scripted.status != 200 or scripted.body is not None:
+                    req.status = scripted.status
+                    if charged:
+                        charged = False
+                        self._finish(reserve)
+                    return await self._send_scripted(writer, scripted, extra_headers, keep)
+            if fault is not None and fault[0] == "5":
+                req.status = status = int(fault)
+                if charged:
+                    charged = False
+                    self._finish(reserve)
+                return await self._send_json(writer, status, _default_error(status), keep, rl)
+            stream = body.get("stream") is True
+            if fault == "error_200":
+                req.status = 200
+                if charged:
+                    charged = False
+                    self._finish(reserve)
+                return await self._send_error_200(writer, stream, rl, keep)
 
-        if kind == "chat":
-            choice: dict[str, Any] = {
-                "index": 0,
-                "message": {"role": "assistant", "content": "".join(pieces), "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish,
-            }
-            obj = "chat.completion"
-        else:
-            choice = {"text": "".join(pieces), "index": 0, "logprobs": None, "finish_reason": finish}
-            obj = "text_completion"
-        answer: dict[str, Any] = {"id": rid, "object": obj, "created": created, "model": model,
-                                  "system_fingerprint": "fp_fake", "choices": [choice]}
-        if self.include_usage:
-            answer["usage"] = usage
-        payload = orjson.dumps(answer)
-        if scripted is None:
-            return await self._send_json(writer, 200, payload, keep, headers_out)
-        return await self._send_faulty_json(writer, payload, headers_out | extra_headers, scripted, keep)
+            try:
+                text = self.reply(req)
+                if not isinstance(text, str):
+                    raise TypeError(f"reply() returned {type(text).__name__}, not str")
+            except Exception as exc:
+                if charged:
+                    charged = False
+                    self._finish(reserve)
+                return await self._send_error(writer, 500, f"fakeserver reply() failed: {exc!r}", None,
+                                              keep=keep, log=req, headers=rl)
+
+            pieces = _split(text, self.chunks)
+            finish: str | None = "stop"
+            if max_tokens is not None and len(pieces) > max_tokens:
+                pieces = pieces[:max_tokens]
+                finish = "length"
+            forced = (scripted.finish_reason if scripted is not None else None) or self.finish_reason
+            if forced:
+                finish = forced
+                if forced == "content_filter":
+                    pieces = pieces[: len(pieces) // 2]
+            if fault == "cut" and not stream:
+                pieces = pieces[: len(pieces) // 2]
+                finish = None
+            completion = len(pieces)
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                     "total_tokens": prompt_tokens + completion}
+            if fault == "reset":
+                completion = min(completion, reset_after) if stream else 0  # what gets out
+            if charged and (scripted is not None or fault is not None or (stream and self.chunk_delay > 0)):
+                charged = False
+                charge = _Charge(self, reserve - completion)
+            n = next(self._ids)
+            rid = f"chatcmpl-{n}" if kind == "chat" else f"cmpl-{n}"
+            created = int(time.time())
+            headers_out = {"x-request-id": f"req_{n}"}
+            if extra_headers:
+                headers_out |= extra_headers
+            req.status = 200
+
+            if stream:
+                options = body.get("stream_options")
+                want_usage = (
+                    self.include_usage and isinstance(options, dict) and options.get("include_usage") is True
+                )
+                events = self._stream_events(
+                    kind, rid, created, model, pieces, finish or "stop", usage if want_usage else None
+                )
+                if scripted is None and fault is None:
+                    if charged:
+                        charged = False
+                        self._finish(reserve - completion)
+                    return await self._send_stream(writer, events, headers_out, keep, charge=charge)
+                if scripted is not None:
+                    return await self._send_stream(
+                        writer, events, headers_out, keep, malformed=scripted.malformed_chunk,
+                        cut=scripted.cut_after_chunks, stall=scripted.stall, charge=charge,
+                    )
+                if fault == "reset":
+                    return await self._send_stream(writer, events, headers_out, keep, cut=reset_after,
+                                                   ending="rst", charge=charge)
+                if fault == "cut":
+                    tail = 2 if want_usage else 1  # the finish_reason chunk (and the usage chunk)
+                    return await self._send_stream(writer, events, headers_out, keep,
+                                                   cut=len(events) - tail, ending="clean", charge=charge)
+                return await self._send_stream(
+                    writer, events, headers_out, keep, malformed=fault == "malformed",
+                    stall=self.stall_seconds if fault == "stall" else 0.0, slow=fault == "slow",
+                    charge=charge,
+                )
+
+            if kind == "chat":
+                choice: dict[str, Any] = {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(pieces), "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
+                obj = "chat.completion"
+            else:
+                choice = {"text": "".join(pieces), "index": 0, "logprobs": None, "finish_reason": finish}
+                obj = "text_completion"
+            answer: dict[str, Any] = {"id": rid, "object": obj, "created": created, "model": model,
+                                      "system_fingerprint": "fp_fake", "choices": [choice]}
+            if self.include_usage:
+                answer["usage"] = usage
+            payload = orjson.dumps(answer)
+            if scripted is None and fault in (None, "cut"):
+                if charged:
+                    charged = False
+                    self._finish(reserve - completion)
+                elif charge is not None:
+                    charge.settle()
+                return await self._send_json(writer, 200, payload, keep, headers_out)
+            if scripted is not None:
+                cut = scripted.cut_after_chunks is not None
+                return await self._send_faulty_json(
+                    writer, payload, headers_out, keep, malformed=scripted.malformed_chunk,
+                    stall=scripted.stall, ending="fin" if cut else "", charge=charge,
+                )
+            return await self._send_faulty_json(
+                writer, payload, headers_out, keep, malformed=fault == "malformed",
+                stall=self.stall_seconds if fault == "stall" else 0.0, slow=fault == "slow",
+                ending="rst" if fault == "reset" else "", charge=charge,
+            )
+        finally:  # the client went away mid-answer, or an unexpected error
+            if charged:
+                self._finish(reserve - completion)
+            elif charge is not None:
+                charge.settle()
+
+    def _finish(self, refund: int) -> None:
+        """An admitted answer is over: give back the unused reservation (or charge the excess).
+
+        Runs on the loop thread, without the lock: the buckets are only touched on the loop thread, and
+        `_refunded` is only written here (`reset_stats` moves a baseline instead of zeroing it)."""
+        now = time.monotonic()
+        self._last_done = now
+        if refund:
+            self._refunded += refund
+            tb = self._tb
+            if tb.per_minute is not None and tb.per_minute == self.tpm:
+                tb.give_back(refund, now)
+
+    def _ratelimit_headers(self) -> dict[str, str]:
+        """The x-ratelimit-* headers for the buckets as they are (call with the lock held, after sync)."""
+        rb, tb = self._rb, self._tb
+        h: dict[str, str] = {}
+        if rb.per_minute is not None:
+            h["x-ratelimit-limit-requests"] = rb.limit()
+        if tb.per_minute is not None:
+            h["x-ratelimit-limit-tokens"] = tb.limit()
+        if rb.per_minute is not None:
+            h["x-ratelimit-remaining-requests"] = rb.remaining()
+        if tb.per_minute is not None:
+            h["x-ratelimit-remaining-tokens"] = tb.remaining()
+        if rb.per_minute is not None:
+            h["x-ratelimit-reset-requests"] = rb.reset()
+        if tb.per_minute is not None:
+            h["x-ratelimit-reset-tokens"] = tb.reset()
+        return h
+
+    def _current_ratelimit_headers(self) -> dict[str, str] | None:
+        """The x-ratelimit-* headers for a response that takes nothing from the buckets (None if off)."""
+        if not self.ratelimit_headers or (self.rpm is None and self.tpm is None):
+            return None
+        with self._lock:
+            now = time.monotonic()
+            self._rb.sync(self.rpm, self.burst_seconds, now)
+            self._tb.sync(self.tpm, self.burst_seconds, now)
+            return self._ratelimit_headers()
+
+    async def _send_rate_limited(
+        self, writer: asyncio.StreamWriter, req: LoggedRequest, model: str, which: str, wait: float,
+        cost: int, rl: dict[str, str], keep: bool,
+    ) -> bool:
+        bucket = self._rb if which == "requests" else self._tb
+        limit = bucket.limit()
+        used = max(0, round(bucket.capacity - bucket.level))
+        kind = "requests per min (RPM)" if which == "requests" else "tokens per min (TPM)"
+        message = (
+            f"Rate limit reached for {model} in organization org-fakeserver on {kind}: Limit {limit}, "
+            f"Used {used}, Requested {1 if which == 'requests' else cost}. Please try again in "
+            f"{format_duration(wait)}. Visit https://platform.openai.com/account/rate-limits to learn more."
+        )
+        ms = max(1, math.ceil(wait * 1000 - 1e-6))
+        headers = {"retry-after": str(math.ceil(ms / 1000)), "retry-after-ms": str(ms)} | rl
+        req.status = 429
+        return await self._send_json(writer, 429, _error_body(message, which, "rate_limit_exceeded"), keep,
+                                     headers)
+
+    async def _send_fault_429(
+        self, writer: asyncio.StreamWriter, req: LoggedRequest, rl: dict[str, str], keep: bool
+    ) -> bool:
+        headers = {"retry-after": "1", "retry-after-ms": str(_FAULT_RETRY_MS)}
+        if self.ratelimit_headers:
+            headers |= rl
+            headers["x-ratelimit-remaining-requests"] = "0"
+            headers["x-ratelimit-reset-requests"] = format_duration(_FAULT_RETRY_MS / 1000)
+        req.status = 429
+        return await self._send_json(writer, 429, _default_error(429), keep, headers)
+
+    async def _send_error_200(
+        self, writer: asyncio.StreamWriter, stream: bool, headers: dict[str, str], keep: bool
+    ) -> bool:
+        """A 200 whose body is an error object; for a stream, one ``data: {"error": ...}`` event, then the
+        body ends (no [DONE])."""
+        error = orjson.dumps(_default_error(500))
+        if not stream:
+            return await self._send_json(writer, 200, error, keep, headers)
+        nl = b"\r\n" if self.sse_extras else b"\n"
+        return await self._send_stream(writer, [b"data: " + error + nl + nl], headers, keep, ending="clean")
 
     def _authorized(self, headers: dict[str, str]) -> bool:
         scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -750,65 +1202,126 @@ class FakeOpenAI:
         writer: asyncio.StreamWriter,
         events: list[bytes],
         headers: dict[str, str],
-        scripted: Scripted | None,
         keep: bool,
+        *,
+        malformed: bool = False,
+        cut: int | None = None,
+        stall: float = 0.0,
+        slow: bool = False,
+        ending: str = "",
+        charge: _Charge | None = None,
     ) -> bool:
+        """Send SSE `events` as a chunked 200. `malformed` inserts a ``data: {not json`` event mid-stream;
+        `cut` keeps only the first N events; `stall` pauses after the first event; `slow` delays every
+        event (and [DONE]) by 20 ms more. `ending`: ``""`` = ``data: [DONE]`` + terminator, or only
+        ``"fin"`` (after `cut`: close, no terminator) when `cut` is given; ``"clean"`` = terminator without
+        [DONE]; ``"rst"`` = abort the connection with a TCP reset. `charge` is settled just before the
+        last bytes are written."""
         nl = b"\r\n" if self.sse_extras else b"\n"
-        done = b"data: [DONE]" + nl + nl
-        cut = stall = None
-        if scripted is not None:
-            if scripted.malformed_chunk:
-                events.insert(max(1, len(events) // 2), b"data: {not json" + nl + nl)
-            cut = scripted.cut_after_chunks
-            stall = scripted.stall or None
-        base = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
-        head = self._head(200, base | headers | {"transfer-encoding": "chunked"}, keep)
-        delay = self.chunk_delay
-        if delay <= 0 and cut is None and stall is None:
-            writer.write(head + b"".join([_chunk(e) for e in events]) + _chunk(done) + _TERMINATOR)
-            await writer.drain()
-            return keep
-        writer.write(head)
-        await writer.drain()
+        if malformed:
+            events.insert(max(1, len(events) // 2), b"data: {not json" + nl + nl)
         if cut is not None:
             events = events[: max(cut, 0)]
+            if not ending:
+                ending = "fin"
+        base = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
+        head = self._head(200, base | headers | {"transfer-encoding": "chunked"}, keep)
+        done = b"" if ending else _chunk(b"data: [DONE]" + nl + nl)
+        delay = self.chunk_delay
+        if slow:
+            delay += _SLOW_DELAY
+        if delay <= 0 and not stall and ending in ("", "clean"):
+            if charge is not None:
+                charge.settle()
+            writer.write(head + b"".join([_chunk(e) for e in events]) + done + _TERMINATOR)
+            await writer.drain()
+            return keep
+        if slow:
+            await asyncio.sleep(_SLOW_DELAY)
+        writer.write(head)
+        await writer.drain()
+        last = len(events) - 1
         for i, event in enumerate(events):
-            if i and delay > 0:
+            if (i or slow) and delay > 0:
                 await asyncio.sleep(delay)
+            if i == last and ending in ("fin", "rst") and charge is not None:
+                charge.settle()
             writer.write(_chunk(event))
             await writer.drain()
             if i == 0 and stall:
                 await asyncio.sleep(stall)
-        if cut is not None:
+        if charge is not None:
+            charge.settle()
+        if ending == "fin":
             writer.close()  # FIN after the buffered data: the chunked body never ends
+            return False
+        if ending == "rst":
+            await self._reset(writer)
             return False
         if delay > 0:
             await asyncio.sleep(delay)
-        writer.write(_chunk(done) + _TERMINATOR)
+        writer.write(done + _TERMINATOR)
         await writer.drain()
         return keep
 
     async def _send_faulty_json(
-        self, writer: asyncio.StreamWriter, payload: bytes, headers: dict[str, str], scripted: Scripted,
+        self,
+        writer: asyncio.StreamWriter,
+        payload: bytes,
+        headers: dict[str, str],
         keep: bool,
+        *,
+        malformed: bool = False,
+        stall: float = 0.0,
+        slow: bool = False,
+        ending: str = "",
+        charge: _Charge | None = None,
     ) -> bool:
-        if scripted.malformed_chunk:
+        """A non-stream 200: `malformed` makes the body ``{not json``; `stall` pauses between the headers
+        and the body; `slow` delays the answer by 20 ms; `ending` ``"fin"``/``"rst"`` sends half the body,
+        then closes the connection (FIN) or resets it (RST)."""
+        if malformed:
             payload = b"{not json"
-        if scripted.cut_after_chunks is None and not scripted.stall:
+        if slow:
+            await asyncio.sleep(_SLOW_DELAY)
+        if not ending and not stall:
+            if charge is not None:
+                charge.settle()
             return await self._send_json(writer, 200, payload, keep, headers)
         all_headers = {"content-type": "application/json"} | headers | {"content-length": str(len(payload))}
         writer.write(self._head(200, all_headers, keep))
         await writer.drain()
-        if scripted.stall:
-            await asyncio.sleep(scripted.stall)
-        if scripted.cut_after_chunks is not None:
+        if stall:
+            await asyncio.sleep(stall)
+        if charge is not None:
+            charge.settle()
+        if ending:
             writer.write(payload[: len(payload) // 2])
             await writer.drain()
-            writer.close()
+            if ending == "rst":
+                await self._reset(writer)
+            else:
+                writer.close()
             return False
         writer.write(payload)
         await writer.drain()
         return keep
+
+    @staticmethod
+    async def _reset(writer: asyncio.StreamWriter) -> None:
+        """Abort the connection with a TCP RST once what was written has left the process."""
+        transport = writer.transport
+        for _ in range(200):
+            if transport.is_closing() or transport.get_write_buffer_size() == 0:
+                break
+            await asyncio.sleep(0.005)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        transport.abort()
 
     async def _send_scripted(
         self, writer: asyncio.StreamWriter, scripted: Scripted, headers: dict[str, str], keep: bool
@@ -831,9 +1344,14 @@ class FakeOpenAI:
         *,
         keep: bool,
         param: str | None = None,
+        log: LoggedRequest | None = None,
+        headers: dict[str, str] | None = None,
     ) -> bool:
         type_ = "server_error" if status >= 500 else "invalid_request_error"
-        return await self._send_json(writer, status, _error_body(message, type_, code, param), keep)
+        if headers is None:
+            headers = self._current_ratelimit_headers()
+        return await self._send_json(writer, status, _error_body(message, type_, code, param), keep, headers,
+                                     log=log)
 
     async def _send_json(
         self,
@@ -842,7 +1360,11 @@ class FakeOpenAI:
         payload: bytes | dict[str, Any],
         keep: bool,
         headers: dict[str, str] | None = None,
+        *,
+        log: LoggedRequest | None = None,
     ) -> bool:
+        if log is not None:
+            log.status = status
         if not isinstance(payload, bytes):
             payload = orjson.dumps(payload)
         all_headers = {"content-type": "application/json"}
@@ -886,6 +1408,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-usage", action="store_true", help="never report token usage")
     parser.add_argument("--sse-extras", action="store_true", help="comments, event lines, CRLF in streams")
     parser.add_argument("-v", "--verbose", action="store_true", help="print one line per request")
+    parser.add_argument("--rpm", type=float, default=None, help="enforce this many requests per minute")
+    parser.add_argument("--tpm", type=float, default=None, help="enforce this many tokens per minute")
+    parser.add_argument("--burst-seconds", type=float, default=1.0,
+                        help="seconds of refill the rate-limit buckets hold (default 1)")
+    parser.add_argument("--no-ratelimit-headers", action="store_true", help="send no x-ratelimit-* headers")
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="probability of a random fault")
+    parser.add_argument("--faults", default=",".join(ALL_FAULTS),
+                        help="comma-separated faults to draw from (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
+    parser.add_argument("--stall-seconds", type=float, default=2.0, help="pause of the 'stall' fault")
+    parser.add_argument("--finish-reason", default=None, help="force this finish_reason on every answer")
     args = parser.parse_args(argv)
 
     def on_term(signum: int, frame: object) -> None:
@@ -896,7 +1429,10 @@ def main(argv: list[str] | None = None) -> int:
         chunks=args.chunks, latency=args.latency, chunk_delay=args.chunk_delay,
         include_usage=not args.no_usage,
         api_key=args.api_key, model=args.model, sse_extras=args.sse_extras, host=args.host, port=args.port,
-        verbose=args.verbose,
+        verbose=args.verbose, rpm=args.rpm, tpm=args.tpm, burst_seconds=args.burst_seconds,
+        ratelimit_headers=not args.no_ratelimit_headers, fault_rate=args.fault_rate,
+        faults=[f for f in args.faults.split(",") if f], seed=args.seed, stall_seconds=args.stall_seconds,
+        finish_reason=args.finish_reason,
     )
     server.start()
     try:
