@@ -88,7 +88,10 @@ def extract(data: bytes, relpath: str) -> list[Snippet]:
     if not tree.body:
         return []
     file = _File(text, relpath)
-    _collect(tree.body, file, None, "", False, set())
+    try:
+        _collect(tree.body, file, None, "", False, set())
+    except RecursionError as exc:  # not expected: nesting is capped by the tokenizer's indentation limit
+        raise SourceError("too_deeply_nested", str(exc)) from None
     # The walk is already pre-order in source order; the sort (stable) only makes that a guarantee.
     file.snippets.sort(key=_start_line)
     return file.snippets
@@ -136,10 +139,6 @@ class _File:
             self.cum = list(map(sub, starts, count()))
         else:
             self.cum = list(accumulate(map(len, text.split("\n")), initial=0))
-
-    def start(self, line: int) -> int:
-        """Offset of the first character of 1-based `line` (len(text) or past it for line count + 1)."""
-        return self.cum[line - 1] + line - 1
 
     def offset(self, line: int, col: int) -> int:
         """Text offset of an AST position (`col` counts UTF-8 bytes, as the AST does)."""
@@ -191,14 +190,30 @@ def _may_define(node: _FuncDef, file: _File) -> bool:
     """False when the function's body cannot hold a nested def or class, so walking it can be skipped.
 
     Most functions are leaves; a C-level substring search over the body's text is much cheaper than
-    visiting their statements. Words such as "default" only cause a (harmless) walk.
+    visiting their statements. Never wrong the other way: the keyword is always a whole word there.
     """
     first = node.body[0].lineno
     if first == node.lineno:  # body on the header line: the search would find this node's own 'def'
         return True
     text, cum, last = file.text, file.cum, node.end_lineno or first
     begin, end = cum[first - 1] + first - 1, cum[last] + last
-    return text.find("def", begin, end) >= 0 or text.find("class", begin, end) >= 0
+    return _has_word(text, "def", begin, end) or _has_word(text, "class", begin, end)
+
+
+def _has_word(text: str, word: str, begin: int, end: int) -> bool:
+    """Whether `word` occurs in text[begin:end] not glued to identifier characters ("default" does not
+    count, so fewer leaf functions are walked for nothing; a docstring's "def" still does)."""
+    at = text.find(word, begin, end)
+    while at >= 0:
+        after = at + len(word)
+        if not _is_name_char(text[at - 1]) and not _is_name_char(text[after : after + 1]):
+            return True
+        at = text.find(word, after, end)
+    return False
+
+
+def _is_name_char(char: str) -> bool:
+    return char.isidentifier() or char.isdigit()
 
 
 def _snippet(node: _Def, qualname: str, kind: str, parent: str | None, file: _File) -> Snippet:
@@ -276,7 +291,7 @@ def _last_header_node(node: _Def) -> ast.AST | None:
     header's colon. Colons that are not the header's (annotations, lambdas, dict and slice literals,
     strings) all lie inside the header's AST nodes, so they are skipped by starting after this one.
     """
-    if isinstance(node, ast.ClassDef):
+    if type(node) is ast.ClassDef:
         candidates: list[ast.AST] = []
         if node.bases:
             candidates.append(node.bases[-1])
