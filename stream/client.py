@@ -30,7 +30,7 @@ from .errors import (
     RateLimited,
     StreamError,
 )
-from .limits import Limits
+from .limits import Limits, Ticket
 
 __all__ = ["Completion", "ClientPool", "RetryPolicy", "build_body", "iter_sse", "parse_retry_after"]
 
@@ -338,7 +338,7 @@ class ClientPool:
         history: list[str] = []
         attempt = limited = 0  # requests sent; 429s among them
         while True:
-            await self.limits.acquire(reserve_tokens)
+            ticket = await self.limits.acquire(reserve_tokens)
             started = time.perf_counter()
             attempt += 1
             try:
@@ -347,7 +347,7 @@ class ClientPool:
                     on_attempt()
                 try:
                     with anyio.fail_after(self.request_timeout):
-                        completion = await self._once(client, body)
+                        completion = await self._once(client, body, ticket)
                 except TimeoutError:
                     raise APITimeout(f"no complete answer within --request-timeout {self.request_timeout:g}s") \
                         from None
@@ -357,7 +357,7 @@ class ClientPool:
                 if isinstance(exc, RateLimited):
                     limited += 1
                     self.limits.rate_limited_for(exc.retry_after, exc.headers, reserved=reserve_tokens,
-                                                 base=self.retry.base)
+                                                 base=self.retry.base, ticket=ticket)
                     if limited < self.retry.rate_limit_allowance:
                         continue
                 # --max-attempts bounds the errors other than 429 (those have their own allowance).
@@ -373,11 +373,12 @@ class ClientPool:
             completion.latency_s = time.perf_counter() - started
             return completion
 
-    async def _once(self, client: httpx.AsyncClient, body: dict[str, Any]) -> Completion:
+    async def _once(self, client: httpx.AsyncClient, body: dict[str, Any], ticket: Ticket) -> Completion:
         content = orjson.dumps(body)
         with _translate():
             async with client.stream("POST", self.url, content=content) as response:
-                self.limits.observe(response.headers)
+                if response.status_code != 429:  # a 429's headers are read by rate_limited_for
+                    self.limits.observe(response.headers, ticket)
                 if response.status_code >= 400:
                     await response.aread()
                     raise self._status_error(response, body)

@@ -17,11 +17,13 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import anyio
 
-__all__ = ["Limits", "BudgetExceeded", "parse_duration"]
+__all__ = ["Limits", "Ticket", "BudgetExceeded", "parse_duration"]
 
 _BURST_SECONDS = 1.0
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -85,6 +87,14 @@ class _Bucket:
             self.level = self.capacity if was_unlimited else min(self.level, self.capacity)
 
 
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """What `Limits.acquire` handed out: the running totals of requests and tokens sent, this one included."""
+
+    requests: int = 0
+    tokens: int = 0
+
+
 class Limits:
     """The shared budgets. ``await acquire(tokens)`` before each request; tell it what came back."""
 
@@ -96,13 +106,17 @@ class Limits:
         self._pause_until = 0.0
         self._strikes = 0  # consecutive 429s, for the growing cool-down
         self.rate_limited = 0
+        self._sent = Ticket()
+        self._episode = -1  # requests sent when the last cool-down began
+        self._probing = False  # the request rate was learned from 429s, not set or told
+        self._send_times: deque[float] = deque(maxlen=4096)
 
     @property
     def counts_tokens(self) -> bool:
         """Whether reservations matter (a token budget is known), so prompts must be counted."""
         return bool(self.tokens.per_minute)
 
-    async def acquire(self, tokens: int) -> None:
+    async def acquire(self, tokens: int) -> Ticket:
         """Wait until one request of `tokens` tokens fits both budgets and no cool-down is running.
 
         Waiters are served first come, first served (anyio's Lock is fair)."""
@@ -120,6 +134,9 @@ class Limits:
                 await anyio.sleep(wait)
             self.requests.level -= 1
             self.tokens.level -= tokens
+            self._sent = Ticket(self._sent.requests + 1, self._sent.tokens + tokens)
+            self._send_times.append(anyio.current_time())
+            return self._sent
 
     def refund(self, tokens: float) -> None:
         """Give back what a request reserved but did not use (its usage came in under the reservation)."""
@@ -127,12 +144,18 @@ class Limits:
             self.tokens.refill(anyio.current_time())
             self.tokens.level = min(self.tokens.capacity, self.tokens.level + tokens)
 
-    def observe(self, headers: Mapping[str, str]) -> None:
-        """Adapt to a response's ``x-ratelimit-*`` headers (any status)."""
+    def observe(self, headers: Mapping[str, str], ticket: Ticket | None = None) -> None:
+        """Adapt to the ``x-ratelimit-*`` headers of the response to the request `ticket` (any status).
+
+        The server's ``remaining`` was counted when it admitted that request; what we sent after it was
+        not in that count yet, so it is taken off before our bucket is pulled down to it."""
         if not self.adapt:
             return
         now = anyio.current_time()
-        for bucket, kind in ((self.requests, "requests"), (self.tokens, "tokens")):
+        later = Ticket() if ticket is None else Ticket(self._sent.requests - ticket.requests,
+                                                       self._sent.tokens - ticket.tokens)
+        for bucket, kind, sent_since in ((self.requests, "requests", later.requests),
+                                         (self.tokens, "tokens", later.tokens)):
             limit = _number(headers.get(f"x-ratelimit-limit-{kind}"))
             if limit and limit > 0:
                 bucket.refill(now)
@@ -141,25 +164,62 @@ class Limits:
             if remaining is not None and bucket.per_minute:
                 bucket.refill(now)
                 # The server's count is the truth; other answers in flight were already taken from ours.
-                bucket.level = min(bucket.level, remaining)
+                bucket.level = min(bucket.level, remaining - sent_since)
 
     def success(self) -> None:
+        """An answer came back: relax the cool-down's growth and, if 429s taught us the rate, probe upward."""
         if self._strikes:
             self._strikes -= 1
+        bucket = self.requests
+        if self._probing and bucket.per_minute:
+            # Additive increase (about +10%/s at any rate), multiplicative decrease on 429: the AIMD rule
+            # that lets TCP find a link's capacity, used here to find a limit no header tells us.
+            ceiling = bucket.ceiling or math.inf
+            bucket.per_minute = min(ceiling, bucket.per_minute * 1.002)
 
     def rate_limited_for(self, retry_after: float | None, headers: Mapping[str, str], *,
-                         reserved: int, base: float) -> float:
-        """A 429: the reservation was not charged; start (or extend) the shared cool-down. Returns it."""
+                         reserved: int, base: float, ticket: Ticket | None = None) -> float:
+        """A 429: the reservation was not charged; start (or extend) the shared cool-down. Returns it.
+
+        429s for requests sent before the current cool-down began are one signal, not many. For a new
+        one: the server's retry time is trusted at first, and only 429s that keep coming add a growing
+        pause of our own (up to 32 × `base`); when the server sends no limit headers, the request rate
+        is also cut to 70% (and probed back up by `success`)."""
         self.rate_limited += 1
         self.refund(reserved)
-        self.observe(headers)
+        self.observe(headers, ticket)
+        now = anyio.current_time()
+        if ticket is not None and ticket.requests <= self._episode:
+            return max(0.0, self._pause_until - now)
+        self._episode = self._sent.requests
         self.requests.level = min(self.requests.level, 0.0)
+        if "x-ratelimit-limit-requests" not in headers and "x-ratelimit-limit-tokens" not in headers:
+            self._slow_down(now)
         self._strikes += 1
-        grown = base * 2 ** min(self._strikes - 1, 5)  # at most 32 × --backoff unless the server asks more
+        grown = 0.0 if self._strikes == 1 and retry_after is not None else base * 2 ** min(self._strikes - 1, 5)
         pause = max(retry_after if retry_after is not None else 0.0, grown)
         pause *= random.uniform(1.0, 1.1)  # so the workers do not all come back in the same instant
-        self._pause_until = max(self._pause_until, anyio.current_time() + pause)
+        self._pause_until = max(self._pause_until, now + pause)
         return pause
+
+    def _slow_down(self, now: float) -> None:
+        bucket = self.requests
+        recent = self._recent_rate(now)
+        if recent is None:  # a few lone requests cannot be what overran a limit: waiting is enough
+            return
+        current = min(bucket.per_minute or math.inf, recent * 60)
+        bucket.refill(now)
+        bucket.per_minute = max(60.0, current * 0.7)
+        bucket.level = min(bucket.level, 0.0)
+        self._probing = True
+
+    def _recent_rate(self, now: float) -> float | None:
+        """Requests per second sent over the last two seconds (the rate that just met a 429), or None
+        when there were too few to tell."""
+        recent = [t for t in self._send_times if now - t <= 2.0]
+        if len(recent) < 8:
+            return None
+        return len(recent) / max(now - recent[0], 0.1)
 
 
 def _number(value: str | None) -> float | None:

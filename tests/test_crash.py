@@ -121,3 +121,23 @@ def test_the_api_key_appears_in_no_artefact(tree, tmp_path):
     with sqlite3.connect(tmp_path / "snipstream.db") as conn:
         (error,) = conn.execute("SELECT error FROM records WHERE status = 'failed'").fetchone()
     assert "Incorrect API key provided: ***" in error
+
+
+def test_a_fifth_of_requests_faulty_still_gives_every_record_exactly_once(tmp_path):
+    """Acceptance: 2,000 snippets, 20% of requests hit by a random mix of every fault class."""
+    src = many_functions(tmp_path / "src", files=40, per_file=50)
+    out = tmp_path / "out.ndjson"
+    with FakeOpenAI(chunks=4, fault_rate=0.2, seed=7, stall_seconds=1.0) as srv:
+        r = snipstream("run", src, "--base-url", srv.url, "--model", "m", "-o", out, "--concurrency", "32",
+                       "--backoff", "0.01", "--stall-timeout", "0.3", "--max-attempts", "10", cwd=tmp_path,
+                       timeout=120)
+        faults = srv.stats["faults"]
+    assert r.code == 0, r.stderr
+    assert set(faults) == {"429", "500", "502", "503", "error_200", "reset", "cut", "malformed", "stall", "slow"}
+    assert sum(faults.values()) >= 300
+    records = read_ndjson(out)
+    keys = [(x["path"], x["qualname"]) for x in records]
+    assert len(keys) == len(set(keys)) == 2000
+    assert sum(x["attempts"] > 1 for x in records) >= 250  # the faults were met, and retried
+    assert all(x["annotation"].startswith("Annotation ") and x["response"]["finish_reason"] == "stop"
+               for x in records)

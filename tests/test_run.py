@@ -365,3 +365,57 @@ def test_python_dash_m_and_help_explain_the_command(tmp_path):
         assert flag in help_text
     r = snipstream("run", cwd=tmp_path)
     assert r.code == 2 and "PATH" in r.stderr
+
+
+def test_an_answer_cut_at_max_tokens_is_marked_truncated(tree, server, tmp_path):
+    server.script(Scripted(finish_reason="length"))
+    out = tmp_path / "out.ndjson"
+    r = snipstream(*run_args(server, tree, "-o", out, "--concurrency", "1"), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    truncated = [rec for rec in read_ndjson(out) if rec["truncated"]]
+    assert len(truncated) == 1 and truncated[0]["response"]["finish_reason"] == "length"
+
+
+def test_retry_truncated_asks_again_with_twice_the_tokens(tree, server, tmp_path):
+    server.script(Scripted(finish_reason="length"))
+    out = tmp_path / "out.ndjson"
+    r = snipstream(*run_args(server, tree, "-o", out, "--concurrency", "1", "--retry-truncated",
+                             "--max-tokens", "100"), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    records = read_ndjson(out)
+    assert not any(rec["truncated"] for rec in records)
+    assert sorted(req.body["max_tokens"] for req in server.requests)[-1] == 200
+    assert len(server.requests) == len(EXPECTED) + 1
+    assert max(rec["attempts"] for rec in records) == 2
+
+
+def test_a_content_filter_answer_is_a_failure_with_that_reason(tree, server, tmp_path):
+    server.script(Scripted(finish_reason="content_filter"))
+    r = snipstream(*run_args(server, tree, "-o", tmp_path / "out.ndjson", "--concurrency", "1"), cwd=tmp_path)
+    assert r.code == 1
+    assert "content_filter 1" in r.stderr
+    rows = db_rows(tmp_path / "snipstream.db", "SELECT reason FROM records WHERE status = 'failed'")
+    assert rows == [("content_filter",)]
+
+
+def test_max_failures_stops_the_run_cleanly(tree, server, tmp_path):
+    server.script(*[Scripted(status=400) for _ in range(5)])
+    r = snipstream(*run_args(server, tree, "-o", tmp_path / "out.ndjson", "--concurrency", "1",
+                             "--max-failures", "2"), cwd=tmp_path)
+    assert r.code == 1
+    assert "--max-failures" in r.stderr and "Traceback" not in r.stderr
+    assert len(server.requests) < len(EXPECTED)
+    assert db_rows(tmp_path / "snipstream.db", "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_a_stalled_stream_is_abandoned_and_retried(tree, server, tmp_path):
+    server.script(Scripted(stall=5.0))
+    out = tmp_path / "out.ndjson"
+    started = time.monotonic()
+    r = snipstream(*run_args(server, tree, "-o", out, "--concurrency", "2", "--stall-timeout", "0.3"),
+                   cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    assert time.monotonic() - started < 5
+    records = read_ndjson(out)
+    assert len(records) == len(EXPECTED)
+    assert max(rec["attempts"] for rec in records) == 2
