@@ -110,6 +110,7 @@ class Limits:
         self._episode = -1  # requests sent when the last cool-down began
         self._probing = False  # the request rate was learned from 429s, not set or told
         self._send_times: deque[float] = deque(maxlen=4096)
+        self._outcomes: deque[tuple[float, bool]] = deque(maxlen=4096)  # (time, was a 429)
 
     @property
     def counts_tokens(self) -> bool:
@@ -170,6 +171,7 @@ class Limits:
         """An answer came back: relax the cool-down's growth and, if 429s taught us the rate, probe upward."""
         if self._strikes:
             self._strikes -= 1
+        self._outcomes.append((anyio.current_time(), False))
         bucket = self.requests
         if self._probing and bucket.per_minute:
             # Additive increase (about +10%/s at any rate), multiplicative decrease on 429: the AIMD rule
@@ -189,6 +191,7 @@ class Limits:
         self.refund(reserved)
         self.observe(headers, ticket)
         now = anyio.current_time()
+        self._outcomes.append((now, True))
         if ticket is not None and ticket.requests <= self._episode:
             return max(0.0, self._pause_until - now)
         self._episode = self._sent.requests
@@ -206,6 +209,11 @@ class Limits:
         bucket = self.requests
         recent = self._recent_rate(now)
         if recent is None:  # a few lone requests cannot be what overran a limit: waiting is enough
+            return
+        window = [hit for t, hit in self._outcomes if now - t <= 2.0]
+        if len(window) < 20 or sum(window) < 0.05 * len(window):
+            # A stray 429 among many answers is noise (a busy backend, a fault), not our rate: sending
+            # faster than a limit makes a good share of answers 429s.
             return
         current = min(bucket.per_minute or math.inf, recent * 60)
         bucket.refill(now)

@@ -88,9 +88,24 @@ async def test_without_headers_a_429_cuts_the_rate_and_successes_probe_back_up()
     ticket = None
     for _ in range(50):
         ticket = await limits.acquire(0)
+    for _ in range(30):
+        limits.success()
+    for _ in range(3):  # 3 of 33 answers were 429s: too many to be noise
+        limits.rate_limited_for(0.001, {}, reserved=0, base=0.01)
     limits.rate_limited_for(0.001, {}, reserved=0, base=0.01, ticket=ticket)
     cut = limits.requests.per_minute
     assert cut is not None and cut < 60_000 * 0.75
     for _ in range(100):
         limits.success()
     assert cut < limits.requests.per_minute <= 60_000
+
+
+async def test_a_stray_429_among_many_answers_does_not_cut_the_rate():
+    limits = Limits(rpm=60_000)
+    ticket = None
+    for _ in range(50):
+        ticket = await limits.acquire(0)
+    for _ in range(49):
+        limits.success()
+    limits.rate_limited_for(0.001, {}, reserved=0, base=0.01, ticket=ticket)
+    assert limits.requests.per_minute == 60_000
