@@ -235,6 +235,8 @@ class _Run:
                     out = _extract_file(item)
                 except SourceError as exc:
                     out = _Skipped(str(item.path), item.relpath, exc.reason, exc.detail)
+                except Exception as exc:  # noqa: BLE001 - an extractor bug costs one file, not the run
+                    out = _Skipped(str(item.path), item.relpath, "extract_error", f"{type(exc).__name__}: {exc}")
                 self.summary.files += 1
             anyio.from_thread.run(send.send, out)
 

@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 from tests.conftest import REPO, read_ndjson, snipstream
-from tests.fakeserver import FakeOpenAI, Scripted
+from tests.fakeserver import ALL_FAULTS, FakeOpenAI, Scripted
 
 TEMPLATE = (
     "Please provide a complete annotation for the following Python code snippet that includes information "
@@ -141,3 +142,25 @@ def test_a_fifth_of_requests_faulty_still_gives_every_record_exactly_once(tmp_pa
     assert sum(x["attempts"] > 1 for x in records) >= 250  # the faults were met, and retried
     assert all(x["annotation"].startswith("Annotation ") and x["response"]["finish_reason"] == "stop"
                for x in records)
+
+
+@pytest.mark.parametrize("fault", ALL_FAULTS)
+def test_each_fault_class_is_survived_with_every_record_once(fault, tmp_path):
+    src = many_functions(tmp_path / "src", files=2, per_file=15)
+    out, db = tmp_path / "out.ndjson", tmp_path / "snipstream.db"
+    with FakeOpenAI(chunks=4, fault_rate=0.4, faults=[fault], seed=3, stall_seconds=1.0) as srv:
+        r = snipstream("run", src, "--base-url", srv.url, "--model", "m", "-o", out, "--concurrency", "4",
+                       "--backoff", "0.01", "--stall-timeout", "0.3", "--max-attempts", "12", cwd=tmp_path)
+        injected = srv.stats["faults"].get(fault, 0)
+        sent = len(srv.requests)
+    assert r.code == 0, r.stderr
+    assert injected > 0
+    records = read_ndjson(out)
+    assert len({(x["path"], x["qualname"]) for x in records}) == len(records) == 30
+    # every extra request was a retry of a fault ("slow" answers are whole, only slow): none for work
+    # already committed
+    retries = 0 if fault == "slow" else injected
+    assert sent == 30 + retries
+    assert sum(x["attempts"] for x in records) == 30 + retries
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM records WHERE status = 'done'").fetchone() == (30,)
