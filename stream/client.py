@@ -391,10 +391,24 @@ class ClientPool:
 
     async def _read_stream(self, response: httpx.Response) -> Completion:
         acc = _Assembler()
+        # After [DONE] the body is read to its end (normally just the chunked terminator), so httpx can
+        # reuse the connection; a server that holds the stream open afterwards gets one second.
+        with anyio.CancelScope() as tail:
+            await self._read_events(response, acc, tail)
+        result = acc.result()
+        # A server may close without [DONE]; the answer is whole only if it said why it finished.
+        if not acc.done and result.finish_reason is None:
+            raise StreamError("the stream ended before the answer was complete")
+        return result
+
+    async def _read_events(self, response: httpx.Response, acc: _Assembler, tail: anyio.CancelScope) -> None:
         async for event, data in iter_sse(sse_lines(response.aiter_text())):
+            if acc.done:
+                continue
             if data.strip() == "[DONE]":
                 acc.done = True
-                break
+                tail.deadline = anyio.current_time() + 1.0
+                continue
             try:
                 chunk = orjson.loads(data)
             except orjson.JSONDecodeError:
@@ -404,11 +418,6 @@ class ClientPool:
                                         else {"error": chunk or "error event"})
             if isinstance(chunk, dict):
                 acc.feed(chunk)
-        result = acc.result()
-        # A server may close without [DONE]; the answer is whole only if it said why it finished.
-        if not acc.done and result.finish_reason is None:
-            raise StreamError("the stream ended before the answer was complete")
-        return result
 
     def _status_error(self, response: httpx.Response, body: dict[str, Any]) -> APIError:
         status = response.status_code

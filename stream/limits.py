@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -124,6 +125,11 @@ class Limits:
         tpm = self.tokens.per_minute
         if tpm and tokens > tpm:
             raise BudgetExceeded(f"the request needs {tokens} tokens but the budget is {tpm:g} tokens/minute")
+        if not (self.requests.per_minute or tpm or self._pause_until):
+            # Nothing to enforce (yet): skip the lock, the per-request cost of an unlimited run.
+            self._sent = Ticket(self._sent.requests + 1, self._sent.tokens + tokens)
+            self._send_times.append(time.monotonic())
+            return self._sent
         async with self._lock:
             while True:
                 now = anyio.current_time()
@@ -136,7 +142,7 @@ class Limits:
             self.requests.level -= 1
             self.tokens.level -= tokens
             self._sent = Ticket(self._sent.requests + 1, self._sent.tokens + tokens)
-            self._send_times.append(anyio.current_time())
+            self._send_times.append(time.monotonic())
             return self._sent
 
     def refund(self, tokens: float) -> None:
@@ -150,7 +156,10 @@ class Limits:
 
         The server's ``remaining`` was counted when it admitted that request; what we sent after it was
         not in that count yet, so it is taken off before our bucket is pulled down to it."""
-        if not self.adapt:
+        if not self.adapt or ("x-ratelimit-limit-requests" not in headers
+                              and "x-ratelimit-remaining-requests" not in headers
+                              and "x-ratelimit-limit-tokens" not in headers
+                              and "x-ratelimit-remaining-tokens" not in headers):
             return
         now = anyio.current_time()
         later = Ticket() if ticket is None else Ticket(self._sent.requests - ticket.requests,
@@ -171,7 +180,7 @@ class Limits:
         """An answer came back: relax the cool-down's growth and, if 429s taught us the rate, probe upward."""
         if self._strikes:
             self._strikes -= 1
-        self._outcomes.append((anyio.current_time(), False))
+        self._outcomes.append((time.monotonic(), False))
         bucket = self.requests
         if self._probing and bucket.per_minute:
             # Additive increase (about +10%/s at any rate), multiplicative decrease on 429: the AIMD rule
@@ -191,7 +200,7 @@ class Limits:
         self.refund(reserved)
         self.observe(headers, ticket)
         now = anyio.current_time()
-        self._outcomes.append((now, True))
+        self._outcomes.append((time.monotonic(), True))
         if ticket is not None and ticket.requests <= self._episode:
             return max(0.0, self._pause_until - now)
         self._episode = self._sent.requests
@@ -210,7 +219,8 @@ class Limits:
         recent = self._recent_rate(now)
         if recent is None:  # a few lone requests cannot be what overran a limit: waiting is enough
             return
-        window = [hit for t, hit in self._outcomes if now - t <= 2.0]
+        mono = time.monotonic()
+        window = [hit for t, hit in self._outcomes if mono - t <= 2.0]
         if len(window) < 20 or sum(window) < 0.05 * len(window):
             # A stray 429 among many answers is noise (a busy backend, a fault), not our rate: sending
             # faster than a limit makes a good share of answers 429s.
@@ -224,7 +234,8 @@ class Limits:
     def _recent_rate(self, now: float) -> float | None:
         """Requests per second sent over the last two seconds (the rate that just met a 429), or None
         when there were too few to tell."""
-        recent = [t for t in self._send_times if now - t <= 2.0]
+        mono = time.monotonic()
+        recent = [t for t in self._send_times if mono - t <= 2.0]
         if len(recent) < 8:
             return None
         return len(recent) / max(now - recent[0], 0.1)
