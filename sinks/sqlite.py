@@ -8,6 +8,8 @@ Tables (created by the named, append-only migrations in `MIGRATIONS`, each recor
   the exact NDJSON line and whether it has been emitted.
 - ``outputs``: for each output file, the byte offset up to which every line is known whole and emitted.
 - ``skips``: files passed over, with the reason. ``runs``: one row per run with its summary.
+- ``files``: per task, files whose snippets were all done (or that were skipped for their content), with
+  size, mtime and content hash, so an unchanged file is not parsed again.
 
 Order of writes (DESIGN "Checkpoint"): a result is committed before its line is written anywhere; a line is
 marked emitted, together with the file's new offset, only after it has been written. A crash in between
@@ -79,6 +81,22 @@ MIGRATIONS: list[tuple[str, str]] = [
             finished_at REAL,
             config BLOB,
             summary BLOB
+        );
+        """,
+    ),
+    (
+        "0002_files",
+        """
+        CREATE TABLE files (
+            file TEXT NOT NULL,
+            task TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            snippets INTEGER NOT NULL,
+            skip_reason TEXT,
+            skip_detail TEXT,
+            PRIMARY KEY (file, task)
         );
         """,
     ),
@@ -255,6 +273,19 @@ class Checkpoint:
             yield rows
             last = rows[-1][0]
 
+    async def known_files(self, task: str) -> dict[str, tuple[int, int, str, int, str | None, str | None]]:
+        """The file index for `task`: path → (size, mtime_ns, hash, snippets, skip reason, skip detail)."""
+        if not await self._has_tables():
+            return {}
+        async with self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'files'") as cur:
+            if await cur.fetchone() is None:
+                return {}
+        async with self.db.execute(
+            "SELECT file, size, mtime_ns, hash, snippets, skip_reason, skip_detail FROM files WHERE task = ?",
+            (task,),
+        ) as cur:
+            return {row[0]: tuple(row[1:]) async for row in cur}  # type: ignore[misc]
+
     async def output_offset(self, target: str) -> int | None:
         async with self.db.execute("SELECT offset FROM outputs WHERE target = ?", (target,)) as cur:
             row = await cur.fetchone()
@@ -282,11 +313,20 @@ class Checkpoint:
         )
 
     async def commit(self, done: Iterable[Done], failed: Iterable[Failed],
-                     skips: Iterable[tuple[str, str, str, str]], run_id: int | None) -> None:
-        """Store results, failures and skipped files in one transaction."""
+                     skips: Iterable[tuple[str, str, str, str]], run_id: int | None,
+                     files: Iterable[tuple[Any, ...]] = ()) -> None:
+        """Store results, failures, skipped files and finished files in one transaction.
+
+        `files` rows: (file, task, size, mtime_ns, hash, snippets, skip reason, skip detail)."""
         now = time.time()
-        done, failed, skips = list(done), list(failed), list(skips)
+        done, failed, skips, files = list(done), list(failed), list(skips), list(files)
         async with self._transaction():
+            if files:
+                await self.db.executemany(
+                    "INSERT OR REPLACE INTO files (file, task, size, mtime_ns, hash, snippets, skip_reason, "
+                    "skip_detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    files,
+                )
             if done:
                 await self.db.executemany(
                     "INSERT INTO records (record_id, snippet_id, task, model, status, result, attempts, "

@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also walk node_modules, .venv, venv, __pycache__, build, dist, .tox, site-packages")
     g.add_argument("--max-file-bytes", type=int, default=d.max_file_bytes, metavar="N",
                    help="skip files larger than this (default: %(default)s)")
+    g.add_argument("--jobs", type=int, default=d.jobs, metavar="N",
+                   help="processes parsing files; 1 parses in a thread beside the requests (default: %(default)s)")
 
     g = run.add_argument_group("API")
     g.add_argument("--base-url", default=None, metavar="URL",
@@ -174,6 +176,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         excludes=tuple(args.exclude),
         default_excludes=not args.no_default_excludes,
         max_file_bytes=args.max_file_bytes,
+        jobs=args.jobs,
         output=args.output,
         db=args.db,
         sinks=tuple(args.sink),

@@ -70,69 +70,48 @@ def build_body(*, api: str, model: str, system: str | None, user: str, params: d
 
 # --- SSE -------------------------------------------------------------------------------------------------
 
-async def iter_sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str | None, str]]:
-    """Server-sent events as (event type, data), from already split lines.
+async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str | None, bytes]]:
+    """Server-sent events as (event type, data bytes), straight from the body's byte chunks.
 
-    Tolerates what real servers send: comment/keep-alive lines (``: ping``), ``event:``/``id:``/``retry:``
-    fields, CRLF (split away by httpx), a missing blank line before the end of the body.
+    Lines end at CR, LF or CRLF only, as SSE says; working on bytes keeps it so (``str.splitlines`` would
+    also break at U+2028 or U+0085, which JSON strings may carry unescaped) and leaves decoding to
+    orjson. Tolerates what real servers send: comment/keep-alive lines (``: ping``), ``event:``/``id:``/
+    ``retry:`` fields, CRLF or lone CR, and a last event without its blank line.
     https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
     """
-    data: list[str] = []
+    data: list[bytes] = []
     event: str | None = None
-    async for line in lines:
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            data, event = [], None
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            event = value
+    pending = b""
+    async for chunk in chunks:
+        if pending:
+            chunk = pending + chunk
+        hold = b""
+        if b"\r" in chunk:
+            if chunk.endswith(b"\r"):  # maybe the first half of a CRLF split across chunks
+                chunk, hold = chunk[:-1], b"\r"
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = chunk.split(b"\n")
+        pending = lines.pop() + hold
+        for line in lines:
+            if not line:
+                if data:
+                    yield event, b"\n".join(data)
+                data, event = [], None
+            elif line[0] != 58:  # not a ":" comment line
+                name, _, value = line.partition(b":")
+                if value[:1] == b" ":
+                    value = value[1:]
+                if name == b"data":
+                    data.append(value)
+                elif name == b"event":
+                    event = value.decode("utf-8", "replace")
+    pending = pending.rstrip(b"\r")
+    if pending and pending[0] != 58:
+        name, _, value = pending.partition(b":")
+        if name == b"data":
+            data.append(value[1:] if value[:1] == b" " else value)
     if data:
-        yield event, "\n".join(data)
-
-
-async def sse_lines(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
-    """Split decoded text into lines at CR, LF or CRLF only, as SSE does.
-
-    Not ``str.splitlines`` (nor httpx's ``aiter_lines``): those also break at U+2028, U+0085 and others,
-    which JSON strings may carry unescaped, and would cut a data line in two.
-    """
-    pending = ""
-    for_cr = False  # the previous chunk ended in CR: a LF starting this one belongs to it
-    async for text in chunks:
-        if for_cr and text.startswith("\n"):
-            text = text[1:]
-        for_cr = False
-        if not text:
-            continue
-        buf = pending + text
-        start = 0
-        n = len(buf)
-        while True:
-            cr, lf = buf.find("\r", start), buf.find("\n", start)
-            if cr < 0 and lf < 0:
-                break
-            if cr < 0 or (0 <= lf < cr):
-                yield buf[start:lf]
-                start = lf + 1
-            else:
-                yield buf[start:cr]
-                if cr + 1 < n and buf[cr + 1] == "\n":
-                    start = cr + 2
-                else:
-                    start = cr + 1
-                    if cr + 1 == n:
-                        for_cr = True
-        pending = buf[start:]
-    if pending:
-        yield pending
+        yield event, b"\n".join(data)
 
 
 class _Assembler:
@@ -402,17 +381,18 @@ class ClientPool:
         return result
 
     async def _read_events(self, response: httpx.Response, acc: _Assembler, tail: anyio.CancelScope) -> None:
-        async for event, data in iter_sse(sse_lines(response.aiter_text())):
+        async for event, data in iter_sse(response.aiter_bytes()):
             if acc.done:
                 continue
-            if data.strip() == "[DONE]":
+            if data.strip() == b"[DONE]":
                 acc.done = True
                 tail.deadline = anyio.current_time() + 1.0
                 continue
             try:
                 chunk = orjson.loads(data)
             except orjson.JSONDecodeError:
-                raise StreamError(f"malformed JSON chunk in the stream: {data[:80]!r}") from None
+                raise StreamError(f"malformed JSON chunk in the stream: {data[:80].decode('utf-8', 'replace')!r}") \
+                    from None
             if event == "error":
                 _raise_for_error_object(chunk if isinstance(chunk, dict) and "error" in chunk
                                         else {"error": chunk or "error event"})

@@ -64,6 +64,7 @@ class Config:
     excludes: tuple[str, ...] = ()
     default_excludes: bool = True
     max_file_bytes: int = 1 << 20
+    jobs: int = 1  # processes parsing files; 1 = a thread beside the event loop
     # outputs
     output: str = "-"
     db: str = "snipstream.db"
@@ -115,7 +116,7 @@ class Config:
             )
         for name, value, low in (("--concurrency", self.concurrency, 1), ("--max-tokens", self.max_tokens, 1),
                                  ("--max-attempts", self.max_attempts, 1), ("--clients", self.clients, 0),
-                                 ("--max-file-bytes", self.max_file_bytes, 1),
+                                 ("--max-file-bytes", self.max_file_bytes, 1), ("--jobs", self.jobs, 1),
                                  ("--max-failures", self.max_failures or 1, 1)):
             if value < low:
                 raise ConfigError(f"{name} must be at least {low}, got {value}")

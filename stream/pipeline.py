@@ -38,7 +38,8 @@ from .limits import BudgetExceeded, Limits
 from .progress import show_progress
 from .model import SourceFile, Snippet, stable_hash
 from .tokens import Tokenizer, estimate_cost, load_tokenizer
-from .walk import Skip, read_source, walk
+from .scan import EXTRACTOR_VERSION, Known, Scanned, Skipped, Unchanged, scan
+from .walk import walk
 
 __all__ = ["run", "Summary", "SCHEMA_VERSION"]
 
@@ -113,11 +114,10 @@ class _Reuse:
 
 
 @dataclass(slots=True)
-class _Skipped:
-    file: str
-    path: str
-    reason: str
-    detail: str
+class _FilesDone:
+    """Rows for the file index: files whose snippets are all done (see `stream.scan`)."""
+
+    rows: list[tuple[Any, ...]]
 
 
 @dataclass(slots=True)
@@ -125,7 +125,7 @@ class _DryLine:
     line: bytes
 
 
-_Outcome = _Answered | _Failure | _Reuse | _Skipped | _DryLine
+_Outcome = _Answered | _Failure | _Reuse | Skipped | _FilesDone | _DryLine
 
 
 def provenance(snippet: Snippet) -> dict[str, Any]:
@@ -149,10 +149,6 @@ def _line(record_id: str, snippet: Snippet, result: dict[str, Any]) -> bytes:
     return orjson.dumps(record) + b"\n"
 
 
-def _extract_file(file: SourceFile) -> list[Snippet]:
-    return python_extract.extract(read_source(file), file.relpath)
-
-
 class _Run:
     def __init__(self, config: Config, summary: Summary, err: Callable[[str], None]) -> None:
         self.cfg = config
@@ -169,6 +165,12 @@ class _Run:
         self.done: set[str] = set()
         self.seen: set[str] = set()  # occurrence ids emitted or handled
         self.inflight: dict[str, list[tuple[Snippet, str]]] = {}
+        self.file_task = f"{self.fingerprint}:{EXTRACTOR_VERSION}"
+        self.known: dict[str, Known] = {}
+        # files whose lines are not all written yet: key -> (occurrence ids still to write, index row)
+        self.file_pending: dict[str, tuple[set[str], tuple[Any, ...]]] = {}
+        self.occurrence_file: dict[str, str] = {}
+        self.files_ready: list[tuple[Any, ...]] = []
         self.stopping = False
         self.feed_scope = anyio.CancelScope()
         self.work_scope = anyio.CancelScope()
@@ -223,40 +225,65 @@ class _Run:
 
     # --- stages ------------------------------------------------------------------------------------------
 
-    def _walk_thread(self, send: ObjectSendStream[list[Snippet] | _Skipped]) -> None:
-        """Runs in a worker thread: walk, read and parse, handing each file's snippets to the loop."""
+    def _walk_thread(self, send: ObjectSendStream[Scanned | Unchanged | Skipped]) -> None:
+        """Runs in a worker thread: walk, read and parse, handing each file's result to the loop."""
         cfg = self.cfg
-        for item in walk(cfg.paths, suffixes=python_extract.SUFFIXES, excludes=cfg.excludes,
-                         default_excludes=cfg.default_excludes, max_file_bytes=cfg.max_file_bytes):
-            if isinstance(item, Skip):
-                out: list[Snippet] | _Skipped = _Skipped(item.relpath, item.relpath, item.reason, item.detail)
-            else:
-                try:
-                    out = _extract_file(item)
-                except SourceError as exc:
-                    out = _Skipped(str(item.path), item.relpath, exc.reason, exc.detail)
-                except Exception as exc:  # noqa: BLE001 - an extractor bug costs one file, not the run
-                    out = _Skipped(str(item.path), item.relpath, "extract_error", f"{type(exc).__name__}: {exc}")
-                self.summary.files += 1
-            anyio.from_thread.run(send.send, out)
+        for item in scan(cfg.paths, excludes=cfg.excludes, default_excludes=cfg.default_excludes,
+                         max_file_bytes=cfg.max_file_bytes, known=self.known, jobs=cfg.jobs):
+            anyio.from_thread.run(send.send, item)
 
     async def _feed(self, jobs: ObjectSendStream[_Job], outcomes: ObjectSendStream[_Outcome]) -> None:
-        files_send, files_recv = anyio.create_memory_object_stream[list[Snippet] | _Skipped](16)
+        files_send, files_recv = anyio.create_memory_object_stream[Scanned | Unchanged | Skipped](16)
         async with jobs, outcomes:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._walk, files_send)
                 async with files_recv:
                     async for item in files_recv:
-                        if isinstance(item, _Skipped):
+                        if isinstance(item, Scanned):
+                            await self._plan_file(item, jobs, outcomes)
+                        elif isinstance(item, Unchanged):
+                            await self._unchanged(item, outcomes)
+                        else:
                             self.summary.skipped[item.reason] += 1
                             if not self.cfg.dry_run:
                                 await outcomes.send(item)
-                            continue
-                        for snippet in item:
-                            await self._plan(snippet, jobs, outcomes)
             self.summary.walk_done = True
 
-    async def _walk(self, send: ObjectSendStream[list[Snippet] | _Skipped]) -> None:
+    def _file_row(self, file: SourceFile, digest: str, snippets: int, skip: Skipped | None = None) -> tuple:
+        return (str(file.path), self.file_task, file.size, file.mtime_ns, digest, snippets,
+                skip.reason if skip else None, skip.detail if skip else None)
+
+    async def _unchanged(self, item: Unchanged, outcomes: ObjectSendStream[_Outcome]) -> None:
+        known = item.known
+        self.summary.files += 1
+        if known.skip_reason:
+            self.summary.skipped[known.skip_reason] += 1
+        self.summary.snippets += known.snippets
+        self.summary.unchanged += known.snippets
+        if item.touched and not self.cfg.dry_run:
+            await outcomes.send(_FilesDone([(str(item.file.path), self.file_task, item.file.size,
+                                             item.file.mtime_ns, known.hash, known.snippets, known.skip_reason,
+                                             known.skip_detail)]))
+
+    async def _plan_file(self, item: Scanned, jobs: ObjectSendStream[_Job],
+                         outcomes: ObjectSendStream[_Outcome]) -> None:
+        self.summary.files += 1
+        pending: set[str] = set()
+        key = str(item.file.path)
+        for snippet in item.snippets:
+            occurrence_id = await self._plan(snippet, jobs, outcomes)
+            if occurrence_id is not None:
+                pending.add(occurrence_id)
+                self.occurrence_file[occurrence_id] = key
+        row = self._file_row(item.file, item.hash, len(item.snippets))
+        if self.cfg.dry_run:
+            return
+        if pending:
+            self.file_pending[key] = (pending, row)
+        else:
+            await outcomes.send(_FilesDone([row]))
+
+    async def _walk(self, send: ObjectSendStream[Scanned | Unchanged | Skipped]) -> None:
         async with send:
             try:
                 await anyio.to_thread.run_sync(self._walk_thread, send, abandon_on_cancel=True)
@@ -264,23 +291,24 @@ class _Run:
                 pass
 
     async def _plan(self, snippet: Snippet, jobs: ObjectSendStream[_Job],
-                    outcomes: ObjectSendStream[_Outcome]) -> None:
+                    outcomes: ObjectSendStream[_Outcome]) -> str | None:
+        """Decide what one snippet needs; returns its occurrence id if a line is still to be written."""
         cfg = self.cfg
         self.summary.snippets += 1
         record_id = stable_hash(snippet.id, self.fingerprint, *cfg.template.location_key(snippet))
         occurrence_id = stable_hash(record_id, snippet.path, snippet.qualname)
         if occurrence_id in self.seen:
             self.summary.unchanged += 1
-            return
+            return None
         self.seen.add(occurrence_id)
         if record_id in self.done:
             self.summary.reused += 1
             await outcomes.send(_Reuse(record_id, snippet, occurrence_id))
-            return
+            return occurrence_id
         waiting = self.inflight.get(record_id)
         if waiting is not None:  # the same code elsewhere is being asked about right now: share the answer
             waiting.append((snippet, occurrence_id))
-            return
+            return occurrence_id
         system, user = cfg.template.render(snippet)
         body = build_body(api=cfg.api, model=cfg.model, system=system, user=user, params=cfg.params,
                           stream=cfg.stream)
@@ -293,9 +321,10 @@ class _Run:
             line = {"schema_version": SCHEMA_VERSION, "record_id": record_id, "snippet_id": snippet.id,
                     **provenance(snippet), "task": self.task, "request": body, "prompt_tokens": prompt_tokens}
             await outcomes.send(_DryLine(orjson.dumps(line) + b"\n"))
-            return
+            return None
         self.inflight[record_id] = [(snippet, occurrence_id)]
         await jobs.send(job)
+        return occurrence_id
 
     async def _worker(self, index: int, jobs: ObjectReceiveStream[_Job],
                       outcomes: ObjectSendStream[_Outcome]) -> None:
@@ -366,6 +395,10 @@ class _Run:
                 try:
                     batch = [await outcomes.receive()]
                 except anyio.EndOfStream:
+                    if self.files_ready and self.ckpt is not None:
+                        with anyio.CancelScope(shield=True):
+                            await self.ckpt.commit([], [], [], self.run_id, self.files_ready)
+                        self.files_ready = []
                     return
                 while len(batch) < _BATCH:
                     try:
@@ -382,6 +415,7 @@ class _Run:
         skips: list[tuple[str, str, str, str]] = []
         reuse: list[_Reuse] = []
         lines: list[tuple[str, bytes]] = []
+        files, self.files_ready = self.files_ready, []
         for item in batch:
             if isinstance(item, _Answered):
                 job, result = item.job, await self._result(item)
@@ -394,7 +428,9 @@ class _Run:
                 self.summary.annotated += 1
             elif isinstance(item, _Failure):
                 job = item.job
-                self.inflight.pop(job.record_id, None)
+                for _, oid in self.inflight.pop(job.record_id, None) or [(job.snippet, job.occurrence_id)]:
+                    # this file is not finished: it will be parsed again by the next run
+                    self.file_pending.pop(self.occurrence_file.pop(oid, ""), None)
                 failed.append(Failed(job.record_id, job.snippet.id, self.fingerprint, self.cfg.model,
                                      item.reason, item.error, item.attempts, job.snippet.path,
                                      job.snippet.qualname))
@@ -403,14 +439,18 @@ class _Run:
                 if limit and sum(self.summary.failed.values()) >= limit and not self.stopping:
                     self.err(f"stopping: {limit} snippets failed (--max-failures); a rerun retries them")
                     self.stop(f"--max-failures {limit} reached", exit_code=1)
-            elif isinstance(item, _Skipped):
-                skips.append((item.file, item.path, item.reason, item.detail))
+            elif isinstance(item, Skipped):
+                skips.append((item.key, item.path, item.reason, item.detail))
+                if item.file is not None and item.hash is not None:
+                    files.append(self._file_row(item.file, item.hash, 0, item))
+            elif isinstance(item, _FilesDone):
+                files.extend(item.rows)
             elif isinstance(item, _Reuse):
                 reuse.append(item)
             else:
                 lines.append(("", item.line))
-        if self.ckpt is not None and (done or failed or skips):
-            await self.ckpt.commit(done, failed, skips, self.run_id)
+        if self.ckpt is not None and (done or failed or skips or files):
+            await self.ckpt.commit(done, failed, skips, self.run_id, files)
         if reuse and self.ckpt is not None:
             lines.extend(await self._reuse(reuse))
         await self._emit(lines)
@@ -499,6 +539,19 @@ class _Run:
         self.summary.emitted += len(lines)
         if self.ckpt is not None and not self.cfg.dry_run:
             await self.ckpt.mark_emitted([oid for oid, _ in lines], out.key, out.offset)
+            self._files_written([oid for oid, _ in lines])
+
+    def _files_written(self, occurrence_ids: list[str]) -> None:
+        """Files whose last line was just written join the index with the next commit."""
+        for oid in occurrence_ids:
+            key = self.occurrence_file.pop(oid, None)
+            entry = self.file_pending.get(key) if key else None
+            if entry is None:
+                continue
+            entry[0].discard(oid)
+            if not entry[0]:
+                del self.file_pending[key]  # type: ignore[arg-type]
+                self.files_ready.append(entry[1])
 
     @staticmethod
     def _stdout_closed() -> None:
@@ -548,6 +601,7 @@ class _Run:
             try:
                 async with Checkpoint(self.cfg.db, readonly=True) as ckpt:
                     self.done = set(await ckpt.done_ids())
+                    self.known = {k: Known(*v) for k, v in (await ckpt.known_files(self.file_task)).items()}
             except SnipstreamError as exc:
                 self.err(f"note: not reading {self.cfg.db} ({exc})")
         async with NDJSONSink(self.cfg.output) as out:
@@ -565,6 +619,7 @@ class _Run:
             self.ckpt = ckpt
             self.done = set(await ckpt.done_ids())
             self.seen = await ckpt.occurrence_ids()
+            self.known = {k: Known(*v) for k, v in (await ckpt.known_files(self.file_task)).items()}
             sink = NDJSONSink(cfg.output)
             if sink.key is not None:
                 sink.resume_offset = await ckpt.output_offset(sink.key)

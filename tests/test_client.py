@@ -404,12 +404,13 @@ async def test_stream_only_choice_index_0_is_kept() -> None:
 
 
 async def test_iter_sse_yields_event_types_and_resets_them_per_event() -> None:
-    async def lines() -> AsyncIterator[str]:
-        for line in ["event: error", "data: x", "", ": c", "data: y", "id: 3", "data:y2", "", "", "data: z"]:
-            yield line
+    async def chunks() -> AsyncIterator[bytes]:
+        body = b"event: error\r\ndata: x\r\n\r\n: c\ndata: y\rid: 3\ndata:y2\n\n\ndata: z"
+        for i in range(0, len(body), 3):  # split anywhere, CRLF halves included
+            yield body[i:i + 3]
 
-    got = [e async for e in iter_sse(lines())]
-    assert got == [("error", "x"), (None, "y\ny2"), (None, "z")]
+    got = [e async for e in iter_sse(chunks())]
+    assert got == [("error", b"x"), (None, b"y\ny2"), (None, b"z")]
 
 
 # --- chat vs completions, streaming vs not ------------------------------------------------------------------

@@ -419,3 +419,58 @@ def test_a_stalled_stream_is_abandoned_and_retried(tree, server, tmp_path):
     records = read_ndjson(out)
     assert len(records) == len(EXPECTED)
     assert max(rec["attempts"] for rec in records) == 2
+
+
+def test_unchanged_files_are_not_parsed_again(tree, server, tmp_path):
+    out = tmp_path / "out.ndjson"
+    assert snipstream(*run_args(server, tree, "-o", out), cwd=tmp_path).code == 0
+    shapes = tree / "pkg" / "shapes.py"
+    st = shapes.stat()
+    # Same size and mtime, different content: only a parse would notice (and fail). It must not happen.
+    shapes.write_text("(" * st.st_size)
+    os.utime(shapes, ns=(st.st_atime_ns, st.st_mtime_ns))
+    sent = len(server.requests)
+    r = snipstream(*run_args(server, tree, "-o", out), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    assert len(server.requests) == sent
+    assert "syntax_error 1" in r.stderr  # broken.py, remembered as skipped; shapes.py was not parsed
+    assert f"already done {len(EXPECTED)}" in r.stderr
+
+
+def test_a_touched_file_is_hashed_not_parsed_and_an_edited_one_is_parsed(tree, server, tmp_path):
+    out = tmp_path / "out.ndjson"
+    db = tmp_path / "snipstream.db"
+    assert snipstream(*run_args(server, tree, "-o", out), cwd=tmp_path).code == 0
+    main = tree / "main.py"
+    os.utime(main, ns=(main.stat().st_atime_ns, main.stat().st_mtime_ns + 10**9))
+    shapes = tree / "pkg" / "shapes.py"
+    shapes.write_text(shapes.read_text() + "\n\ndef added():\n    return 42\n")
+    sent = len(server.requests)
+    r = snipstream(*run_args(server, tree, "-o", out), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    assert len(server.requests) == sent + 1  # only the new function is asked about
+    assert [rec["qualname"] for rec in read_ndjson(out)][len(EXPECTED):] == ["added"]
+    rows = dict(db_rows(db, "SELECT file, mtime_ns FROM files"))
+    assert rows[str(main)] == main.stat().st_mtime_ns  # the index follows the touch
+
+
+def test_a_file_with_a_failed_snippet_is_parsed_again(tree, server, tmp_path):
+    server.script(Scripted(status=400))
+    out = tmp_path / "out.ndjson"
+    assert snipstream(*run_args(server, tree, "-o", out, "--concurrency", "1"), cwd=tmp_path).code == 1
+    indexed = {Path(f).name for (f,) in db_rows(tmp_path / "snipstream.db", "SELECT file FROM files")}
+    failed_path = db_rows(tmp_path / "snipstream.db", "SELECT path FROM records WHERE status = 'failed'")[0][0]
+    assert Path(failed_path).name not in indexed
+    r = snipstream(*run_args(server, tree, "-o", out), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    assert sorted((x["path"], x["qualname"]) for x in read_ndjson(out)) == sorted(EXPECTED)
+
+
+def test_parsing_in_processes_gives_the_same_records(tree, server, tmp_path):
+    one, two = tmp_path / "one.ndjson", tmp_path / "two.ndjson"
+    assert snipstream(*run_args(server, tree, "-o", one, "--db", tmp_path / "1.db"), cwd=tmp_path).code == 0
+    r = snipstream(*run_args(server, tree, "-o", two, "--db", tmp_path / "2.db", "--jobs", "2"), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    key = lambda rec: (rec["path"], rec["qualname"], rec["code"], rec["annotation"])  # noqa: E731
+    assert sorted(map(key, read_ndjson(one))) == sorted(map(key, read_ndjson(two)))
+    assert "syntax_error 1" in r.stderr and "binary 1" in r.stderr

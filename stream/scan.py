@@ -1,0 +1,150 @@
+"""Scan: walk the tree, pass over files the checkpoint knows unchanged, read and parse the rest.
+
+Runs in one worker thread (the pipeline hands its items to the event loop). Parsing is done in that thread,
+or with ``jobs > 1`` in a pool of processes, results kept in walk order.
+
+A file is *unchanged* when its size and mtime match what the checkpoint recorded when all of its snippets
+were done for this task, or, if only the mtime moved, when its content hash still matches. Such a file is
+not read again (or only hashed) and not parsed: a rerun over a finished tree costs a walk and a few stats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+
+from .errors import SourceError
+from .extract import python as python_extract
+from .model import Snippet, SourceFile
+from .walk import Skip, read_source, walk
+
+__all__ = ["Known", "Scanned", "Unchanged", "Skipped", "scan", "EXTRACTOR_VERSION"]
+
+# Part of the file index's key: a new extractor must look at every file again.
+EXTRACTOR_VERSION = "python-1"
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the checkpoint remembers of a file whose snippets were all done (or that was skipped)."""
+
+    size: int
+    mtime_ns: int
+    hash: str
+    snippets: int
+    skip_reason: str | None = None
+    skip_detail: str | None = None
+
+
+@dataclass(slots=True)
+class Scanned:
+    file: SourceFile
+    snippets: list[Snippet]
+    hash: str
+
+
+@dataclass(slots=True)
+class Unchanged:
+    file: SourceFile
+    known: Known
+    touched: bool  # the mtime moved but the content did not: the index wants the new mtime
+
+
+@dataclass(slots=True)
+class Skipped:
+    key: str  # the file's absolute path (or the argument, for a walk-level skip)
+    path: str
+    reason: str
+    detail: str
+    file: SourceFile | None = None  # set for skips decided by content (remembered while unchanged)
+    hash: str | None = None
+
+
+Item = Scanned | Unchanged | Skipped
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _parse(file: SourceFile, data: bytes) -> Scanned | Skipped:
+    digest = _digest(data)
+    try:
+        return Scanned(file, python_extract.extract(data, file.relpath), digest)
+    except SourceError as exc:
+        return Skipped(str(file.path), file.relpath, exc.reason, exc.detail, file, digest)
+    except Exception as exc:  # noqa: BLE001 - an extractor bug costs one file, not the run
+        return Skipped(str(file.path), file.relpath, "extract_error", f"{type(exc).__name__}: {exc}", file, digest)
+
+
+def _read_and_parse(file: SourceFile) -> Scanned | Skipped:
+    """Module level so a process pool can run it."""
+    try:
+        data = read_source(file)
+    except SourceError as exc:
+        return Skipped(str(file.path), file.relpath, exc.reason, exc.detail)
+    return _parse(file, data)
+
+
+def scan(paths: Sequence[str], *, excludes: Sequence[str] = (), default_excludes: bool = True,
+         max_file_bytes: int = 1 << 20, known: Mapping[str, Known] | None = None,
+         jobs: int = 1) -> Iterator[Item]:
+    """Items in walk order: parsed files, unchanged files, skipped files."""
+    known = known or {}
+    files = walk(paths, suffixes=python_extract.SUFFIXES, excludes=excludes, default_excludes=default_excludes,
+                 max_file_bytes=max_file_bytes)
+    if jobs <= 1:
+        for item in files:
+            yield _one(item, known)
+        return
+    # Processes, not threads: ast.parse holds the GIL. "spawn" because this runs in a thread of a process
+    # with an event loop and other threads, which fork would copy mid-flight.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        window: deque[Item | Future[Scanned | Skipped]] = deque()
+        limit = 8 * jobs
+        try:
+            for item in files:
+                first = _quick(item, known)
+                window.append(pool.submit(_read_and_parse, item) if first is None else first)
+                while len(window) > limit or (window and not isinstance(window[0], Future)):
+                    yield _result(window.popleft())
+            while window:
+                yield _result(window.popleft())
+        finally:
+            for pending in window:
+                if isinstance(pending, Future):
+                    pending.cancel()
+
+
+def _result(entry: Item | Future[Scanned | Skipped]) -> Item:
+    return entry.result() if isinstance(entry, Future) else entry
+
+
+def _quick(item: SourceFile | Skip, known: Mapping[str, Known]) -> Item | None:
+    """Everything decided without parsing: walk skips and unchanged files; None means "parse it"."""
+    if isinstance(item, Skip):
+        return Skipped(item.relpath, item.relpath, item.reason, item.detail)
+    k = known.get(str(item.path))
+    if k is not None and k.size == item.size and k.mtime_ns == item.mtime_ns:
+        return Unchanged(item, k, touched=False)
+    return None
+
+
+def _one(item: SourceFile | Skip, known: Mapping[str, Known]) -> Item:
+    first = _quick(item, known)
+    if first is not None:
+        return first
+    assert isinstance(item, SourceFile)
+    k = known.get(str(item.path))
+    try:
+        data = read_source(item)
+    except SourceError as exc:
+        return Skipped(str(item.path), item.relpath, exc.reason, exc.detail)
+    if k is not None and k.size == item.size and _digest(data) == k.hash:
+        return Unchanged(item, k, touched=True)
+    return _parse(item, data)
