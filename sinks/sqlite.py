@@ -143,6 +143,7 @@ class Checkpoint:
         self.readonly = readonly
         self._db: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
+        self._tables = False  # the schema exists (cached once seen)
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -225,6 +226,28 @@ class Checkpoint:
         async with self.db.execute("SELECT record_id FROM records WHERE status = 'done'") as cur:
             return {row[0] async for row in cur}
 
+    async def lookup(self, record_ids: Sequence[str], occurrence_ids: Sequence[str]) -> tuple[set[str], set[str]]:
+        """Which of these records are done, and which of these places were already written."""
+        if not await self._has_tables():
+            return set(), set()
+        done: set[str] = set()
+        seen: set[str] = set()
+        for start in range(0, len(record_ids), 500):
+            chunk = list(dict.fromkeys(record_ids[start:start + 500]))
+            rows = await self.db.execute_fetchall(
+                f"SELECT record_id FROM records WHERE status = 'done' AND record_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            done.update(row[0] for row in rows)
+        for start in range(0, len(occurrence_ids), 500):
+            chunk = list(dict.fromkeys(occurrence_ids[start:start + 500]))
+            rows = await self.db.execute_fetchall(
+                f"SELECT occurrence_id FROM occurrences WHERE occurrence_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            seen.update(row[0] for row in rows)
+        return done, seen
+
     async def results(self, record_ids: Sequence[str]) -> dict[str, bytes]:
         """Stored results of these done records."""
         found: dict[str, bytes] = {}
@@ -292,10 +315,13 @@ class Checkpoint:
         return None if row is None else int(row[0])
 
     async def _has_tables(self) -> bool:
+        if self._tables:
+            return True
         async with self.db.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'"
         ) as cur:
-            return await cur.fetchone() is not None
+            self._tables = await cur.fetchone() is not None
+        return self._tables
 
     # --- writes ------------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ every write to it is one transaction.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import signal
 import sys
@@ -162,8 +163,7 @@ class _Run:
             "model": config.model,
             "params": {k: v for k, v in config.params.items() if v is not None},
         }
-        self.done: set[str] = set()
-        self.seen: set[str] = set()  # occurrence ids emitted or handled
+        self.planned: set[bytes] = set()  # dry run: record ids already counted
         self.inflight: dict[str, list[tuple[Snippet, str]]] = {}
         self.file_task = f"{self.fingerprint}:{EXTRACTOR_VERSION}"
         self.known: dict[str, Known] = {}
@@ -178,7 +178,8 @@ class _Run:
         self.tokenizer: Tokenizer | None = None
         self.tokenizer_ready = anyio.Event()
         self.pool: ClientPool | None = None
-        self.ckpt: Checkpoint | None = None
+        self.ckpt: Checkpoint | None = None  # written to (not in a dry run)
+        self.reader: Checkpoint | None = None  # looked up
         self.out: NDJSONSink | None = None
         self.plugins: list[Sink] = []
         self.run_id: int | None = None
@@ -268,20 +269,36 @@ class _Run:
     async def _plan_file(self, item: Scanned, jobs: ObjectSendStream[_Job],
                          outcomes: ObjectSendStream[_Outcome]) -> None:
         self.summary.files += 1
+        cfg = self.cfg
+        planned = [(snippet, *self._ids(snippet)) for snippet in item.snippets]
+        # One look-up per file instead of every id in memory: memory stays flat however large the tree.
+        done, seen = await self._lookup([r for _, r, _ in planned], [o for _, _, o in planned])
         pending: set[str] = set()
         key = str(item.file.path)
-        for snippet in item.snippets:
-            occurrence_id = await self._plan(snippet, jobs, outcomes)
-            if occurrence_id is not None:
+        for snippet, record_id, occurrence_id in planned:
+            if occurrence_id in seen:
+                self.summary.unchanged += 1
+                continue
+            seen.add(occurrence_id)  # the same definition twice in one file is one place
+            if await self._plan(snippet, record_id, occurrence_id, record_id in done, jobs, outcomes):
                 pending.add(occurrence_id)
                 self.occurrence_file[occurrence_id] = key
-        row = self._file_row(item.file, item.hash, len(item.snippets))
-        if self.cfg.dry_run:
+        if cfg.dry_run:
             return
+        row = self._file_row(item.file, item.hash, len(item.snippets))
         if pending:
             self.file_pending[key] = (pending, row)
         else:
             await outcomes.send(_FilesDone([row]))
+
+    def _ids(self, snippet: Snippet) -> tuple[str, str]:
+        record_id = stable_hash(snippet.id, self.fingerprint, *self.cfg.template.location_key(snippet))
+        return record_id, stable_hash(record_id, snippet.path, snippet.qualname)
+
+    async def _lookup(self, record_ids: list[str], occurrence_ids: list[str]) -> tuple[set[str], set[str]]:
+        if self.reader is None or not record_ids:
+            return set(), set()
+        return await self.reader.lookup(record_ids, occurrence_ids)
 
     async def _walk(self, send: ObjectSendStream[Scanned | Unchanged | Skipped]) -> None:
         async with send:
@@ -290,41 +307,40 @@ class _Run:
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass
 
-    async def _plan(self, snippet: Snippet, jobs: ObjectSendStream[_Job],
-                    outcomes: ObjectSendStream[_Outcome]) -> str | None:
-        """Decide what one snippet needs; returns its occurrence id if a line is still to be written."""
+    async def _plan(self, snippet: Snippet, record_id: str, occurrence_id: str, answered: bool,
+                    jobs: ObjectSendStream[_Job], outcomes: ObjectSendStream[_Outcome]) -> bool:
+        """Decide what one new place needs; True if a line is still to be written for it."""
         cfg = self.cfg
         self.summary.snippets += 1
-        record_id = stable_hash(snippet.id, self.fingerprint, *cfg.template.location_key(snippet))
-        occurrence_id = stable_hash(record_id, snippet.path, snippet.qualname)
-        if occurrence_id in self.seen:
-            self.summary.unchanged += 1
-            return None
-        self.seen.add(occurrence_id)
-        if record_id in self.done:
+        if answered and cfg.dry_run:
+            return False
+        if answered:
             self.summary.reused += 1
             await outcomes.send(_Reuse(record_id, snippet, occurrence_id))
-            return occurrence_id
+            return True
         waiting = self.inflight.get(record_id)
         if waiting is not None:  # the same code elsewhere is being asked about right now: share the answer
             waiting.append((snippet, occurrence_id))
-            return occurrence_id
+            return True
         system, user = cfg.template.render(snippet)
         body = build_body(api=cfg.api, model=cfg.model, system=system, user=user, params=cfg.params,
                           stream=cfg.stream)
         job = _Job(record_id, snippet, occurrence_id, body, None, system, user)
         if cfg.dry_run:
+            digest = bytes.fromhex(record_id)
+            if digest in self.planned:
+                return False
+            self.planned.add(digest)
             job.prompt_tokens = prompt_tokens = await self._count_prompt(job)
             self.summary.would_send += 1
-            self.summary.prompt_tokens += prompt_tokens or 0
-            self.inflight[record_id] = []
+            self.summary.prompt_tokens += prompt_tokens
             line = {"schema_version": SCHEMA_VERSION, "record_id": record_id, "snippet_id": snippet.id,
                     **provenance(snippet), "task": self.task, "request": body, "prompt_tokens": prompt_tokens}
             await outcomes.send(_DryLine(orjson.dumps(line) + b"\n"))
-            return None
+            return False
         self.inflight[record_id] = [(snippet, occurrence_id)]
         await jobs.send(job)
-        return occurrence_id
+        return True
 
     async def _worker(self, index: int, jobs: ObjectReceiveStream[_Job],
                       outcomes: ObjectSendStream[_Outcome]) -> None:
@@ -416,11 +432,12 @@ class _Run:
         reuse: list[_Reuse] = []
         lines: list[tuple[str, bytes]] = []
         files, self.files_ready = self.files_ready, []
+        answered: list[tuple[str, Snippet, dict[str, Any], int]] = []
         for item in batch:
             if isinstance(item, _Answered):
                 job, result = item.job, await self._result(item)
-                places = self.inflight.pop(job.record_id, None) or [(job.snippet, job.occurrence_id)]
-                self.done.add(job.record_id)
+                places = list(self.inflight.get(job.record_id) or [(job.snippet, job.occurrence_id)])
+                answered.append((job.record_id, job.snippet, result, len(places)))
                 occ = [(oid, s.path, s.qualname, _line(job.record_id, s, result)) for s, oid in places]
                 done.append(Done(job.record_id, job.snippet.id, self.fingerprint, self.cfg.model,
                                  orjson.dumps(result), item.completion.attempts, occ))
@@ -451,6 +468,17 @@ class _Run:
                 lines.append(("", item.line))
         if self.ckpt is not None and (done or failed or skips or files):
             await self.ckpt.commit(done, failed, skips, self.run_id, files)
+        # Only now, with the answers committed, do they leave `inflight`: until this point the planner
+        # attached other places of the same code to them; from now on it finds them in the checkpoint.
+        late: list[Done] = []
+        for record_id, snippet, result, used in answered:
+            for s, oid in (self.inflight.pop(record_id, None) or [])[used:]:
+                line = _line(record_id, s, result)
+                late.append(Done(record_id, s.id, self.fingerprint, self.cfg.model, b"", 0,
+                                 [(oid, s.path, s.qualname, line)]))
+                lines.append((oid, line))
+        if late and self.ckpt is not None:
+            await self.ckpt.add_occurrences(late)
         if reuse and self.ckpt is not None:
             lines.extend(await self._reuse(reuse))
         await self._emit(lines)
@@ -597,15 +625,16 @@ class _Run:
     async def _dry_run(self) -> None:
         from pathlib import Path
 
-        if Path(self.cfg.db).exists():
-            try:
-                async with Checkpoint(self.cfg.db, readonly=True) as ckpt:
-                    self.done = set(await ckpt.done_ids())
-                    self.known = {k: Known(*v) for k, v in (await ckpt.known_files(self.file_task)).items()}
-            except SnipstreamError as exc:
-                self.err(f"note: not reading {self.cfg.db} ({exc})")
-        async with NDJSONSink(self.cfg.output) as out:
-            self.out = out
+        async with contextlib.AsyncExitStack() as stack:
+            if Path(self.cfg.db).exists():  # what is done already would not be sent: leave it out
+                try:
+                    self.reader = await stack.enter_async_context(Checkpoint(self.cfg.db, readonly=True))
+                    known = await self.reader.known_files(self.file_task)
+                    self.known = {k: Known(*v) for k, v in known.items()}
+                except SnipstreamError as exc:
+                    self.err(f"note: not reading {self.cfg.db} ({exc})")
+                    self.reader = None
+            self.out = await stack.enter_async_context(NDJSONSink(self.cfg.output))
             await self._graph(workers=0)
         self.summary.estimated_cost = estimate_cost(self.cfg.model, self.summary.prompt_tokens,
                                                     self.summary.would_send * self.cfg.max_tokens)
@@ -616,9 +645,7 @@ class _Run:
             self.err(f"warning: sending the API key over plain http to {cfg.base_url}")
         plugins = [load_sink(spec) for spec in cfg.sinks]
         async with Checkpoint(cfg.db) as ckpt:
-            self.ckpt = ckpt
-            self.done = set(await ckpt.done_ids())
-            self.seen = await ckpt.occurrence_ids()
+            self.ckpt = self.reader = ckpt
             self.known = {k: Known(*v) for k, v in (await ckpt.known_files(self.file_task)).items()}
             sink = NDJSONSink(cfg.output)
             if sink.key is not None:
