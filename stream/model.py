@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["SourceFile", "Snippet", "stable_hash"]
+__all__ = ["SourceFile", "Snippet", "snippet_id", "stable_hash"]
 
 
 def stable_hash(*parts: str) -> str:
@@ -17,6 +17,12 @@ def stable_hash(*parts: str) -> str:
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
     return h.hexdigest()
+
+
+def snippet_id(language: str, code: str) -> str:
+    """Identity of a snippet: its language and exact text (one hash call: extraction makes many)."""
+    return hashlib.blake2b(code.encode("utf-8", "surrogatepass"), digest_size=16,
+                           person=language.encode()[:16]).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +36,7 @@ class SourceFile:
     mtime_ns: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Snippet:
     """One unit of code to annotate, with its exact text and where it came from.
 
@@ -51,5 +57,7 @@ class Snippet:
     id: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
+        # Not frozen: a frozen dataclass's __init__ costs several times more, and extraction makes
+        # hundreds of thousands of these. Treat snippets as read-only all the same.
         if not self.id:
-            object.__setattr__(self, "id", stable_hash(self.language, self.code))
+            self.id = snippet_id(self.language, self.code)

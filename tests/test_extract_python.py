@@ -520,3 +520,14 @@ def test_extract_is_deterministic_and_ids_depend_on_code() -> None:
     assert [s.id for s in first] == [s.id for s in second]  # id is language + code, not path
     assert [s.path for s in second] == ["b/other.py"] * len(second)
     assert len({s.id for s in first}) == len(first)
+
+
+def test_the_garbage_collector_is_running_again_after_extraction_even_on_error() -> None:
+    import gc
+
+    assert gc.isenabled()
+    extract(b"def f():\n    return 1\n", "ok.py")
+    assert gc.isenabled()
+    with pytest.raises(SourceError):
+        extract(b"def broken(:\n", "bad.py")
+    assert gc.isenabled()

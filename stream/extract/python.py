@@ -8,6 +8,7 @@ table per file plus work proportional to each definition's header.
 from __future__ import annotations
 
 import ast
+import gc
 import io
 import re
 import tokenize
@@ -83,15 +84,24 @@ def extract(data: bytes, relpath: str) -> list[Snippet]:
     ``decode_error``, ``invalid_source`` (NUL bytes), ``syntax_error`` (detail ``"line N: msg"``) or
     ``too_deeply_nested`` when the file cannot be used.
     """
-    text = decode_source(data)
-    tree = _parse(text)
-    if not tree.body:
-        return []
-    file = _File(text, relpath)
+    # The cyclic garbage collector would traverse the whole, freshly allocated AST again and again while
+    # it is built and walked, for nothing: ASTs hold no reference cycles, and refcounting frees them.
+    # Pausing it for one file makes extraction faster than a plain ast.parse with it running.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
-        _collect(tree.body, file, None, "", False, set())
-    except RecursionError as exc:  # not expected: nesting is capped by the tokenizer's indentation limit
-        raise SourceError("too_deeply_nested", str(exc)) from None
+        text = decode_source(data)
+        tree = _parse(text)
+        if not tree.body:
+            return []
+        file = _File(text, relpath)
+        try:
+            _collect(tree.body, file, None, "", False, set())
+        except RecursionError as exc:  # not expected: nesting is capped by the tokenizer's indentation limit
+            raise SourceError("too_deeply_nested", str(exc)) from None
+    finally:
+        if collecting:
+            gc.enable()
     # The walk is already pre-order in source order; the sort (stable) only makes that a guarantee.
     file.snippets.sort(key=_start_line)
     return file.snippets
