@@ -280,12 +280,15 @@ class ClientPool:
             headers["authorization"] = f"Bearer {api_key}"
         self._key = api_key
         timeout = httpx.Timeout(connect=connect_timeout, read=stall_timeout, write=30.0, pool=None)
+        # Each client loads the CA bundle (~20 ms); plain http never uses it, and TLS stays verified.
+        verify: bool = not self.base_url.startswith("http://")
         self._clients = [
             httpx.AsyncClient(
                 headers=headers,
                 timeout=timeout,
                 limits=httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client),
                 trust_env=trust_env,
+                verify=verify,
             )
             for _ in range(n)
         ]
