@@ -50,8 +50,9 @@ def load_sink(spec: str) -> Sink:
         target = spec
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
-        raise ConfigError(f"--sink {spec!r}: expected a registered name ({', '.join(sorted(_REGISTRY))}) "
-                          "or module:Class")
+        raise ConfigError(
+            f"--sink {spec!r}: expected a registered name ({', '.join(sorted(_REGISTRY))}) or module:Class"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -65,7 +66,7 @@ def load_sink(spec: str) -> Sink:
 def _instantiate(cls: Any, spec: str) -> Sink:
     try:
         sink = cls()
-    except Exception as exc:  # noqa: BLE001 - a user's class; report, do not crash
+    except Exception as exc:
         raise ConfigError(f"--sink {spec!r}: {type(exc).__name__}: {exc}") from None
     for method in ("__aenter__", "__aexit__", "write"):
         if not hasattr(sink, method):

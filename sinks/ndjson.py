@@ -56,12 +56,16 @@ class NDJSONSink:
         known = self.resume_offset
         if known is not None and size > known:
             os.ftruncate(fd, known)
-            self.notes.append(f"cut {size - known} bytes of unconfirmed output from the end of {self.target}; "
-                              "those records are written again")
+            self.notes.append(
+                f"cut {size - known} bytes of unconfirmed output from the end of {self.target}; "
+                "those records are written again"
+            )
             size = known
         elif known is not None and size < known:
-            self.notes.append(f"{self.target} is shorter than this checkpoint last wrote ({size} < {known} "
-                              "bytes); appending after what is there (use --emit-all to write everything again)")
+            self.notes.append(
+                f"{self.target} is shorter than this checkpoint last wrote ({size} < {known} "
+                "bytes); appending after what is there (use --emit-all to write everything again)"
+            )
         elif known is None and size > 0 and not self._ends_with_newline(fd, size):
             # A file this checkpoint never wrote, ending in a partial line: start ours on a line of its own.
             os.write(fd, b"\n")
@@ -96,7 +100,9 @@ class NDJSONSink:
         except BrokenPipeError:
             raise
         except OSError as exc:
-            raise SinkError(f"cannot write {self.target if self.is_file else 'stdout'}: {exc.strerror}") from None
+            raise SinkError(
+                f"cannot write {self.target if self.is_file else 'stdout'}: {exc.strerror}"
+            ) from None
         if self.offset is not None:
             self.offset += len(data)
 

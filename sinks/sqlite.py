@@ -226,21 +226,23 @@ class Checkpoint:
         async with self.db.execute("SELECT record_id FROM records WHERE status = 'done'") as cur:
             return {row[0] async for row in cur}
 
-    async def lookup(self, record_ids: Sequence[str], occurrence_ids: Sequence[str]) -> tuple[set[str], set[str]]:
+    async def lookup(
+        self, record_ids: Sequence[str], occurrence_ids: Sequence[str]
+    ) -> tuple[set[str], set[str]]:
         """Which of these records are done, and which of these places were already written."""
         if not await self._has_tables():
             return set(), set()
         done: set[str] = set()
         seen: set[str] = set()
         for start in range(0, len(record_ids), 500):
-            chunk = list(dict.fromkeys(record_ids[start:start + 500]))
+            chunk = list(dict.fromkeys(record_ids[start : start + 500]))
             rows = await self.db.execute_fetchall(
                 f"SELECT record_id FROM records WHERE status = 'done' AND record_id IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
             done.update(row[0] for row in rows)
         for start in range(0, len(occurrence_ids), 500):
-            chunk = list(dict.fromkeys(occurrence_ids[start:start + 500]))
+            chunk = list(dict.fromkeys(occurrence_ids[start : start + 500]))
             rows = await self.db.execute_fetchall(
                 f"SELECT occurrence_id FROM occurrences WHERE occurrence_id IN ({','.join('?' * len(chunk))})",
                 chunk,
@@ -252,10 +254,11 @@ class Checkpoint:
         """Stored results of these done records."""
         found: dict[str, bytes] = {}
         for start in range(0, len(record_ids), 500):
-            chunk = list(record_ids[start:start + 500])
+            chunk = list(record_ids[start : start + 500])
             marks = ",".join("?" * len(chunk))
             async with self.db.execute(
-                f"SELECT record_id, result FROM records WHERE status = 'done' AND record_id IN ({marks})", chunk
+                f"SELECT record_id, result FROM records WHERE status = 'done' AND record_id IN ({marks})",
+                chunk,
             ) as cur:
                 found.update({row[0]: row[1] async for row in cur})
         return found
@@ -300,7 +303,9 @@ class Checkpoint:
         """The file index for `task`: path → (size, mtime_ns, hash, snippets, skip reason, skip detail)."""
         if not await self._has_tables():
             return {}
-        async with self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'files'") as cur:
+        async with self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'files'"
+        ) as cur:
             if await cur.fetchone() is None:
                 return {}
         async with self.db.execute(
@@ -338,9 +343,14 @@ class Checkpoint:
             (time.time(), orjson.dumps(summary), run_id),
         )
 
-    async def commit(self, done: Iterable[Done], failed: Iterable[Failed],
-                     skips: Iterable[tuple[str, str, str, str]], run_id: int | None,
-                     files: Iterable[tuple[Any, ...]] = ()) -> None:
+    async def commit(
+        self,
+        done: Iterable[Done],
+        failed: Iterable[Failed],
+        skips: Iterable[tuple[str, str, str, str]],
+        run_id: int | None,
+        files: Iterable[tuple[Any, ...]] = (),
+    ) -> None:
         """Store results, failures, skipped files and finished files in one transaction.
 
         `files` rows: (file, task, size, mtime_ns, hash, snippets, skip reason, skip detail)."""
@@ -373,8 +383,21 @@ class Checkpoint:
                     "ON CONFLICT(record_id) DO UPDATE SET status = 'failed', reason = excluded.reason, "
                     "error = excluded.error, attempts = records.attempts + excluded.attempts, "
                     "updated_at = excluded.updated_at WHERE records.status = 'failed'",
-                    [(f.record_id, f.snippet_id, f.task, f.model, f.reason, f.error, f.attempts, f.path,
-                      f.qualname, now) for f in failed],
+                    [
+                        (
+                            f.record_id,
+                            f.snippet_id,
+                            f.task,
+                            f.model,
+                            f.reason,
+                            f.error,
+                            f.attempts,
+                            f.path,
+                            f.qualname,
+                            now,
+                        )
+                        for f in failed
+                    ],
                 )
             if skips:
                 await self.db.executemany(
@@ -392,7 +415,9 @@ class Checkpoint:
                 [(o[0], d.record_id, o[1], o[2], o[3], now) for d in done for o in d.occurrences],
             )
 
-    async def mark_emitted(self, occurrence_ids: Sequence[str], target: str | None, offset: int | None) -> None:
+    async def mark_emitted(
+        self, occurrence_ids: Sequence[str], target: str | None, offset: int | None
+    ) -> None:
         """Mark lines as written; with a file target, record the offset up to which the file is whole."""
         async with self._transaction():
             await self.db.executemany(

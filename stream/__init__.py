@@ -15,4 +15,13 @@ from .pipeline import SCHEMA_VERSION, Summary, run
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "Snippet", "SourceFile", "Summary", "SnipstreamError", "SCHEMA_VERSION", "run", "__version__"]
+__all__ = [
+    "Config",
+    "Snippet",
+    "SourceFile",
+    "Summary",
+    "SnipstreamError",
+    "SCHEMA_VERSION",
+    "run",
+    "__version__",
+]

@@ -61,88 +61,211 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("paths", nargs="+", metavar="PATH", help="directories or files to walk")
 
     g = run.add_argument_group("sources")
-    g.add_argument("--exclude", action="append", default=[], metavar="GLOB",
-                   help="skip paths matching this gitignore-style pattern (repeatable); .gitignore files and "
-                   ".git/info/exclude are always honoured")
-    g.add_argument("--no-default-excludes", action="store_true",
-                   help="also walk node_modules, .venv, venv, __pycache__, build, dist, .tox, site-packages")
-    g.add_argument("--max-file-bytes", type=int, default=d.max_file_bytes, metavar="N",
-                   help="skip files larger than this (default: %(default)s)")
-    g.add_argument("--jobs", type=int, default=d.jobs, metavar="N",
-                   help="processes parsing files; 1 parses in a thread beside the requests (default: %(default)s)")
+    g.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="skip paths matching this gitignore-style pattern (repeatable); .gitignore files and "
+        ".git/info/exclude are always honoured",
+    )
+    g.add_argument(
+        "--no-default-excludes",
+        action="store_true",
+        help="also walk node_modules, .venv, venv, __pycache__, build, dist, .tox, site-packages",
+    )
+    g.add_argument(
+        "--max-file-bytes",
+        type=int,
+        default=d.max_file_bytes,
+        metavar="N",
+        help="skip files larger than this (default: %(default)s)",
+    )
+    g.add_argument(
+        "--jobs",
+        type=int,
+        default=d.jobs,
+        metavar="N",
+        help="processes parsing files; 1 parses in a thread beside the requests (default: %(default)s)",
+    )
 
     g = run.add_argument_group("API")
-    g.add_argument("--base-url", default=None, metavar="URL",
-                   help=f"OpenAI-compatible base URL (default: $OPENAI_BASE_URL or {DEFAULT_BASE_URL})")
-    g.add_argument("--api-key-env", default=d.api_key_env, metavar="NAME",
-                   help="environment variable holding the API key (default: %(default)s)")
-    g.add_argument("--api", choices=("chat", "completions"), default=d.api,
-                   help="chat: /chat/completions with messages; completions: legacy /completions with a "
-                   "prompt (default: %(default)s)")
+    g.add_argument(
+        "--base-url",
+        default=None,
+        metavar="URL",
+        help=f"OpenAI-compatible base URL (default: $OPENAI_BASE_URL or {DEFAULT_BASE_URL})",
+    )
+    g.add_argument(
+        "--api-key-env",
+        default=d.api_key_env,
+        metavar="NAME",
+        help="environment variable holding the API key (default: %(default)s)",
+    )
+    g.add_argument(
+        "--api",
+        choices=("chat", "completions"),
+        default=d.api,
+        help="chat: /chat/completions with messages; completions: legacy /completions with a "
+        "prompt (default: %(default)s)",
+    )
     g.add_argument("--model", default=d.model, help="model name (default: %(default)s)")
-    g.add_argument("--max-tokens", type=int, default=d.max_tokens, metavar="N",
-                   help="most tokens per answer (default: %(default)s)")
-    g.add_argument("--temperature", type=float, default=None, metavar="T",
-                   help="sampling temperature (not sent unless given: the server's default applies)")
-    g.add_argument("--top-p", type=float, default=None, metavar="P",
-                   help="nucleus sampling mass (not sent unless given)")
+    g.add_argument(
+        "--max-tokens",
+        type=int,
+        default=d.max_tokens,
+        metavar="N",
+        help="most tokens per answer (default: %(default)s)",
+    )
+    g.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        metavar="T",
+        help="sampling temperature (not sent unless given: the server's default applies)",
+    )
+    g.add_argument(
+        "--top-p", type=float, default=None, metavar="P", help="nucleus sampling mass (not sent unless given)"
+    )
     g.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop sequence (repeatable)")
     g.add_argument("--seed", type=int, default=None, help="sampling seed, for servers that honour it")
-    g.add_argument("--no-stream", action="store_true",
-                   help="ask for one JSON response instead of streaming server-sent events")
-    g.add_argument("--template", metavar="FILE",
-                   help="TOML prompt template: user = '...' (required), system = '...' (optional), with the "
-                   "placeholders {code} {language} {path} {qualname} {kind} {docstring} "
-                   f"(default: the built-in '{DEFAULT_TEMPLATE.name}' prompt)")
+    g.add_argument(
+        "--no-stream",
+        action="store_true",
+        help="ask for one JSON response instead of streaming server-sent events",
+    )
+    g.add_argument(
+        "--template",
+        metavar="FILE",
+        help="TOML prompt template: user = '...' (required), system = '...' (optional), with the "
+        "placeholders {code} {language} {path} {qualname} {kind} {docstring} "
+        f"(default: the built-in '{DEFAULT_TEMPLATE.name}' prompt)",
+    )
 
     g = run.add_argument_group("throughput and retries")
-    g.add_argument("--concurrency", type=int, default=d.concurrency, metavar="N",
-                   help="requests in flight at once (default: %(default)s)")
-    g.add_argument("--clients", type=int, default=d.clients, metavar="N",
-                   help="HTTP clients in the pool; 0 = one per 8 concurrent requests (default: %(default)s)")
+    g.add_argument(
+        "--concurrency",
+        type=int,
+        default=d.concurrency,
+        metavar="N",
+        help="requests in flight at once (default: %(default)s)",
+    )
+    g.add_argument(
+        "--clients",
+        type=int,
+        default=d.clients,
+        metavar="N",
+        help="HTTP clients in the pool; 0 = one per 8 concurrent requests (default: %(default)s)",
+    )
     g.add_argument("--rpm", type=float, default=None, metavar="N", help="most requests per minute")
-    g.add_argument("--tpm", type=float, default=None, metavar="N",
-                   help="most tokens per minute (a request reserves its prompt tokens + --max-tokens)")
-    g.add_argument("--max-attempts", type=int, default=d.max_attempts, metavar="N",
-                   help="attempts per snippet for retryable errors: 408, 409, 429, 5xx, timeouts, broken "
-                   "connections or streams (default: %(default)s)")
-    g.add_argument("--backoff", type=float, default=d.backoff, metavar="S",
-                   help="first retry delay in seconds, doubled each attempt, with jitter; a server's "
-                   "retry-after wins (default: %(default)s)")
-    g.add_argument("--retry-truncated", action="store_true",
-                   help="when an answer stops at --max-tokens (finish_reason length), ask once more with twice "
-                   "the tokens")
-    g.add_argument("--max-failures", type=int, default=None, metavar="N",
-                   help="stop cleanly (resumable) once N snippets have failed in this run")
-    g.add_argument("--connect-timeout", type=float, default=d.connect_timeout, metavar="S",
-                   help="seconds to connect (default: %(default)s)")
-    g.add_argument("--stall-timeout", type=float, default=d.stall_timeout, metavar="S",
-                   help="seconds without a byte from the server before the attempt is abandoned and retried "
-                   "(default: %(default)s)")
-    g.add_argument("--request-timeout", type=float, default=d.request_timeout, metavar="S",
-                   help="seconds for one whole attempt (default: %(default)s)")
+    g.add_argument(
+        "--tpm",
+        type=float,
+        default=None,
+        metavar="N",
+        help="most tokens per minute (a request reserves its prompt tokens + --max-tokens)",
+    )
+    g.add_argument(
+        "--max-attempts",
+        type=int,
+        default=d.max_attempts,
+        metavar="N",
+        help="attempts per snippet for retryable errors: 408, 409, 429, 5xx, timeouts, broken "
+        "connections or streams (default: %(default)s)",
+    )
+    g.add_argument(
+        "--backoff",
+        type=float,
+        default=d.backoff,
+        metavar="S",
+        help="first retry delay in seconds, doubled each attempt, with jitter; a server's "
+        "retry-after wins (default: %(default)s)",
+    )
+    g.add_argument(
+        "--retry-truncated",
+        action="store_true",
+        help="when an answer stops at --max-tokens (finish_reason length), ask once more with twice "
+        "the tokens",
+    )
+    g.add_argument(
+        "--max-failures",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop cleanly (resumable) once N snippets have failed in this run",
+    )
+    g.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=d.connect_timeout,
+        metavar="S",
+        help="seconds to connect (default: %(default)s)",
+    )
+    g.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=d.stall_timeout,
+        metavar="S",
+        help="seconds without a byte from the server before the attempt is abandoned and retried "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--request-timeout",
+        type=float,
+        default=d.request_timeout,
+        metavar="S",
+        help="seconds for one whole attempt (default: %(default)s)",
+    )
 
     g = run.add_argument_group("output")
-    g.add_argument("-o", "--output", default=d.output, metavar="FILE",
-                   help="NDJSON output file, appended to across runs; - for stdout (default: -)")
+    g.add_argument(
+        "-o",
+        "--output",
+        default=d.output,
+        metavar="FILE",
+        help="NDJSON output file, appended to across runs; - for stdout (default: -)",
+    )
     g.add_argument("--db", default=d.db, metavar="FILE", help="SQLite checkpoint (default: %(default)s)")
-    g.add_argument("--sink", action="append", default=[], metavar="SPEC",
-                   help="also send records to this sink: a registered name, an entry point in the "
-                   "'snipstream.sinks' group, or module:Class (repeatable)")
-    g.add_argument("--emit-all", action="store_true",
-                   help="first write every record already in the checkpoint again")
-    g.add_argument("--dry-run", action="store_true",
-                   help="walk, extract, render and count tokens; send nothing, write the requests that would "
-                   "be sent as NDJSON and estimate the cost")
+    g.add_argument(
+        "--sink",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="also send records to this sink: a registered name, an entry point in the "
+        "'snipstream.sinks' group, or module:Class (repeatable)",
+    )
+    g.add_argument(
+        "--emit-all", action="store_true", help="first write every record already in the checkpoint again"
+    )
+    g.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="walk, extract, render and count tokens; send nothing, write the requests that would "
+        "be sent as NDJSON and estimate the cost",
+    )
 
     g = run.add_argument_group("behaviour")
-    g.add_argument("--grace", type=float, default=d.grace, metavar="S",
-                   help="on Ctrl-C/SIGTERM, seconds in-flight requests get to finish (default: %(default)s)")
-    g.add_argument("--progress", choices=("auto", "tty", "plain", "off"), default=d.progress,
-                   help="progress on stderr: a live line on a terminal, plain periodic lines otherwise "
-                   "(default: %(default)s)")
-    g.add_argument("--progress-interval", type=float, default=d.progress_interval, metavar="S",
-                   help="seconds between plain progress lines (default: %(default)s)")
+    g.add_argument(
+        "--grace",
+        type=float,
+        default=d.grace,
+        metavar="S",
+        help="on Ctrl-C/SIGTERM, seconds in-flight requests get to finish (default: %(default)s)",
+    )
+    g.add_argument(
+        "--progress",
+        choices=("auto", "tty", "plain", "off"),
+        default=d.progress,
+        help="progress on stderr: a live line on a terminal, plain periodic lines otherwise "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--progress-interval",
+        type=float,
+        default=d.progress_interval,
+        metavar="S",
+        help="seconds between plain progress lines (default: %(default)s)",
+    )
     g.add_argument("-q", "--quiet", action="store_true", help="no progress, notes or summary; errors only")
     return parser
 
@@ -210,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("snipstream: interrupted")
         return EXIT_INTERRUPTED
-    except Exception:  # noqa: BLE001 - a bug: show it, with a distinct exit code
+    except Exception:
         _say("snipstream: internal error, please report this:\n" + traceback.format_exc())
         return EXIT_INTERNAL
     if not config.quiet:

@@ -10,10 +10,10 @@ import email.utils
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import anyio
 import httpx
@@ -51,8 +51,9 @@ class Completion:
     errors: list[str] = field(default_factory=list)
 
 
-def build_body(*, api: str, model: str, system: str | None, user: str, params: dict[str, Any],
-               stream: bool) -> dict[str, Any]:
+def build_body(
+    *, api: str, model: str, system: str | None, user: str, params: dict[str, Any], stream: bool
+) -> dict[str, Any]:
     """The JSON body for ``/chat/completions`` (api="chat") or legacy ``/completions``."""
     body: dict[str, Any] = {"model": model}
     if api == "chat":
@@ -69,6 +70,7 @@ def build_body(*, api: str, model: str, system: str | None, user: str, params: d
 
 
 # --- SSE -------------------------------------------------------------------------------------------------
+
 
 async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str | None, bytes]]:
     """Server-sent events as (event type, data bytes), straight from the body's byte chunks.
@@ -176,6 +178,7 @@ def _parse_full(obj: Any) -> Completion:
 
 # --- errors ----------------------------------------------------------------------------------------------
 
+
 def parse_retry_after(headers: httpx.Headers) -> float | None:
     """Seconds to wait from ``retry-after-ms`` (OpenAI), or ``retry-after`` (seconds or an HTTP date)."""
     ms = headers.get("retry-after-ms")
@@ -231,6 +234,7 @@ def _translate() -> Iterator[None]:
 
 # --- retries ---------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Exponential backoff with jitter; a server's retry-after wins when it gives one.
@@ -261,11 +265,22 @@ class ClientPool:
     clients keep that search short.
     """
 
-    def __init__(self, *, base_url: str, api_key: str | None, api_key_env: str, api: str,
-                 concurrency: int, clients: int = 0, limits: Limits | None = None,
-                 retry: RetryPolicy = RetryPolicy(), connect_timeout: float = 10.0,
-                 stall_timeout: float = 60.0, request_timeout: float = 600.0,
-                 trust_env: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str | None,
+        api_key_env: str,
+        api: str,
+        concurrency: int,
+        clients: int = 0,
+        limits: Limits | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        connect_timeout: float = 10.0,
+        stall_timeout: float = 60.0,
+        request_timeout: float = 600.0,
+        trust_env: bool = True,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
         self.endpoint = "/chat/completions" if api == "chat" else "/completions"
@@ -309,8 +324,14 @@ class ClientPool:
         """Remove the key from text that came back from a server (some echo part of it)."""
         return text.replace(self._key, "***") if self._key else text
 
-    async def complete(self, body: dict[str, Any], *, reserve_tokens: int, worker: int = 0,
-                       on_attempt: Callable[[], None] | None = None) -> Completion:
+    async def complete(
+        self,
+        body: dict[str, Any],
+        *,
+        reserve_tokens: int,
+        worker: int = 0,
+        on_attempt: Callable[[], None] | None = None,
+    ) -> Completion:
         """Send one request, retrying what may succeed later. Raises an APIError after the last attempt,
         with ``attempts`` and ``history`` (one line per failed attempt) set on it.
 
@@ -331,19 +352,29 @@ class ClientPool:
                     with anyio.fail_after(self.request_timeout):
                         completion = await self._once(client, body, ticket)
                 except TimeoutError:
-                    raise APITimeout(f"no complete answer within --request-timeout {self.request_timeout:g}s") \
-                        from None
+                    raise APITimeout(
+                        f"no complete answer within --request-timeout {self.request_timeout:g}s"
+                    ) from None
             except APIError as exc:
                 exc.args = (self.scrub(str(exc)),)
                 history.append(f"attempt {attempt}: {exc.reason}: {exc}")
                 if isinstance(exc, RateLimited):
                     limited += 1
-                    self.limits.rate_limited_for(exc.retry_after, exc.headers, reserved=reserve_tokens,
-                                                 base=self.retry.base, ticket=ticket)
+                    self.limits.rate_limited_for(
+                        exc.retry_after,
+                        exc.headers,
+                        reserved=reserve_tokens,
+                        base=self.retry.base,
+                        ticket=ticket,
+                    )
                     if limited < self.retry.rate_limit_allowance:
                         continue
                 # --max-attempts bounds the errors other than 429 (those have their own allowance).
-                if not exc.retryable or attempt - limited >= self.retry.max_attempts or isinstance(exc, RateLimited):
+                if (
+                    not exc.retryable
+                    or attempt - limited >= self.retry.max_attempts
+                    or isinstance(exc, RateLimited)
+                ):
                     exc.attempts = attempt  # type: ignore[attr-defined]
                     exc.history = history  # type: ignore[attr-defined]
                     raise
@@ -394,11 +425,15 @@ class ClientPool:
             try:
                 chunk = orjson.loads(data)
             except orjson.JSONDecodeError:
-                raise StreamError(f"malformed JSON chunk in the stream: {data[:80].decode('utf-8', 'replace')!r}") \
-                    from None
+                raise StreamError(
+                    f"malformed JSON chunk in the stream: {data[:80].decode('utf-8', 'replace')!r}"
+                ) from None
             if event == "error":
-                _raise_for_error_object(chunk if isinstance(chunk, dict) and "error" in chunk
-                                        else {"error": chunk or "error event"})
+                _raise_for_error_object(
+                    chunk
+                    if isinstance(chunk, dict) and "error" in chunk
+                    else {"error": chunk or "error event"}
+                )
             if isinstance(chunk, dict):
                 acc.feed(chunk)
 
@@ -409,14 +444,17 @@ class ClientPool:
         where = f"{status} from {self.url}"
         headers = {k: v for k, v in response.headers.items() if k.startswith("x-ratelimit-")}
         if status in (401, 403):
-            return AuthError(f"{where}: {msg} (check the key in ${self.api_key_env} and --base-url)",
-                             status=status)
+            return AuthError(
+                f"{where}: {msg} (check the key in ${self.api_key_env} and --base-url)", status=status
+            )
         if status == 404:
-            return NotFoundError(f"{where}: {msg} (is model {body.get('model')!r} served at {self.base_url}?)",
-                                 status=status)
+            return NotFoundError(
+                f"{where}: {msg} (is model {body.get('model')!r} served at {self.base_url}?)", status=status
+            )
         if status == 429:
             if b"insufficient_quota" in response.content:
-                return QuotaExceeded(f"{where}: {msg} (the account behind ${self.api_key_env} is out of quota)",
-                                     status=status)
+                return QuotaExceeded(
+                    f"{where}: {msg} (the account behind ${self.api_key_env} is out of quota)", status=status
+                )
             return RateLimited(f"{where}: {msg}", status=status, retry_after=retry_after, headers=headers)
         return APIStatusError(f"{where}: {msg}", status=status, retry_after=retry_after, headers=headers)

@@ -114,19 +114,30 @@ class Config:
                 f"no API key: set ${self.api_key_env} (or name another variable with --api-key-env); "
                 f"a key is needed for {self.base_url}"
             )
-        for name, value, low in (("--concurrency", self.concurrency, 1), ("--max-tokens", self.max_tokens, 1),
-                                 ("--max-attempts", self.max_attempts, 1), ("--clients", self.clients, 0),
-                                 ("--max-file-bytes", self.max_file_bytes, 1), ("--jobs", self.jobs, 1),
-                                 ("--max-failures", self.max_failures or 1, 1)):
+        for name, value, low in (
+            ("--concurrency", self.concurrency, 1),
+            ("--max-tokens", self.max_tokens, 1),
+            ("--max-attempts", self.max_attempts, 1),
+            ("--clients", self.clients, 0),
+            ("--max-file-bytes", self.max_file_bytes, 1),
+            ("--jobs", self.jobs, 1),
+            ("--max-failures", self.max_failures or 1, 1),
+        ):
             if value < low:
                 raise ConfigError(f"{name} must be at least {low}, got {value}")
         for name, value in (("--rpm", self.rpm), ("--tpm", self.tpm)):
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be positive, got {value:g}")
         if self.tpm is not None and self.tpm < self.max_tokens:
-            raise ConfigError(f"--tpm {self.tpm:g} is below --max-tokens {self.max_tokens}: no request could fit")
-        for name, seconds in (("--connect-timeout", self.connect_timeout), ("--stall-timeout", self.stall_timeout),
-                              ("--request-timeout", self.request_timeout), ("--backoff", self.backoff + 1e-9)):
+            raise ConfigError(
+                f"--tpm {self.tpm:g} is below --max-tokens {self.max_tokens}: no request could fit"
+            )
+        for name, seconds in (
+            ("--connect-timeout", self.connect_timeout),
+            ("--stall-timeout", self.stall_timeout),
+            ("--request-timeout", self.request_timeout),
+            ("--backoff", self.backoff + 1e-9),
+        ):
             if seconds <= 0:
                 raise ConfigError(f"{name} must be positive, got {seconds:g}")
         if self.progress not in ("auto", "tty", "plain", "off"):

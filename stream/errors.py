@@ -65,8 +65,14 @@ class APIError(SnipstreamError):
 
     retryable: bool = False
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
@@ -97,8 +103,14 @@ class QuotaExceeded(APIError):
 class APIStatusError(APIError):
     """Any other HTTP error status; 5xx, 408 and 409 are retried, other 4xx fail the snippet."""
 
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message, status=status, retry_after=retry_after, headers=headers)
         self.retryable = status is not None and (status >= 500 or status in (408, 409))
 

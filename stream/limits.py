@@ -156,16 +156,23 @@ class Limits:
 
         The server's ``remaining`` was counted when it admitted that request; what we sent after it was
         not in that count yet, so it is taken off before our bucket is pulled down to it."""
-        if not self.adapt or ("x-ratelimit-limit-requests" not in headers
-                              and "x-ratelimit-remaining-requests" not in headers
-                              and "x-ratelimit-limit-tokens" not in headers
-                              and "x-ratelimit-remaining-tokens" not in headers):
+        if not self.adapt or (
+            "x-ratelimit-limit-requests" not in headers
+            and "x-ratelimit-remaining-requests" not in headers
+            and "x-ratelimit-limit-tokens" not in headers
+            and "x-ratelimit-remaining-tokens" not in headers
+        ):
             return
         now = anyio.current_time()
-        later = Ticket() if ticket is None else Ticket(self._sent.requests - ticket.requests,
-                                                       self._sent.tokens - ticket.tokens)
-        for bucket, kind, sent_since in ((self.requests, "requests", later.requests),
-                                         (self.tokens, "tokens", later.tokens)):
+        later = (
+            Ticket()
+            if ticket is None
+            else Ticket(self._sent.requests - ticket.requests, self._sent.tokens - ticket.tokens)
+        )
+        for bucket, kind, sent_since in (
+            (self.requests, "requests", later.requests),
+            (self.tokens, "tokens", later.tokens),
+        ):
             limit = _number(headers.get(f"x-ratelimit-limit-{kind}"))
             if limit and limit > 0:
                 bucket.refill(now)
@@ -188,8 +195,15 @@ class Limits:
             ceiling = bucket.ceiling or math.inf
             bucket.per_minute = min(ceiling, bucket.per_minute * 1.002)
 
-    def rate_limited_for(self, retry_after: float | None, headers: Mapping[str, str], *,
-                         reserved: int, base: float, ticket: Ticket | None = None) -> float:
+    def rate_limited_for(
+        self,
+        retry_after: float | None,
+        headers: Mapping[str, str],
+        *,
+        reserved: int,
+        base: float,
+        ticket: Ticket | None = None,
+    ) -> float:
         """A 429: the reservation was not charged; start (or extend) the shared cool-down. Returns it.
 
         429s for requests sent before the current cool-down began are one signal, not many. For a new
@@ -208,7 +222,9 @@ class Limits:
         if "x-ratelimit-limit-requests" not in headers and "x-ratelimit-limit-tokens" not in headers:
             self._slow_down(now)
         self._strikes += 1
-        grown = 0.0 if self._strikes == 1 and retry_after is not None else base * 2 ** min(self._strikes - 1, 5)
+        grown = (
+            0.0 if self._strikes == 1 and retry_after is not None else base * 2 ** min(self._strikes - 1, 5)
+        )
         pause = max(retry_after if retry_after is not None else 0.0, grown)
         pause *= random.uniform(1.0, 1.1)  # so the workers do not all come back in the same instant
         self._pause_until = max(self._pause_until, now + pause)

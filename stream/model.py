@@ -21,8 +21,9 @@ def stable_hash(*parts: str) -> str:
 
 def snippet_id(language: str, code: str) -> str:
     """Identity of a snippet: its language and exact text (one hash call: extraction makes many)."""
-    return hashlib.blake2b(code.encode("utf-8", "surrogatepass"), digest_size=16,
-                           person=language.encode()[:16]).hexdigest()
+    return hashlib.blake2b(
+        code.encode("utf-8", "surrogatepass"), digest_size=16, person=language.encode()[:16]
+    ).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

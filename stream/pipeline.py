@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -33,13 +33,13 @@ from sinks.sqlite import Checkpoint, Done, Failed
 
 from .client import ClientPool, Completion, RetryPolicy, build_body
 from .config import Config, is_loopback
-from .errors import APIError, AuthError, NotFoundError, QuotaExceeded, SinkError, SnipstreamError, SourceError
+from .errors import APIError, AuthError, NotFoundError, QuotaExceeded, SinkError, SnipstreamError
 from .extract import python as python_extract
 from .limits import BudgetExceeded, Limits
+from .model import Snippet, SourceFile, stable_hash
 from .progress import show_progress
-from .model import SourceFile, Snippet, stable_hash
-from .tokens import Tokenizer, estimate_cost, load_tokenizer
 from .scan import EXTRACTOR_VERSION, Known, Scanned, Skipped, Unchanged, scan
+from .tokens import Tokenizer, estimate_cost, load_tokenizer
 from .walk import walk
 
 __all__ = ["run", "Summary", "SCHEMA_VERSION"]
@@ -81,6 +81,7 @@ class Summary:
 
 
 # --- messages between stages -----------------------------------------------------------------------------
+
 
 @dataclass(slots=True)
 class _Job:
@@ -145,8 +146,13 @@ def provenance(snippet: Snippet) -> dict[str, Any]:
 
 
 def _line(record_id: str, snippet: Snippet, result: dict[str, Any]) -> bytes:
-    record = {"schema_version": SCHEMA_VERSION, "record_id": record_id, "snippet_id": snippet.id,
-              **provenance(snippet), **result}
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "record_id": record_id,
+        "snippet_id": snippet.id,
+        **provenance(snippet),
+        **result,
+    }
     return orjson.dumps(record) + b"\n"
 
 
@@ -205,14 +211,16 @@ class _Run:
                     outer.cancel()
                     return
                 name = signal.Signals(signum).name
-                self.err(f"{name}: finishing in-flight requests (up to {self.cfg.grace:g}s); "
-                         "interrupt again to stop now")
+                self.err(
+                    f"{name}: finishing in-flight requests (up to {self.cfg.grace:g}s); "
+                    "interrupt again to stop now"
+                )
                 self.stop("interrupted", exit_code=130)
 
     async def _load_tokenizer(self) -> None:
         try:
             self.tokenizer = await anyio.to_thread.run_sync(load_tokenizer, self.cfg.model)
-        except Exception as exc:  # noqa: BLE001 - load_tokenizer has its own fallbacks; this is the last
+        except Exception as exc:
             self.tokenizer = Tokenizer("chars/4", lambda t: (len(t) + 3) // 4, f"tokenizer failed: {exc}")
         self.summary.encoding = self.tokenizer.encoding
         if self.tokenizer.note and not self.cfg.quiet:
@@ -229,8 +237,14 @@ class _Run:
     def _walk_thread(self, send: ObjectSendStream[Scanned | Unchanged | Skipped]) -> None:
         """Runs in a worker thread: walk, read and parse, handing each file's result to the loop."""
         cfg = self.cfg
-        for item in scan(cfg.paths, excludes=cfg.excludes, default_excludes=cfg.default_excludes,
-                         max_file_bytes=cfg.max_file_bytes, known=self.known, jobs=cfg.jobs):
+        for item in scan(
+            cfg.paths,
+            excludes=cfg.excludes,
+            default_excludes=cfg.default_excludes,
+            max_file_bytes=cfg.max_file_bytes,
+            known=self.known,
+            jobs=cfg.jobs,
+        ):
             anyio.from_thread.run(send.send, item)
 
     async def _feed(self, jobs: ObjectSendStream[_Job], outcomes: ObjectSendStream[_Outcome]) -> None:
@@ -251,8 +265,16 @@ class _Run:
             self.summary.walk_done = True
 
     def _file_row(self, file: SourceFile, digest: str, snippets: int, skip: Skipped | None = None) -> tuple:
-        return (str(file.path), self.file_task, file.size, file.mtime_ns, digest, snippets,
-                skip.reason if skip else None, skip.detail if skip else None)
+        return (
+            str(file.path),
+            self.file_task,
+            file.size,
+            file.mtime_ns,
+            digest,
+            snippets,
+            skip.reason if skip else None,
+            skip.detail if skip else None,
+        )
 
     async def _unchanged(self, item: Unchanged, outcomes: ObjectSendStream[_Outcome]) -> None:
         known = item.known
@@ -262,12 +284,26 @@ class _Run:
         self.summary.snippets += known.snippets
         self.summary.unchanged += known.snippets
         if item.touched and not self.cfg.dry_run:
-            await outcomes.send(_FilesDone([(str(item.file.path), self.file_task, item.file.size,
-                                             item.file.mtime_ns, known.hash, known.snippets, known.skip_reason,
-                                             known.skip_detail)]))
+            await outcomes.send(
+                _FilesDone(
+                    [
+                        (
+                            str(item.file.path),
+                            self.file_task,
+                            item.file.size,
+                            item.file.mtime_ns,
+                            known.hash,
+                            known.snippets,
+                            known.skip_reason,
+                            known.skip_detail,
+                        )
+                    ]
+                )
+            )
 
-    async def _plan_file(self, item: Scanned, jobs: ObjectSendStream[_Job],
-                         outcomes: ObjectSendStream[_Outcome]) -> None:
+    async def _plan_file(
+        self, item: Scanned, jobs: ObjectSendStream[_Job], outcomes: ObjectSendStream[_Outcome]
+    ) -> None:
         self.summary.files += 1
         cfg = self.cfg
         planned = [(snippet, *self._ids(snippet)) for snippet in item.snippets]
@@ -307,8 +343,15 @@ class _Run:
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass
 
-    async def _plan(self, snippet: Snippet, record_id: str, occurrence_id: str, answered: bool,
-                    jobs: ObjectSendStream[_Job], outcomes: ObjectSendStream[_Outcome]) -> bool:
+    async def _plan(
+        self,
+        snippet: Snippet,
+        record_id: str,
+        occurrence_id: str,
+        answered: bool,
+        jobs: ObjectSendStream[_Job],
+        outcomes: ObjectSendStream[_Outcome],
+    ) -> bool:
         """Decide what one new place needs; True if a line is still to be written for it."""
         cfg = self.cfg
         self.summary.snippets += 1
@@ -323,8 +366,9 @@ class _Run:
             waiting.append((snippet, occurrence_id))
             return True
         system, user = cfg.template.render(snippet)
-        body = build_body(api=cfg.api, model=cfg.model, system=system, user=user, params=cfg.params,
-                          stream=cfg.stream)
+        body = build_body(
+            api=cfg.api, model=cfg.model, system=system, user=user, params=cfg.params, stream=cfg.stream
+        )
         job = _Job(record_id, snippet, occurrence_id, body, None, system, user)
         if cfg.dry_run:
             digest = bytes.fromhex(record_id)
@@ -334,16 +378,24 @@ class _Run:
             job.prompt_tokens = prompt_tokens = await self._count_prompt(job)
             self.summary.would_send += 1
             self.summary.prompt_tokens += prompt_tokens
-            line = {"schema_version": SCHEMA_VERSION, "record_id": record_id, "snippet_id": snippet.id,
-                    **provenance(snippet), "task": self.task, "request": body, "prompt_tokens": prompt_tokens}
+            line = {
+                "schema_version": SCHEMA_VERSION,
+                "record_id": record_id,
+                "snippet_id": snippet.id,
+                **provenance(snippet),
+                "task": self.task,
+                "request": body,
+                "prompt_tokens": prompt_tokens,
+            }
             await outcomes.send(_DryLine(orjson.dumps(line) + b"\n"))
             return False
         self.inflight[record_id] = [(snippet, occurrence_id)]
         await jobs.send(job)
         return True
 
-    async def _worker(self, index: int, jobs: ObjectReceiveStream[_Job],
-                      outcomes: ObjectSendStream[_Outcome]) -> None:
+    async def _worker(
+        self, index: int, jobs: ObjectReceiveStream[_Job], outcomes: ObjectSendStream[_Outcome]
+    ) -> None:
         async with jobs, outcomes:
             async for job in jobs:
                 if self.stopping:
@@ -367,8 +419,9 @@ class _Run:
         while True:
             reserve = (job.prompt_tokens or 0) + max_tokens
             try:
-                completion = await self.pool.complete(body, reserve_tokens=reserve, worker=index,
-                                                      on_attempt=self._count_request)
+                completion = await self.pool.complete(
+                    body, reserve_tokens=reserve, worker=index, on_attempt=self._count_request
+                )
             except APIError as exc:
                 if isinstance(exc, (AuthError, NotFoundError, QuotaExceeded)):
                     raise
@@ -386,8 +439,14 @@ class _Run:
             if completion.finish_reason == "content_filter":
                 history.append(f"attempt {attempts}: content_filter: the API withheld the answer")
                 return _Failure(job, "content_filter", "\n".join(history), attempts)
-            if completion.finish_reason == "length" and self.cfg.retry_truncated and max_tokens == self.cfg.max_tokens:
-                history.append(f"attempt {attempts}: truncated at {max_tokens} tokens; asking with {2 * max_tokens}")
+            if (
+                completion.finish_reason == "length"
+                and self.cfg.retry_truncated
+                and max_tokens == self.cfg.max_tokens
+            ):
+                history.append(
+                    f"attempt {attempts}: truncated at {max_tokens} tokens; asking with {2 * max_tokens}"
+                )
                 max_tokens *= 2
                 body = {**body, "max_tokens": max_tokens}
                 continue
@@ -432,15 +491,24 @@ class _Run:
         reuse: list[_Reuse] = []
         lines: list[tuple[str, bytes]] = []
         files, self.files_ready = self.files_ready, []
-        answered: list[tuple[str, Snippet, dict[str, Any], int]] = []
+        answered: list[tuple[str, dict[str, Any], int]] = []
         for item in batch:
             if isinstance(item, _Answered):
                 job, result = item.job, await self._result(item)
                 places = list(self.inflight.get(job.record_id) or [(job.snippet, job.occurrence_id)])
-                answered.append((job.record_id, job.snippet, result, len(places)))
+                answered.append((job.record_id, result, len(places)))
                 occ = [(oid, s.path, s.qualname, _line(job.record_id, s, result)) for s, oid in places]
-                done.append(Done(job.record_id, job.snippet.id, self.fingerprint, self.cfg.model,
-                                 orjson.dumps(result), item.completion.attempts, occ))
+                done.append(
+                    Done(
+                        job.record_id,
+                        job.snippet.id,
+                        self.fingerprint,
+                        self.cfg.model,
+                        orjson.dumps(result),
+                        item.completion.attempts,
+                        occ,
+                    )
+                )
                 lines.extend((o[0], o[3]) for o in occ)
                 self.summary.annotated += 1
             elif isinstance(item, _Failure):
@@ -448,9 +516,19 @@ class _Run:
                 for _, oid in self.inflight.pop(job.record_id, None) or [(job.snippet, job.occurrence_id)]:
                     # this file is not finished: it will be parsed again by the next run
                     self.file_pending.pop(self.occurrence_file.pop(oid, ""), None)
-                failed.append(Failed(job.record_id, job.snippet.id, self.fingerprint, self.cfg.model,
-                                     item.reason, item.error, item.attempts, job.snippet.path,
-                                     job.snippet.qualname))
+                failed.append(
+                    Failed(
+                        job.record_id,
+                        job.snippet.id,
+                        self.fingerprint,
+                        self.cfg.model,
+                        item.reason,
+                        item.error,
+                        item.attempts,
+                        job.snippet.path,
+                        job.snippet.qualname,
+                    )
+                )
                 self.summary.failed[item.reason] += 1
                 limit = self.cfg.max_failures
                 if limit and sum(self.summary.failed.values()) >= limit and not self.stopping:
@@ -471,11 +549,20 @@ class _Run:
         # Only now, with the answers committed, do they leave `inflight`: until this point the planner
         # attached other places of the same code to them; from now on it finds them in the checkpoint.
         late: list[Done] = []
-        for record_id, snippet, result, used in answered:
+        for record_id, result, used in answered:
             for s, oid in (self.inflight.pop(record_id, None) or [])[used:]:
                 line = _line(record_id, s, result)
-                late.append(Done(record_id, s.id, self.fingerprint, self.cfg.model, b"", 0,
-                                 [(oid, s.path, s.qualname, line)]))
+                late.append(
+                    Done(
+                        record_id,
+                        s.id,
+                        self.fingerprint,
+                        self.cfg.model,
+                        b"",
+                        0,
+                        [(oid, s.path, s.qualname, line)],
+                    )
+                )
                 lines.append((oid, line))
         if late and self.ckpt is not None:
             await self.ckpt.add_occurrences(late)
@@ -493,8 +580,11 @@ class _Run:
             if prompt is None:
                 prompt = await self._count_prompt(job)
             completion_tokens = tok.count(c.text)
-            usage = {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
-                     "total_tokens": prompt + completion_tokens}
+            usage = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt + completion_tokens,
+            }
             self.summary.usage_estimated += 1
         self.summary.prompt_tokens += int(usage.get("prompt_tokens") or 0)
         self.summary.completion_tokens += int(usage.get("completion_tokens") or 0)
@@ -513,7 +603,7 @@ class _Run:
             },
             "attempts": c.attempts,
             "latency_s": round(c.latency_s, 4),
-            "annotated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "annotated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
     async def _reuse(self, items: list[_Reuse]) -> list[tuple[str, bytes]]:
@@ -526,8 +616,17 @@ class _Run:
             if raw is None:  # cannot happen: ids come from committed records
                 continue
             line = _line(item.record_id, item.snippet, orjson.loads(raw))
-            done.append(Done(item.record_id, item.snippet.id, self.fingerprint, self.cfg.model, raw, 0,
-                             [(item.occurrence_id, item.snippet.path, item.snippet.qualname, line)]))
+            done.append(
+                Done(
+                    item.record_id,
+                    item.snippet.id,
+                    self.fingerprint,
+                    self.cfg.model,
+                    raw,
+                    0,
+                    [(item.occurrence_id, item.snippet.path, item.snippet.qualname, line)],
+                )
+            )
             lines.append((item.occurrence_id, line))
         await self.ckpt.add_occurrences(done)
         return lines
@@ -559,7 +658,7 @@ class _Run:
             self.err(f"error: {exc}")
             self.stop(f"SinkError: {exc}", exit_code=3)
             return
-        except Exception as exc:  # noqa: BLE001 - a plug-in sink's bug must not lose the run
+        except Exception as exc:
             self.out = None
             self.err(f"error: sink failed: {type(exc).__name__}: {exc}")
             self.stop(f"sink failed: {type(exc).__name__}", exit_code=3)
@@ -612,8 +711,11 @@ class _Run:
             outer.start_soon(self._watch_signals, outer.cancel_scope)
             outer.start_soon(self._load_tokenizer)
             if not cfg.quiet:
-                outer.start_soon(functools.partial(show_progress, self.summary, mode=cfg.progress,
-                                                   interval=cfg.progress_interval))
+                outer.start_soon(
+                    functools.partial(
+                        show_progress, self.summary, mode=cfg.progress, interval=cfg.progress_interval
+                    )
+                )
             try:
                 if cfg.dry_run:
                     await self._dry_run()
@@ -636,12 +738,18 @@ class _Run:
                     self.reader = None
             self.out = await stack.enter_async_context(NDJSONSink(self.cfg.output))
             await self._graph(workers=0)
-        self.summary.estimated_cost = estimate_cost(self.cfg.model, self.summary.prompt_tokens,
-                                                    self.summary.would_send * self.cfg.max_tokens)
+        self.summary.estimated_cost = estimate_cost(
+            self.cfg.model, self.summary.prompt_tokens, self.summary.would_send * self.cfg.max_tokens
+        )
 
     async def _real_run(self) -> None:
         cfg = self.cfg
-        if cfg.api_key and cfg.base_url and cfg.base_url.startswith("http://") and not is_loopback(cfg.base_url):
+        if (
+            cfg.api_key
+            and cfg.base_url
+            and cfg.base_url.startswith("http://")
+            and not is_loopback(cfg.base_url)
+        ):
             self.err(f"warning: sending the API key over plain http to {cfg.base_url}")
         plugins = [load_sink(spec) for spec in cfg.sinks]
         async with Checkpoint(cfg.db) as ckpt:
@@ -666,10 +774,18 @@ class _Run:
                         limits = Limits(rpm=cfg.rpm, tpm=cfg.tpm)
                         retry = RetryPolicy(max_attempts=cfg.max_attempts, base=cfg.backoff)
                         async with ClientPool(
-                            base_url=cfg.base_url or "", api_key=cfg.api_key, api_key_env=cfg.api_key_env,
-                            api=cfg.api, concurrency=cfg.concurrency, clients=cfg.clients, limits=limits,
-                            retry=retry, connect_timeout=cfg.connect_timeout, stall_timeout=cfg.stall_timeout,
-                            request_timeout=cfg.request_timeout, trust_env=not is_loopback(cfg.base_url or ""),
+                            base_url=cfg.base_url or "",
+                            api_key=cfg.api_key,
+                            api_key_env=cfg.api_key_env,
+                            api=cfg.api,
+                            concurrency=cfg.concurrency,
+                            clients=cfg.clients,
+                            limits=limits,
+                            retry=retry,
+                            connect_timeout=cfg.connect_timeout,
+                            stall_timeout=cfg.stall_timeout,
+                            request_timeout=cfg.request_timeout,
+                            trust_env=not is_loopback(cfg.base_url or ""),
                         ) as pool:
                             self.pool = pool
                             await self._graph(workers=cfg.concurrency)
@@ -697,8 +813,9 @@ class _Run:
             jobs.close()
             outcomes.close()
 
-    async def _worker_group(self, workers: int, jobs: ObjectReceiveStream[_Job],
-                            outcomes: ObjectSendStream[_Outcome]) -> None:
+    async def _worker_group(
+        self, workers: int, jobs: ObjectReceiveStream[_Job], outcomes: ObjectSendStream[_Outcome]
+    ) -> None:
         with jobs, outcomes:
             async with anyio.create_task_group() as group:
                 # stop() moves this deadline: in-flight requests get the grace period, then are cancelled.

@@ -65,14 +65,18 @@ async def show_progress(s: Summary, *, mode: str, interval: float, stream: TextI
 def format_summary(s: Summary, *, model: str, dry_run: bool) -> str:
     lines = []
     if dry_run:
-        lines.append(f"dry run: {s.snippets} snippets in {s.files} files; {s.would_send} requests would be sent"
-                     f" ({s.snippets - s.would_send} already done or duplicates)")
+        lines.append(
+            f"dry run: {s.snippets} snippets in {s.files} files; {s.would_send} requests would be sent"
+            f" ({s.snippets - s.would_send} already done or duplicates)"
+        )
         lines.append(f"prompt tokens: {s.prompt_tokens:,} (counted with {s.encoding or '?'})")
         if s.estimated_cost is not None:
             from .tokens import PRICES_DATE
 
-            lines.append(f"estimated cost for {model}: up to ${s.estimated_cost:,.2f} "
-                         f"(prompt tokens + max_tokens per request; prices of {PRICES_DATE})")
+            lines.append(
+                f"estimated cost for {model}: up to ${s.estimated_cost:,.2f} "
+                f"(prompt tokens + max_tokens per request; prices of {PRICES_DATE})"
+            )
         else:
             lines.append(f"estimated cost: unknown for model {model!r} (not in the price table)")
     else:
@@ -82,9 +86,15 @@ def format_summary(s: Summary, *, model: str, dry_run: bool) -> str:
             f"already done {s.unchanged} · failed {failed} · emitted {s.emitted + 0}"
             + (f" (incl. {s.backlog} from earlier runs)" if s.backlog else "")
         )
-        lines.append(f"requests sent: {s.requests} · tokens: {s.prompt_tokens:,} in / "
-                     f"{s.completion_tokens:,} out" + (f" ({s.usage_estimated} answers without usage, "
-                                                     f"counted with {s.encoding})" if s.usage_estimated else ""))
+        lines.append(
+            f"requests sent: {s.requests} · tokens: {s.prompt_tokens:,} in / "
+            f"{s.completion_tokens:,} out"
+            + (
+                f" ({s.usage_estimated} answers without usage, counted with {s.encoding})"
+                if s.usage_estimated
+                else ""
+            )
+        )
         if s.failed:
             lines.append("failed by reason: " + ", ".join(f"{k} {v}" for k, v in s.failed.most_common()))
     if s.skipped:

@@ -77,8 +77,10 @@ def _parse(file: SourceFile, data: bytes) -> Scanned | Skipped:
         return Scanned(file, python_extract.extract(data, file.relpath), digest)
     except SourceError as exc:
         return Skipped(str(file.path), file.relpath, exc.reason, exc.detail, file, digest)
-    except Exception as exc:  # noqa: BLE001 - an extractor bug costs one file, not the run
-        return Skipped(str(file.path), file.relpath, "extract_error", f"{type(exc).__name__}: {exc}", file, digest)
+    except Exception as exc:
+        return Skipped(
+            str(file.path), file.relpath, "extract_error", f"{type(exc).__name__}: {exc}", file, digest
+        )
 
 
 def _read_and_parse(file: SourceFile) -> Scanned | Skipped:
@@ -90,13 +92,24 @@ def _read_and_parse(file: SourceFile) -> Scanned | Skipped:
     return _parse(file, data)
 
 
-def scan(paths: Sequence[str], *, excludes: Sequence[str] = (), default_excludes: bool = True,
-         max_file_bytes: int = 1 << 20, known: Mapping[str, Known] | None = None,
-         jobs: int = 1) -> Iterator[Item]:
+def scan(
+    paths: Sequence[str],
+    *,
+    excludes: Sequence[str] = (),
+    default_excludes: bool = True,
+    max_file_bytes: int = 1 << 20,
+    known: Mapping[str, Known] | None = None,
+    jobs: int = 1,
+) -> Iterator[Item]:
     """Items in walk order: parsed files, unchanged files, skipped files."""
     known = known or {}
-    files = walk(paths, suffixes=python_extract.SUFFIXES, excludes=excludes, default_excludes=default_excludes,
-                 max_file_bytes=max_file_bytes)
+    files = walk(
+        paths,
+        suffixes=python_extract.SUFFIXES,
+        excludes=excludes,
+        default_excludes=default_excludes,
+        max_file_bytes=max_file_bytes,
+    )
     if jobs <= 1:
         for item in files:
             yield _one(item, known)

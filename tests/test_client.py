@@ -50,19 +50,38 @@ TEXT = "Hello, wörld 中文 🎉"  # 2-, 3- and 4-byte UTF-8 characters
 
 
 def chat_body(stream: bool = True, **params: Any) -> dict[str, Any]:
-    return build_body(api="chat", model=MODEL, system="Be brief.", user="def f(x):\n    return x\n",
-                      params=params, stream=stream)
+    return build_body(
+        api="chat",
+        model=MODEL,
+        system="Be brief.",
+        user="def f(x):\n    return x\n",
+        params=params,
+        stream=stream,
+    )
 
 
 def completions_body(stream: bool = True) -> dict[str, Any]:
-    return build_body(api="completions", model=MODEL, system="Be brief.", user="def f(x):\n    return x\n",
-                      params={}, stream=stream)
+    return build_body(
+        api="completions",
+        model=MODEL,
+        system="Be brief.",
+        user="def f(x):\n    return x\n",
+        params={},
+        stream=stream,
+    )
 
 
 # --- chunks and SSE bodies ----------------------------------------------------------------------------------
 
-def chat_chunk(content: str | None = None, finish: str | None = None, *, role: str | None = None,
-               index: int = 0, usage: Any = None) -> dict[str, Any]:
+
+def chat_chunk(
+    content: str | None = None,
+    finish: str | None = None,
+    *,
+    role: str | None = None,
+    index: int = 0,
+    usage: Any = None,
+) -> dict[str, Any]:
     delta: dict[str, Any] = {}
     if role:
         delta["role"] = role
@@ -72,8 +91,11 @@ def chat_chunk(content: str | None = None, finish: str | None = None, *, role: s
 
 
 def text_chunk(text: str, finish: str | None = None) -> dict[str, Any]:
-    return {**META, "object": "text_completion",
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+    return {
+        **META,
+        "object": "text_completion",
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+    }
 
 
 def usage_chunk() -> dict[str, Any]:
@@ -106,7 +128,8 @@ def sse(*events: dict[str, Any] | str, done: bool = True, eol: str = "\n") -> by
 def pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
     async def gen() -> AsyncIterator[bytes]:
         for i in range(0, len(data), size):
-            yield data[i:i + size]
+            yield data[i : i + size]
+
     return gen()
 
 
@@ -115,38 +138,46 @@ def pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
 Step = Callable[[httpx.Request], httpx.Response]
 
 
-def reply_sse(content: bytes | Callable[[], AsyncIterator[bytes]], status: int = 200,
-              ctype: str = "text/event-stream") -> Step:
+def reply_sse(
+    content: bytes | Callable[[], AsyncIterator[bytes]], status: int = 200, ctype: str = "text/event-stream"
+) -> Step:
     def step(request: httpx.Request) -> httpx.Response:
         body = content() if callable(content) else content
         return httpx.Response(status, headers={"content-type": ctype}, content=body)
+
     return step
 
 
 def reply_json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Step:
     def step(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, headers={"content-type": "application/json", **(headers or {})},
-                              content=orjson.dumps(obj))
+        return httpx.Response(
+            status, headers={"content-type": "application/json", **(headers or {})}, content=orjson.dumps(obj)
+        )
+
     return step
 
 
 def reply_raw(status: int, content: bytes, headers: dict[str, str] | None = None) -> Step:
     def step(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, headers=headers, content=content)
+
     return step
 
 
 def fail(exc_type: type[httpx.TransportError], message: str = "boom") -> Step:
     def step(request: httpx.Request) -> httpx.Response:
         raise exc_type(message, request=request)
+
     return step
 
 
 def broken_stream(exc_type: type[httpx.TransportError], prefix: bytes) -> Step:
     """A 200 SSE answer that sends `prefix` and then loses the connection."""
+
     async def gen() -> AsyncIterator[bytes]:
         yield prefix
         raise exc_type("connection lost")
+
     return reply_sse(gen)
 
 
@@ -173,15 +204,22 @@ def ok_stream() -> Step:
 
 
 def ok_json(text: str = "fine") -> Step:
-    return reply_json({**META, "object": "chat.completion",
-                       "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                    "finish_reason": "stop"}],
-                       "usage": USAGE})
+    return reply_json(
+        {
+            **META,
+            "object": "chat.completion",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            ],
+            "usage": USAGE,
+        }
+    )
 
 
 @asynccontextmanager
-async def pool_for(handler: FakeAPI, *, api: str = "chat", max_attempts: int = 3,
-                   api_key: str | None = KEY, **kw: Any) -> AsyncIterator[ClientPool]:
+async def pool_for(
+    handler: FakeAPI, *, api: str = "chat", max_attempts: int = 3, api_key: str | None = KEY, **kw: Any
+) -> AsyncIterator[ClientPool]:
     kw.setdefault("retry", RetryPolicy(max_attempts=max_attempts, base=0.001))
     pool = ClientPool(base_url=BASE, api_key=api_key, api_key_env=KEY_ENV, api=api, concurrency=1, **kw)
     originals = pool._clients
@@ -211,15 +249,22 @@ def assert_typical(c: Completion) -> None:
     assert c.finish_reason == "stop"
     assert c.usage == USAGE
     assert (c.response_id, c.model, c.created, c.system_fingerprint) == (
-        "chatcmpl-42", "gpt-test-0613", 1_700_000_000, "fp_abc123")
+        "chatcmpl-42",
+        "gpt-test-0613",
+        1_700_000_000,
+        "fp_abc123",
+    )
 
 
 # --- build_body ---------------------------------------------------------------------------------------------
 
+
 def test_build_body_chat_sends_system_then_user_message() -> None:
     body = build_body(api="chat", model="m", system="sys", user="code", params={}, stream=False)
-    assert body == {"model": "m", "messages": [{"role": "system", "content": "sys"},
-                                               {"role": "user", "content": "code"}]}
+    assert body == {
+        "model": "m",
+        "messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "code"}],
+    }
 
 
 @pytest.mark.parametrize("system", [None, ""])
@@ -254,6 +299,7 @@ def test_build_body_stream_asks_for_usage_in_the_stream() -> None:
 
 # --- request shape ------------------------------------------------------------------------------------------
 
+
 async def test_request_carries_bearer_key_json_content_type_and_the_body() -> None:
     api = FakeAPI(ok_stream())
     body = chat_body(temperature=0.2)
@@ -283,6 +329,7 @@ async def test_completions_api_posts_to_completions_endpoint_and_trailing_slash_
 
 
 # --- SSE tolerance ------------------------------------------------------------------------------------------
+
 
 async def test_typical_chat_stream_assembles_text_finish_reason_usage_and_metadata() -> None:
     api = FakeAPI(ok_stream())
@@ -347,8 +394,12 @@ async def test_stream_first_chunk_with_empty_choices_is_skipped() -> None:
 
 
 async def test_stream_usage_null_on_content_chunks_then_final_usage_chunk_with_empty_choices() -> None:
-    raw = sse(chat_chunk("a", usage=None), chat_chunk("b", usage=None),
-              chat_chunk(None, "length", usage=None), usage_chunk())
+    raw = sse(
+        chat_chunk("a", usage=None),
+        chat_chunk("b", usage=None),
+        chat_chunk(None, "length", usage=None),
+        usage_chunk(),
+    )
     c = await complete(FakeAPI(reply_sse(raw)))
     assert c.text == "ab"
     assert c.finish_reason == "length"
@@ -396,8 +447,12 @@ async def test_stream_final_finish_chunk_without_trailing_blank_line_and_without
 
 
 async def test_stream_only_choice_index_0_is_kept() -> None:
-    raw = sse(chat_chunk("zero"), chat_chunk("ONE", index=1), chat_chunk(None, "stop"),
-              chat_chunk(None, "length", index=1))
+    raw = sse(
+        chat_chunk("zero"),
+        chat_chunk("ONE", index=1),
+        chat_chunk(None, "stop"),
+        chat_chunk(None, "length", index=1),
+    )
     c = await complete(FakeAPI(reply_sse(raw)))
     assert c.text == "zero"
     assert c.finish_reason == "stop"
@@ -407,13 +462,14 @@ async def test_iter_sse_yields_event_types_and_resets_them_per_event() -> None:
     async def chunks() -> AsyncIterator[bytes]:
         body = b"event: error\r\ndata: x\r\n\r\n: c\ndata: y\rid: 3\ndata:y2\n\n\ndata: z"
         for i in range(0, len(body), 3):  # split anywhere, CRLF halves included
-            yield body[i:i + 3]
+            yield body[i : i + 3]
 
     got = [e async for e in iter_sse(chunks())]
     assert got == [("error", b"x"), (None, b"y\ny2"), (None, b"z")]
 
 
 # --- chat vs completions, streaming vs not ------------------------------------------------------------------
+
 
 async def test_completions_stream_assembles_text_chunks() -> None:
     raw = sse(text_chunk("def "), text_chunk("f"), text_chunk("():", "stop"), usage_chunk())
@@ -434,8 +490,12 @@ async def test_chat_non_streaming_json_reads_message_content() -> None:
 
 
 async def test_completions_non_streaming_json_reads_text() -> None:
-    obj = {**META, "object": "text_completion",
-           "choices": [{"index": 0, "text": "legacy text", "finish_reason": "length"}], "usage": USAGE}
+    obj = {
+        **META,
+        "object": "text_completion",
+        "choices": [{"index": 0, "text": "legacy text", "finish_reason": "length"}],
+        "usage": USAGE,
+    }
     c = await complete(FakeAPI(reply_json(obj)), completions_body(stream=False), api="completions")
     assert c.text == "legacy text"
     assert c.finish_reason == "length"
@@ -451,14 +511,17 @@ async def test_server_ignoring_stream_true_and_answering_plain_json_is_accepted(
 
 
 async def test_non_streaming_null_content_gives_empty_text() -> None:
-    obj = {**META, "choices": [{"index": 0, "message": {"role": "assistant", "content": None},
-                                "finish_reason": "stop"}]}
+    obj = {
+        **META,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": None}, "finish_reason": "stop"}],
+    }
     c = await complete(FakeAPI(reply_json(obj)), chat_body(stream=False))
     assert c.text == ""
     assert c.finish_reason == "stop"
 
 
 # --- incomplete or broken streams ---------------------------------------------------------------------------
+
 
 async def test_stream_ending_without_done_but_with_finish_reason_is_accepted() -> None:
     api = FakeAPI(reply_sse(sse(chat_chunk("whole"), chat_chunk(None, "stop"), usage_chunk(), done=False)))
@@ -490,7 +553,12 @@ async def test_truncated_stream_on_every_attempt_raises_stream_error_after_max_a
 
 
 async def test_malformed_json_chunk_is_a_stream_error_and_retried() -> None:
-    api = FakeAPI(reply_sse(sse(chat_chunk("a"), '{"choices": [{"delta": {"content": "b"'), ), ok_stream())
+    api = FakeAPI(
+        reply_sse(
+            sse(chat_chunk("a"), '{"choices": [{"delta": {"content": "b"'),
+        ),
+        ok_stream(),
+    )
     c = await complete(api)
     assert_typical(c)
     assert api.count == 2 and c.attempts == 2
@@ -508,7 +576,7 @@ async def test_connection_broken_mid_stream_is_retried(exc_type: type[httpx.Tran
 
 
 async def test_connection_broken_mid_stream_on_every_attempt_raises_stream_error() -> None:
-    api = FakeAPI(broken_stream(httpx.RemoteProtocolError, b"data: {\"choi"))
+    api = FakeAPI(broken_stream(httpx.RemoteProtocolError, b'data: {"choi'))
     exc = await failure(api, max_attempts=2)
     assert type(exc) is StreamError
     assert exc.attempts == 2 and api.count == 2  # type: ignore[attr-defined]
@@ -565,13 +633,18 @@ async def test_200_non_json_body_is_a_stream_error_and_retried() -> None:
 
 # --- HTTP statuses ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("status", [401, 403])
 @pytest.mark.parametrize("echo", ["json", "text"])
-async def test_auth_errors_fail_at_once_naming_url_and_env_var_but_never_the_key(status: int,
-                                                                                 echo: str) -> None:
+async def test_auth_errors_fail_at_once_naming_url_and_env_var_but_never_the_key(
+    status: int, echo: str
+) -> None:
     message = f"Incorrect API key provided: {KEY}. You can find your API key at https://example/keys."
-    step = (reply_json({"error": {"message": message, "code": "invalid_api_key"}}, status=status)
-            if echo == "json" else reply_raw(status, message.encode(), {"content-type": "text/plain"}))
+    step = (
+        reply_json({"error": {"message": message, "code": "invalid_api_key"}}, status=status)
+        if echo == "json"
+        else reply_raw(status, message.encode(), {"content-type": "text/plain"})
+    )
     api = FakeAPI(step)
     exc = await failure(api, max_attempts=5)
     assert type(exc) is AuthError
@@ -649,6 +722,7 @@ async def test_pool_counts_every_attempt_and_calls_on_attempt() -> None:
 
 # --- retry-after and backoff --------------------------------------------------------------------------------
 
+
 def test_parse_retry_after_ms_wins_over_retry_after() -> None:
     assert parse_retry_after(httpx.Headers({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
 
@@ -668,13 +742,16 @@ def test_parse_retry_after_http_date_in_the_past_gives_zero() -> None:
     assert parse_retry_after(httpx.Headers({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0.0
 
 
-@pytest.mark.parametrize("headers, expected", [
-    ({}, None),
-    ({"retry-after": "soon"}, None),
-    ({"retry-after-ms": "abc", "retry-after": "4"}, 4.0),
-    ({"retry-after-ms": "abc"}, None),
-    ({"retry-after-ms": "-10"}, 0.0),
-])
+@pytest.mark.parametrize(
+    "headers, expected",
+    [
+        ({}, None),
+        ({"retry-after": "soon"}, None),
+        ({"retry-after-ms": "abc", "retry-after": "4"}, 4.0),
+        ({"retry-after-ms": "abc"}, None),
+        ({"retry-after-ms": "-10"}, 0.0),
+    ],
+)
 def test_parse_retry_after_missing_or_invalid(headers: dict[str, str], expected: float | None) -> None:
     assert parse_retry_after(httpx.Headers(headers)) == expected
 
@@ -711,8 +788,11 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 async def test_pool_waits_what_the_server_asks_before_retrying(sleeps: list[float]) -> None:
-    api = FakeAPI(reply_raw(503, b"slow down", {"retry-after-ms": "1500"}),
-                  reply_raw(503, b"slow down", {"retry-after": "3"}), ok_stream())
+    api = FakeAPI(
+        reply_raw(503, b"slow down", {"retry-after-ms": "1500"}),
+        reply_raw(503, b"slow down", {"retry-after": "3"}),
+        ok_stream(),
+    )
     c = await complete(api)
     assert c.attempts == 3
     assert len(sleeps) == 2
@@ -759,10 +839,13 @@ async def test_rate_limited_error_carries_retry_after() -> None:
 
 # --- timeouts and connection errors -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("exc_type", [httpx.ReadTimeout, httpx.ConnectTimeout, httpx.WriteTimeout,
-                                      httpx.PoolTimeout])
+
+@pytest.mark.parametrize(
+    "exc_type", [httpx.ReadTimeout, httpx.ConnectTimeout, httpx.WriteTimeout, httpx.PoolTimeout]
+)
 async def test_transport_timeout_becomes_api_timeout_and_is_retried(
-        exc_type: type[httpx.TransportError]) -> None:
+    exc_type: type[httpx.TransportError],
+) -> None:
     api = FakeAPI(fail(exc_type), ok_stream())
     c = await complete(api)
     assert_typical(c)
@@ -819,6 +902,7 @@ async def test_connect_error_is_api_connection_error_and_retried() -> None:
 
 # --- token budget -------------------------------------------------------------------------------------------
 
+
 async def test_reservation_larger_than_tpm_raises_budget_exceeded_at_once() -> None:
     limits = Limits(tpm=100)
     with anyio.fail_after(2):
@@ -844,6 +928,7 @@ async def test_pool_with_oversized_reservation_sends_nothing() -> None:
 
 # --- regressions: bugs these tests found, since fixed ----------------------------------------------
 
+
 @pytest.mark.parametrize("char", ["\u2028", "\u2029", "\u0085"], ids=["LS", "PS", "NEL"])
 async def test_stream_content_with_unicode_line_separators_is_kept(char: str) -> None:
     chunk = orjson.dumps(chat_chunk(f"a{char}b", "stop"))
@@ -866,8 +951,9 @@ async def test_error_event_with_string_data_is_a_stream_error() -> None:
 
 
 async def test_undecodable_compressed_body_is_an_api_error() -> None:
-    api = FakeAPI(reply_raw(200, b"this is not gzip", {"content-type": "application/json",
-                                                         "content-encoding": "gzip"}))
+    api = FakeAPI(
+        reply_raw(200, b"this is not gzip", {"content-type": "application/json", "content-encoding": "gzip"})
+    )
     exc = await failure(api, chat_body(stream=False), max_attempts=1)
     assert isinstance(exc, APIError)
 

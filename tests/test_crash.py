@@ -47,13 +47,29 @@ def test_ten_hard_kills_and_reruns_leave_each_record_once(tmp_path):
     rng = random.Random(20261125)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with FakeOpenAI(chunks=4, latency=0.01, chunk_delay=0.005) as srv:
-        args = [sys.executable, "-m", "stream", "run", str(src), "--base-url", srv.url, "--model", "m",
-                "-o", str(out), "--concurrency", "4", "--progress", "off"]
+        args = [
+            sys.executable,
+            "-m",
+            "stream",
+            "run",
+            str(src),
+            "--base-url",
+            srv.url,
+            "--model",
+            "m",
+            "-o",
+            str(out),
+            "--concurrency",
+            "4",
+            "--progress",
+            "off",
+        ]
         for _ in range(10):
             before = committed_prompts(db)
             seen = len(srv.requests)
-            proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             time.sleep(rng.uniform(0.3, 1.2))
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
@@ -70,7 +86,9 @@ def test_ten_hard_kills_and_reruns_leave_each_record_once(tmp_path):
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert conn.execute("SELECT count(*) FROM occurrences WHERE emitted = 0").fetchone() == (0,)
-        stored = {(r[0], r[1], r[2]) for r in conn.execute("SELECT record_id, path, qualname FROM occurrences")}
+        stored = {
+            (r[0], r[1], r[2]) for r in conn.execute("SELECT record_id, path, qualname FROM occurrences")
+        }
         (offset,) = conn.execute("SELECT offset FROM outputs").fetchone()
     assert stored == set(keys)
     assert offset == out.stat().st_size
@@ -101,13 +119,40 @@ def test_the_api_key_appears_in_no_artefact(tree, tmp_path):
     with FakeOpenAI(api_key=key) as srv:
         srv.script(Scripted(status=500, body=echo), Scripted(status=400, body=echo))
         out = tmp_path / "out.ndjson"
-        r = snipstream("run", tree, "--base-url", srv.url, "--model", "m", "-o", out, "--progress", "plain",
-                       "--progress-interval", "0.05", "--concurrency", "1", "--backoff", "0.01", cwd=tmp_path,
-                       env={"OPENAI_API_KEY": key})
+        r = snipstream(
+            "run",
+            tree,
+            "--base-url",
+            srv.url,
+            "--model",
+            "m",
+            "-o",
+            out,
+            "--progress",
+            "plain",
+            "--progress-interval",
+            "0.05",
+            "--concurrency",
+            "1",
+            "--backoff",
+            "0.01",
+            cwd=tmp_path,
+            env={"OPENAI_API_KEY": key},
+        )
         assert r.code == 1, r.stderr  # the 400 failed one snippet, with the server's message stored
         assert all(req.headers["authorization"] == f"Bearer {key}" for req in srv.requests)
-        wrong = snipstream("run", tree, "--base-url", srv.url, "--model", "m", "--db", tmp_path / "w.db",
-                           cwd=tmp_path, env={"OPENAI_API_KEY": key + "-wrong"})
+        wrong = snipstream(
+            "run",
+            tree,
+            "--base-url",
+            srv.url,
+            "--model",
+            "m",
+            "--db",
+            tmp_path / "w.db",
+            cwd=tmp_path,
+            env={"OPENAI_API_KEY": key + "-wrong"},
+        )
         assert wrong.code == 3
     artefacts = {
         "stdout": r.stdout + wrong.stdout,
@@ -129,19 +174,49 @@ def test_a_fifth_of_requests_faulty_still_gives_every_record_exactly_once(tmp_pa
     src = many_functions(tmp_path / "src", files=40, per_file=50)
     out = tmp_path / "out.ndjson"
     with FakeOpenAI(chunks=4, fault_rate=0.2, seed=7, stall_seconds=1.0) as srv:
-        r = snipstream("run", src, "--base-url", srv.url, "--model", "m", "-o", out, "--concurrency", "32",
-                       "--backoff", "0.01", "--stall-timeout", "0.3", "--max-attempts", "10", cwd=tmp_path,
-                       timeout=120)
+        r = snipstream(
+            "run",
+            src,
+            "--base-url",
+            srv.url,
+            "--model",
+            "m",
+            "-o",
+            out,
+            "--concurrency",
+            "32",
+            "--backoff",
+            "0.01",
+            "--stall-timeout",
+            "0.3",
+            "--max-attempts",
+            "10",
+            cwd=tmp_path,
+            timeout=120,
+        )
         faults = srv.stats["faults"]
     assert r.code == 0, r.stderr
-    assert set(faults) == {"429", "500", "502", "503", "error_200", "reset", "cut", "malformed", "stall", "slow"}
+    assert set(faults) == {
+        "429",
+        "500",
+        "502",
+        "503",
+        "error_200",
+        "reset",
+        "cut",
+        "malformed",
+        "stall",
+        "slow",
+    }
     assert sum(faults.values()) >= 300
     records = read_ndjson(out)
     keys = [(x["path"], x["qualname"]) for x in records]
     assert len(keys) == len(set(keys)) == 2000
     assert sum(x["attempts"] > 1 for x in records) >= 250  # the faults were met, and retried
-    assert all(x["annotation"].startswith("Annotation ") and x["response"]["finish_reason"] == "stop"
-               for x in records)
+    assert all(
+        x["annotation"].startswith("Annotation ") and x["response"]["finish_reason"] == "stop"
+        for x in records
+    )
 
 
 @pytest.mark.parametrize("fault", ALL_FAULTS)
@@ -149,8 +224,25 @@ def test_each_fault_class_is_survived_with_every_record_once(fault, tmp_path):
     src = many_functions(tmp_path / "src", files=2, per_file=15)
     out, db = tmp_path / "out.ndjson", tmp_path / "snipstream.db"
     with FakeOpenAI(chunks=4, fault_rate=0.4, faults=[fault], seed=3, stall_seconds=1.0) as srv:
-        r = snipstream("run", src, "--base-url", srv.url, "--model", "m", "-o", out, "--concurrency", "4",
-                       "--backoff", "0.01", "--stall-timeout", "0.3", "--max-attempts", "12", cwd=tmp_path)
+        r = snipstream(
+            "run",
+            src,
+            "--base-url",
+            srv.url,
+            "--model",
+            "m",
+            "-o",
+            out,
+            "--concurrency",
+            "4",
+            "--backoff",
+            "0.01",
+            "--stall-timeout",
+            "0.3",
+            "--max-attempts",
+            "12",
+            cwd=tmp_path,
+        )
         injected = srv.stats["faults"].get(fault, 0)
         sent = len(srv.requests)
     assert r.code == 0, r.stderr

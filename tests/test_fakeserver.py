@@ -29,8 +29,13 @@ from tests.fakeserver import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-CHAT = {"model": "gpt-test", "messages": [{"role": "system", "content": "Be brief."},
-                                          {"role": "user", "content": "def f(x):\n    return x * 2\n"}]}
+CHAT = {
+    "model": "gpt-test",
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "def f(x):\n    return x * 2\n"},
+    ],
+}
 PROMPT = "Be brief.\ndef f(x):\n    return x * 2\n"
 
 
@@ -80,8 +85,11 @@ def test_chat_non_stream_fields(server: FakeOpenAI, client: httpx.Client) -> Non
     text = choice["message"]["content"]
     assert text == default_reply(PROMPT)
     assert text.startswith("Annotation " + hashlib.sha256(PROMPT.encode()).hexdigest()[:12] + ": ")
-    assert data["usage"] == {"prompt_tokens": len(PROMPT.split()), "completion_tokens": 8,
-                             "total_tokens": len(PROMPT.split()) + 8}
+    assert data["usage"] == {
+        "prompt_tokens": len(PROMPT.split()),
+        "completion_tokens": 8,
+        "total_tokens": len(PROMPT.split()) + 8,
+    }
 
 
 def test_chat_stream_assembles_same_text(client: httpx.Client) -> None:
@@ -348,7 +356,10 @@ def test_request_log_records_bodies(server: FakeOpenAI, client: httpx.Client) ->
     client.get("/models?limit=1")
     log = server.requests
     assert [(r.method, r.path) for r in log] == [
-        ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("GET", "/v1/models")]
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/completions"),
+        ("GET", "/v1/models"),
+    ]
     assert log[0].body == {**CHAT, "temperature": 0.2}
     assert log[0].headers["x-trace"] == "t1"
     assert all(k == k.lower() for k in log[0].headers)
@@ -367,7 +378,8 @@ def test_keep_alive_pipelining_and_chunked_request_body(server: FakeOpenAI) -> N
     requests = (
         b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
         + b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-        + b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked
+        + b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + chunked
         + b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
@@ -396,8 +408,10 @@ def test_stop_with_open_and_stalled_connections() -> None:
     try:
         srv.script(Scripted(stall=30))
         body = orjson.dumps(stream_body(CHAT))
-        busy.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
-                     % (len(body), body))
+        busy.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
         assert busy.recv(65536).startswith(b"HTTP/1.1 200 OK")
         start = time.monotonic()
         srv.stop()
@@ -423,8 +437,12 @@ async def test_200_concurrent_streams() -> None:
         async with httpx.AsyncClient(base_url=srv.url, limits=limits, timeout=30) as client:
 
             async def one(i: int) -> str:
-                body = {"model": "m", "stream": True, "stream_options": {"include_usage": True},
-                        "messages": [{"role": "user", "content": f"snippet {i}"}]}
+                body = {
+                    "model": "m",
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                    "messages": [{"role": "user", "content": f"snippet {i}"}],
+                }
                 parts: list[str] = []
                 done = False
                 async with client.stream("POST", "/chat/completions", json=body) as resp:
@@ -449,7 +467,10 @@ async def test_200_concurrent_streams() -> None:
 def test_cli_subprocess() -> None:
     with subprocess.Popen(
         [sys.executable, "-m", "tests.fakeserver", "--port", "0", "--chunks", "3", "--rpm", "6000"],
-        cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
     ) as proc:
         try:
             assert proc.stderr is not None
@@ -473,10 +494,19 @@ def ratelimit(resp: httpx.Response) -> dict[str, str]:
     return {k: v for k, v in resp.headers.items() if k.startswith("x-ratelimit-") or k.startswith("retry-")}
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("0s", 0.0), ("20ms", 0.02), ("1s", 1.0), ("8.64s", 8.64), ("1m30.5s", 90.5), ("6m0s", 360.0),
-    ("2h0m0s", 7200.0), ("1h0m0.001s", 3600.001),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("0s", 0.0),
+        ("20ms", 0.02),
+        ("1s", 1.0),
+        ("8.64s", 8.64),
+        ("1m30.5s", 90.5),
+        ("6m0s", 360.0),
+        ("2h0m0s", 7200.0),
+        ("1h0m0.001s", 3600.001),
+    ],
+)
 def test_duration_format_round_trips(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
     assert format_duration(seconds) == text
@@ -573,8 +603,14 @@ def test_tpm_enforced_with_refund() -> None:
         assert stats["first_admit"] is not None and stats["last_done"] is not None
         assert stats["first_admit"] < stats["last_done"] <= time.monotonic()
         srv.reset_stats()
-        assert srv.stats == {"admitted": 0, "rejected_429": 0, "tokens_charged": 0, "first_admit": None,
-                             "last_done": None, "faults": {}}
+        assert srv.stats == {
+            "admitted": 0,
+            "rejected_429": 0,
+            "tokens_charged": 0,
+            "first_admit": None,
+            "last_done": None,
+            "faults": {},
+        }
 
 
 def test_token_reservation_defaults_and_reset_header() -> None:
@@ -621,15 +657,21 @@ def test_rejected_request_costs_nothing() -> None:
 def test_ratelimit_headers_on_every_response_or_none() -> None:
     with FakeOpenAI(rpm=600, tpm=60_000, api_key="k") as srv, httpx.Client(base_url=srv.url) as c:
         auth = {"authorization": "Bearer k"}
-        for resp in [c.get("/models", headers=auth), c.get("/nope", headers=auth), c.get("/models"),
-                     c.post("/chat/completions", json={"model": "m"}, headers=auth)]:
+        for resp in [
+            c.get("/models", headers=auth),
+            c.get("/nope", headers=auth),
+            c.get("/models"),
+            c.post("/chat/completions", json={"model": "m"}, headers=auth),
+        ]:
             assert resp.status_code in (200, 400, 401, 404)
             assert resp.headers["x-ratelimit-limit-requests"] == "600"
             assert resp.headers["x-ratelimit-limit-tokens"] == "60000"
             assert resp.headers["x-ratelimit-remaining-requests"] == "10"  # none of these is charged
         srv.script(Scripted(status=500), Scripted(status=429, headers={"retry-after-ms": "7"}))
-        assert c.post("/chat/completions", json=CHAT, headers=auth).headers[
-            "x-ratelimit-remaining-requests"] == "9"  # a scripted answer is charged ...
+        assert (
+            c.post("/chat/completions", json=CHAT, headers=auth).headers["x-ratelimit-remaining-requests"]
+            == "9"
+        )  # a scripted answer is charged ...
         scripted_429 = c.post("/chat/completions", json=CHAT, headers=auth)
         assert scripted_429.headers["retry-after-ms"] == "7"
         assert scripted_429.headers["x-ratelimit-remaining-requests"] == "9"  # ... but never a 429
@@ -645,8 +687,14 @@ def test_ratelimit_headers_on_every_response_or_none() -> None:
 
 
 def test_bad_settings_rejected() -> None:
-    for kwargs in [{"rpm": 0}, {"tpm": -1}, {"burst_seconds": 0}, {"fault_rate": 1.5},
-                   {"fault_rate": 0.5, "faults": ["400"]}, {"faults": ["nope"]}]:
+    for kwargs in [
+        {"rpm": 0},
+        {"tpm": -1},
+        {"burst_seconds": 0},
+        {"fault_rate": 1.5},
+        {"fault_rate": 0.5, "faults": ["400"]},
+        {"faults": ["nope"]},
+    ]:
         with pytest.raises(ValueError):
             FakeOpenAI(**kwargs)  # type: ignore[arg-type]
 
@@ -678,8 +726,18 @@ async def test_request_log_and_statuses_under_concurrency() -> None:
 
 
 def test_fault_names() -> None:
-    assert set(ALL_FAULTS) == {"429", "500", "502", "503", "error_200", "reset", "cut", "malformed", "stall",
-                               "slow"}
+    assert set(ALL_FAULTS) == {
+        "429",
+        "500",
+        "502",
+        "503",
+        "error_200",
+        "reset",
+        "cut",
+        "malformed",
+        "stall",
+        "slow",
+    }
     assert "400" not in ALL_FAULTS
 
 
@@ -699,8 +757,10 @@ def read_stream(client: httpx.Client, body: dict[str, Any]) -> tuple[int, list[s
 
 @pytest.mark.parametrize("fault", ALL_FAULTS)
 def test_each_fault_class(fault: str) -> None:
-    with FakeOpenAI(chunks=8, fault_rate=1.0, faults=[fault], stall_seconds=0.3) as srv, \
-            httpx.Client(base_url=srv.url, timeout=5) as c:
+    with (
+        FakeOpenAI(chunks=8, fault_rate=1.0, faults=[fault], stall_seconds=0.3) as srv,
+        httpx.Client(base_url=srv.url, timeout=5) as c,
+    ):
         start = time.monotonic()
         status, data, exc = read_stream(c, stream_body(CHAT))
         stream_time = time.monotonic() - start
@@ -776,14 +836,17 @@ def test_scripted_answers_are_never_faulted() -> None:
 
 
 def fault_run(seed: int, n: int = 40) -> tuple[list[tuple[Any, ...]], dict[str, int], list[int]]:
-    with FakeOpenAI(chunks=4, fault_rate=0.5, seed=seed, stall_seconds=0.01) as srv, \
-            httpx.Client(base_url=srv.url, timeout=5) as c:
+    with (
+        FakeOpenAI(chunks=4, fault_rate=0.5, seed=seed, stall_seconds=0.01) as srv,
+        httpx.Client(base_url=srv.url, timeout=5) as c,
+    ):
         outcomes: list[tuple[Any, ...]] = []
         for i in range(n):
             if i % 2:
                 status, data, exc = read_stream(c, stream_body(CHAT))
-                outcomes.append((status, type(exc).__name__ if exc else None, "[DONE]" in data,
-                                 "{not json" in data))
+                outcomes.append(
+                    (status, type(exc).__name__ if exc else None, "[DONE]" in data, "{not json" in data)
+                )
             else:
                 try:
                     resp = c.post("/chat/completions", json=CHAT)
@@ -805,8 +868,11 @@ def test_fault_mix_is_reproducible() -> None:
 
 
 def test_finish_reason_scripted(server: FakeOpenAI, client: httpx.Client) -> None:
-    server.script(Scripted(finish_reason="length"), Scripted(finish_reason="content_filter"),
-                  Scripted(finish_reason="length"))
+    server.script(
+        Scripted(finish_reason="length"),
+        Scripted(finish_reason="content_filter"),
+        Scripted(finish_reason="length"),
+    )
     data = client.post("/chat/completions", json=CHAT).json()
     assert data["choices"][0]["finish_reason"] == "length"
     assert data["choices"][0]["message"]["content"] == default_reply(PROMPT)

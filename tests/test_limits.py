@@ -8,8 +8,10 @@ import pytest
 from stream.limits import BudgetExceeded, Limits, parse_duration
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1m30.5s", 90.5),
-                                               ("2h0m0s", 7200.0), ("0.5", 0.5)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1m30.5s", 90.5), ("2h0m0s", 7200.0), ("0.5", 0.5)],
+)
 def test_openai_reset_durations_are_read(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)
 

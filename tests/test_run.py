@@ -39,7 +39,7 @@ def test_every_definition_appears_once_with_its_exact_source(tree, server, tmp_p
         assert rec["kind"] == EXPECTED[(rec["path"], rec["qualname"])]
         lines = (tree / rec["path"]).read_bytes().decode("latin-1" if "legacy" in rec["path"] else "utf-8")
         lines = lines.splitlines(keepends=True)
-        assert rec["code"] == "".join(lines[rec["start_line"] - 1:rec["end_line"]]), rec["qualname"]
+        assert rec["code"] == "".join(lines[rec["start_line"] - 1 : rec["end_line"]]), rec["qualname"]
         assert rec["language"] == "python"
         assert rec["task"]["model"] == "m" and rec["task"]["template"] == "annotate"
         assert rec["response"]["finish_reason"] == "stop"
@@ -112,9 +112,14 @@ def test_stdout_carries_only_ndjson(tree, server, tmp_path):
 
 def test_closed_pipe_stops_cleanly_and_a_rerun_emits_the_rest(tree, server, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = f"{sys.executable} -m stream " + " ".join(run_args(server, tree, "--concurrency", "1")) + " | head -n 3"
-    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], cwd=tmp_path, env=env,
-                          capture_output=True, timeout=60)
+    cmd = (
+        f"{sys.executable} -m stream "
+        + " ".join(run_args(server, tree, "--concurrency", "1"))
+        + " | head -n 3"
+    )
+    proc = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {cmd}"], cwd=tmp_path, env=env, capture_output=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     assert len(proc.stdout.splitlines()) == 3
     assert b"Traceback" not in proc.stderr
@@ -150,8 +155,11 @@ def test_a_failed_snippet_is_stored_with_its_reason_and_retried_by_a_rerun(tree,
 
 
 def test_retryable_errors_are_retried_and_counted(tree, server, tmp_path):
-    server.script(Scripted(status=503), Scripted(status=429, headers={"retry-after-ms": "10"}),
-                  Scripted(cut_after_chunks=2))
+    server.script(
+        Scripted(status=503),
+        Scripted(status=429, headers={"retry-after-ms": "10"}),
+        Scripted(cut_after_chunks=2),
+    )
     out = tmp_path / "out.ndjson"
     r = snipstream(*run_args(server, tree, "-o", out, "--concurrency", "1"), cwd=tmp_path)
     assert r.code == 0, r.stderr
@@ -197,17 +205,23 @@ def test_unknown_template_placeholder_is_refused_before_any_request(tree, server
 
 def test_custom_template_with_system_message(tree, server, tmp_path):
     template = tmp_path / "t.toml"
-    template.write_text('name = "brief"\nsystem = "You are terse."\nuser = "{kind} {qualname} in {path}:\\n{code}"\n')
+    template.write_text(
+        'name = "brief"\nsystem = "You are terse."\nuser = "{kind} {qualname} in {path}:\\n{code}"\n'
+    )
     out = tmp_path / "out.ndjson"
     r = snipstream(*run_args(server, tree, "--template", template, "-o", out), cwd=tmp_path)
     assert r.code == 0, r.stderr
     bodies = [req.body for req in server.requests]
     assert all(b["messages"][0] == {"role": "system", "content": "You are terse."} for b in bodies)
-    assert any(b["messages"][1]["content"].startswith("method Shape.area in pkg/shapes.py:\n") for b in bodies)
+    assert any(
+        b["messages"][1]["content"].startswith("method Shape.area in pkg/shapes.py:\n") for b in bodies
+    )
     assert {rec["task"]["template"] for rec in read_ndjson(out)} == {"brief"}
 
 
-@pytest.mark.parametrize("extra", [["--api", "completions"], ["--no-stream"], ["--api", "completions", "--no-stream"]])
+@pytest.mark.parametrize(
+    "extra", [["--api", "completions"], ["--no-stream"], ["--api", "completions", "--no-stream"]]
+)
 def test_completions_api_and_non_streaming_answers(tree, server, tmp_path, extra):
     out = tmp_path / "out.ndjson"
     r = snipstream(*run_args(server, tree, "-o", out, *extra), cwd=tmp_path)
@@ -259,8 +273,10 @@ def test_torn_tail_is_cut_back_and_unconfirmed_lines_written_once(tree, server, 
         conn.execute("UPDATE outputs SET offset = ?", (known,))
         for line in last3:
             rid = orjson.loads(line)
-            conn.execute("UPDATE occurrences SET emitted = 0 WHERE record_id = ? AND qualname = ?",
-                         (rid["record_id"], rid["qualname"]))
+            conn.execute(
+                "UPDATE occurrences SET emitted = 0 WHERE record_id = ? AND qualname = ?",
+                (rid["record_id"], rid["qualname"]),
+            )
     with out.open("ab") as f:
         f.write(b'{"schema_version":1,"record_id":"tor')
     sent = len(server.requests)
@@ -297,8 +313,11 @@ def test_same_code_in_two_places_is_asked_once_and_recorded_at_both(tmp_path, se
 def test_plugin_sink_receives_every_record(tree, server, tmp_path):
     collected = tmp_path / "collected.txt"
     out = tmp_path / "out.ndjson"
-    r = snipstream(*run_args(server, tree, "-o", out, "--sink", "tests.plugin_sink:QualnameSink"), cwd=tmp_path,
-                   env={"QUALNAME_SINK_FILE": str(collected)})
+    r = snipstream(
+        *run_args(server, tree, "-o", out, "--sink", "tests.plugin_sink:QualnameSink"),
+        cwd=tmp_path,
+        env={"QUALNAME_SINK_FILE": str(collected)},
+    )
     assert r.code == 0, r.stderr
     assert sorted(collected.read_text().split()) == sorted(q for _, q in EXPECTED)
 
@@ -306,9 +325,18 @@ def test_plugin_sink_receives_every_record(tree, server, tmp_path):
 def test_a_second_run_on_the_same_checkpoint_is_refused(tree, tmp_path):
     with FakeOpenAI(latency=0.3) as srv:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        first = subprocess.Popen([sys.executable, "-m", "stream", *run_args(srv, tree, "-o", tmp_path / "a.ndjson",
-                                                                             "--concurrency", "1")],
-                                 cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        first = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stream",
+                *run_args(srv, tree, "-o", tmp_path / "a.ndjson", "--concurrency", "1"),
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         try:
             deadline = time.monotonic() + 20
             while not srv.requests and time.monotonic() < deadline:
@@ -325,9 +353,18 @@ def test_sigint_keeps_what_was_answered_and_a_rerun_finishes(tree, tmp_path):
     out = tmp_path / "out.ndjson"
     with FakeOpenAI(latency=0.2) as srv:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        proc = subprocess.Popen([sys.executable, "-m", "stream", *run_args(srv, tree, "-o", out, "--concurrency", "2",
-                                                                           "--grace", "5")],
-                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stream",
+                *run_args(srv, tree, "-o", out, "--concurrency", "2", "--grace", "5"),
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 20
         while len(srv.requests) < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -354,14 +391,24 @@ def test_emit_all_writes_every_record_again_without_requests(tree, server, tmp_p
     assert r.code == 0, r.stderr
     assert len(server.requests) == sent
     a, b = read_ndjson(tmp_path / "a.ndjson"), read_ndjson(tmp_path / "b.ndjson")
-    assert sorted(x["record_id"] + x["qualname"] for x in a) == sorted(x["record_id"] + x["qualname"] for x in b)
+    assert sorted(x["record_id"] + x["qualname"] for x in a) == sorted(
+        x["record_id"] + x["qualname"] for x in b
+    )
 
 
 def test_python_dash_m_and_help_explain_the_command(tmp_path):
     r = snipstream("run", "--help", cwd=tmp_path)
     assert r.code == 0
     help_text = r.stdout.decode()
-    for flag in ("--base-url", "--dry-run", "--db", "--template", "--concurrency", "exit codes", "OPENAI_API_KEY"):
+    for flag in (
+        "--base-url",
+        "--dry-run",
+        "--db",
+        "--template",
+        "--concurrency",
+        "exit codes",
+        "OPENAI_API_KEY",
+    ):
         assert flag in help_text
     r = snipstream("run", cwd=tmp_path)
     assert r.code == 2 and "PATH" in r.stderr
@@ -379,8 +426,10 @@ def test_an_answer_cut_at_max_tokens_is_marked_truncated(tree, server, tmp_path)
 def test_retry_truncated_asks_again_with_twice_the_tokens(tree, server, tmp_path):
     server.script(Scripted(finish_reason="length"))
     out = tmp_path / "out.ndjson"
-    r = snipstream(*run_args(server, tree, "-o", out, "--concurrency", "1", "--retry-truncated",
-                             "--max-tokens", "100"), cwd=tmp_path)
+    r = snipstream(
+        *run_args(server, tree, "-o", out, "--concurrency", "1", "--retry-truncated", "--max-tokens", "100"),
+        cwd=tmp_path,
+    )
     assert r.code == 0, r.stderr
     records = read_ndjson(out)
     assert not any(rec["truncated"] for rec in records)
@@ -400,8 +449,10 @@ def test_a_content_filter_answer_is_a_failure_with_that_reason(tree, server, tmp
 
 def test_max_failures_stops_the_run_cleanly(tree, server, tmp_path):
     server.script(*[Scripted(status=400) for _ in range(5)])
-    r = snipstream(*run_args(server, tree, "-o", tmp_path / "out.ndjson", "--concurrency", "1",
-                             "--max-failures", "2"), cwd=tmp_path)
+    r = snipstream(
+        *run_args(server, tree, "-o", tmp_path / "out.ndjson", "--concurrency", "1", "--max-failures", "2"),
+        cwd=tmp_path,
+    )
     assert r.code == 1
     assert "--max-failures" in r.stderr and "Traceback" not in r.stderr
     assert len(server.requests) < len(EXPECTED)
@@ -412,8 +463,9 @@ def test_a_stalled_stream_is_abandoned_and_retried(tree, server, tmp_path):
     server.script(Scripted(stall=5.0))
     out = tmp_path / "out.ndjson"
     started = time.monotonic()
-    r = snipstream(*run_args(server, tree, "-o", out, "--concurrency", "2", "--stall-timeout", "0.3"),
-                   cwd=tmp_path)
+    r = snipstream(
+        *run_args(server, tree, "-o", out, "--concurrency", "2", "--stall-timeout", "0.3"), cwd=tmp_path
+    )
     assert r.code == 0, r.stderr
     assert time.monotonic() - started < 5
     records = read_ndjson(out)
@@ -449,7 +501,7 @@ def test_a_touched_file_is_hashed_not_parsed_and_an_edited_one_is_parsed(tree, s
     r = snipstream(*run_args(server, tree, "-o", out), cwd=tmp_path)
     assert r.code == 0, r.stderr
     assert len(server.requests) == sent + 1  # only the new function is asked about
-    assert [rec["qualname"] for rec in read_ndjson(out)][len(EXPECTED):] == ["added"]
+    assert [rec["qualname"] for rec in read_ndjson(out)][len(EXPECTED) :] == ["added"]
     rows = dict(db_rows(db, "SELECT file, mtime_ns FROM files"))
     assert rows[str(main)] == main.stat().st_mtime_ns  # the index follows the touch
 
@@ -459,7 +511,9 @@ def test_a_file_with_a_failed_snippet_is_parsed_again(tree, server, tmp_path):
     out = tmp_path / "out.ndjson"
     assert snipstream(*run_args(server, tree, "-o", out, "--concurrency", "1"), cwd=tmp_path).code == 1
     indexed = {Path(f).name for (f,) in db_rows(tmp_path / "snipstream.db", "SELECT file FROM files")}
-    failed_path = db_rows(tmp_path / "snipstream.db", "SELECT path FROM records WHERE status = 'failed'")[0][0]
+    failed_path = db_rows(tmp_path / "snipstream.db", "SELECT path FROM records WHERE status = 'failed'")[0][
+        0
+    ]
     assert Path(failed_path).name not in indexed
     r = snipstream(*run_args(server, tree, "-o", out), cwd=tmp_path)
     assert r.code == 0, r.stderr
