@@ -744,6 +744,7 @@ class _Run:
 
     async def _real_run(self) -> None:
         cfg = self.cfg
+        _raise_file_limit(cfg.concurrency + 256, self.err)
         if (
             cfg.api_key
             and cfg.base_url
@@ -826,6 +827,22 @@ class _Run:
                     group.start_soon(self._worker, index, jobs.clone(), outcomes.clone())
 
     started: float = 0.0
+
+
+def _raise_file_limit(needed: int, err: Callable[[str], None]) -> None:
+    """Each request in flight holds a socket: lift the soft open-files limit (often 1024) if it is short."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        target = soft
+    if target < needed:
+        err(f"warning: only {target} files may be open at once; --concurrency {needed - 256} may hit that limit")
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
