@@ -528,3 +528,28 @@ def test_parsing_in_processes_gives_the_same_records(tree, server, tmp_path):
     key = lambda rec: (rec["path"], rec["qualname"], rec["code"], rec["annotation"])  # noqa: E731
     assert sorted(map(key, read_ndjson(one))) == sorted(map(key, read_ndjson(two)))
     assert "syntax_error 1" in r.stderr and "binary 1" in r.stderr
+
+
+def test_a_second_interrupt_stops_at_once_and_the_checkpoint_stays_whole(tree, tmp_path):
+    with FakeOpenAI(latency=20) as srv:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        args = run_args(srv, tree, "-o", tmp_path / "out.ndjson", "--grace", "60")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stream", *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 20
+        while len(srv.requests) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+        assert time.monotonic() - started < 10  # not the 60 s grace, nor the 20 s answers
+        assert proc.returncode == 130, stderr.decode()
+        assert b"second interrupt" in stderr and b"Traceback" not in stderr
+    assert db_rows(tmp_path / "snipstream.db", "PRAGMA integrity_check") == [("ok",)]
