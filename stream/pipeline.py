@@ -45,6 +45,7 @@ from .walk import walk
 __all__ = ["run", "Summary", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
+_PLANNING = "<planning>"  # in a file's pending set while its snippets are still being planned
 _BATCH = 256  # results committed per checkpoint transaction, at most
 
 
@@ -309,23 +310,28 @@ class _Run:
         planned = [(snippet, *self._ids(snippet)) for snippet in item.snippets]
         # One look-up per file instead of every id in memory: memory stays flat however large the tree.
         done, seen = await self._lookup([r for _, r, _ in planned], [o for _, _, o in planned])
-        pending: set[str] = set()
         key = str(item.file.path)
+        # The file is finished once every place it holds is written. Register it before the first request
+        # goes out (answers can come back while later snippets are still being planned); the marker keeps
+        # it from counting as finished until planning is over.
+        pending: set[str] = {_PLANNING}
+        entry = (pending, self._file_row(item.file, item.hash, len(item.snippets)))
+        if not cfg.dry_run:
+            self.file_pending[key] = entry
         for snippet, record_id, occurrence_id in planned:
             if occurrence_id in seen:
                 self.summary.unchanged += 1
                 continue
             seen.add(occurrence_id)  # the same definition twice in one file is one place
-            if await self._plan(snippet, record_id, occurrence_id, record_id in done, jobs, outcomes):
-                pending.add(occurrence_id)
-                self.occurrence_file[occurrence_id] = key
-        if cfg.dry_run:
-            return
-        row = self._file_row(item.file, item.hash, len(item.snippets))
-        if pending:
-            self.file_pending[key] = (pending, row)
-        else:
-            await outcomes.send(_FilesDone([row]))
+            pending.add(occurrence_id)
+            self.occurrence_file[occurrence_id] = key
+            if not await self._plan(snippet, record_id, occurrence_id, record_id in done, jobs, outcomes):
+                pending.discard(occurrence_id)
+                self.occurrence_file.pop(occurrence_id, None)
+        pending.discard(_PLANNING)
+        if not pending and self.file_pending.get(key) is entry:  # (a failure removes the entry)
+            del self.file_pending[key]
+            await outcomes.send(_FilesDone([entry[1]]))
 
     def _ids(self, snippet: Snippet) -> tuple[str, str]:
         record_id = stable_hash(snippet.id, self.fingerprint, *self.cfg.template.location_key(snippet))
@@ -842,7 +848,9 @@ def _raise_file_limit(needed: int, err: Callable[[str], None]) -> None:
     except (ValueError, OSError):
         target = soft
     if target < needed:
-        err(f"warning: only {target} files may be open at once; --concurrency {needed - 256} may hit that limit")
+        err(
+            f"warning: only {target} files may be open at once; --concurrency {needed - 256} may hit that limit"
+        )
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:

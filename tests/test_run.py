@@ -553,3 +553,25 @@ def test_a_second_interrupt_stops_at_once_and_the_checkpoint_stays_whole(tree, t
         assert proc.returncode == 130, stderr.decode()
         assert b"second interrupt" in stderr and b"Traceback" not in stderr
     assert db_rows(tmp_path / "snipstream.db", "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_a_large_file_answered_while_still_being_planned_joins_the_index(tmp_path, server):
+    src = tmp_path / "src"
+    src.mkdir()
+    big = src / "big.py"
+    big.write_text("".join(f"def f{i}(x):\n    return x * {i}\n\n\n" for i in range(300)))
+    r = snipstream(
+        "run",
+        src,
+        "--base-url",
+        server.url,
+        "--model",
+        "m",
+        "-o",
+        tmp_path / "o.ndjson",
+        "--concurrency",
+        "2",
+        cwd=tmp_path,
+    )
+    assert r.code == 0, r.stderr
+    assert db_rows(tmp_path / "snipstream.db", "SELECT file, snippets FROM files") == [(str(big), 300)]
