@@ -118,24 +118,30 @@ def scan(
     # with an event loop and other threads, which fork would copy mid-flight.
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        window: deque[Item | Future[Scanned | Skipped]] = deque()
+        window: deque[Item | tuple[SourceFile, Future[Scanned | Skipped]]] = deque()
         limit = 8 * jobs
         try:
             for item in files:
                 first = _quick(item, known)
-                window.append(pool.submit(_read_and_parse, item) if first is None else first)
-                while len(window) > limit or (window and not isinstance(window[0], Future)):
+                window.append((item, pool.submit(_read_and_parse, item)) if first is None else first)
+                while len(window) > limit or (window and not isinstance(window[0], tuple)):
                     yield _result(window.popleft())
             while window:
                 yield _result(window.popleft())
         finally:
             for pending in window:
-                if isinstance(pending, Future):
-                    pending.cancel()
+                if isinstance(pending, tuple):
+                    pending[1].cancel()
 
 
-def _result(entry: Item | Future[Scanned | Skipped]) -> Item:
-    return entry.result() if isinstance(entry, Future) else entry
+def _result(entry: Item | tuple[SourceFile, Future[Scanned | Skipped]]) -> Item:
+    if not isinstance(entry, tuple):
+        return entry
+    file, future = entry
+    try:
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - a worker that died (e.g. out of memory) costs its files, not the run
+        return Skipped(str(file.path), file.relpath, "extract_error", f"parser process failed: {type(exc).__name__}")
 
 
 def _quick(item: SourceFile | Skip, known: Mapping[str, Known]) -> Item | None:
