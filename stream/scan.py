@@ -140,8 +140,10 @@ def _result(entry: Item | tuple[SourceFile, Future[Scanned | Skipped]]) -> Item:
     file, future = entry
     try:
         return future.result()
-    except Exception as exc:  # noqa: BLE001 - a worker that died (e.g. out of memory) costs its files, not the run
-        return Skipped(str(file.path), file.relpath, "extract_error", f"parser process failed: {type(exc).__name__}")
+    except Exception as exc:  # a worker that died (e.g. out of memory) costs its files, not the run
+        return Skipped(
+            str(file.path), file.relpath, "extract_error", f"parser process failed: {type(exc).__name__}"
+        )
 
 
 def _quick(item: SourceFile | Skip, known: Mapping[str, Known]) -> Item | None:
