@@ -38,7 +38,7 @@ def make_tree(root: Path, snippets: int) -> None:
         n = min(per_file, snippets - f * per_file)
         body = "".join(
             f"def handler_{f}_{i}(request, retries=3):\n"
-            f"    \"\"\"Handle request {i} of module {f}.\"\"\"\n"
+            f'    """Handle request {i} of module {f}."""\n'
             f"    for attempt in range(retries):\n"
             f"        if request.ok:\n"
             f"            return request.value + {i}\n"
@@ -52,9 +52,29 @@ def scenario(server: FakeOpenAI, src: Path, work: Path, name: str, extra: list[s
     server.reset_stats()
     server.clear()
     db = work / f"{name}.db"
-    cmd = [sys.executable, "-m", "stream", "run", str(src), "--base-url", server.url, "--model", "bench",
-           "--db", str(db), "-o", os.devnull, "--max-tokens", "64", "--concurrency", "32", "--progress", "off",
-           "-q", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "stream",
+        "run",
+        str(src),
+        "--base-url",
+        server.url,
+        "--model",
+        "bench",
+        "--db",
+        str(db),
+        "-o",
+        os.devnull,
+        "--max-tokens",
+        "64",
+        "--concurrency",
+        "32",
+        "--progress",
+        "off",
+        "-q",
+        *extra,
+    ]
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=work, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     wall = time.perf_counter() - started
@@ -78,7 +98,9 @@ def scenario(server: FakeOpenAI, src: Path, work: Path, name: str, extra: list[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="a small smoke run (no figures worth quoting)")
     parser.add_argument("--snippets", type=int, default=None)
     parser.add_argument("--rpm", type=float, default=None)
@@ -98,22 +120,32 @@ def main(argv: list[str] | None = None) -> int:
                 ("a", "(a) limits configured", ["--rpm", f"{rpm:g}", "--tpm", f"{tpm:g}"], True),
                 ("b", "(b) headers only", [], True),
                 ("c", "(c) configured 2x too high", ["--rpm", f"{2 * rpm:g}", "--tpm", f"{2 * tpm:g}"], True),
-                ("d", "(d) 2x too high, server sends no headers", ["--rpm", f"{2 * rpm:g}", "--tpm", f"{2 * tpm:g}"],
-                 False),
+                (
+                    "d",
+                    "(d) 2x too high, server sends no headers",
+                    ["--rpm", f"{2 * rpm:g}", "--tpm", f"{2 * tpm:g}"],
+                    False,
+                ),
             ):
                 server.ratelimit_headers = headers
                 result = scenario(server, src, work, name, extra)
                 rows.append((label, result))
                 if result["exit"] not in (0, 1):
-                    print(f"{label}: snipstream exited {result['exit']}:\n{result['stderr']}", file=sys.stderr)
-    print(f"rate limits: {snippets} snippets, server enforcing {rpm:g} requests/min and {tpm:g} tokens/min "
-          "(1 s burst)")
+                    print(
+                        f"{label}: snipstream exited {result['exit']}:\n{result['stderr']}", file=sys.stderr
+                    )
+    print(
+        f"rate limits: {snippets} snippets, server enforcing {rpm:g} requests/min and {tpm:g} tokens/min "
+        "(1 s burst)"
+    )
     print("| scenario | done | failed | requests/limit | tokens/limit | binding | 429 share | wall s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, r in rows:
         req, tok = r["rpm"] / rpm, r["tpm"] / tpm
-        print(f"| {label} | {r['done']}/{snippets} | {r['failed']} | {req:.3f} | {tok:.3f} | {max(req, tok):.3f} "
-              f"| {r['share_429']:.2%} | {r['wall']:.1f} |")
+        print(
+            f"| {label} | {r['done']}/{snippets} | {r['failed']} | {req:.3f} | {tok:.3f} | {max(req, tok):.3f} "
+            f"| {r['share_429']:.2%} | {r['wall']:.1f} |"
+        )
     return 0
 
 

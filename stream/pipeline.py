@@ -12,6 +12,7 @@ every write to it is one transaction.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import signal
@@ -184,6 +185,9 @@ class _Run:
         self.deadline: float | None = None
         self.tokenizer: Tokenizer | None = None
         self.tokenizer_ready = anyio.Event()
+        self.tokenizer_loading = False
+        self.commits = 0  # checkpoint commits so far, and the records answered by the latest ones
+        self.recently_done: collections.deque[tuple[int, str]] = collections.deque(maxlen=1 << 16)
         self.pool: ClientPool | None = None
         self.ckpt: Checkpoint | None = None  # written to (not in a dry run)
         self.reader: Checkpoint | None = None  # looked up
@@ -229,6 +233,11 @@ class _Run:
         self.tokenizer_ready.set()
 
     async def _tokens(self) -> Tokenizer:
+        """The tokenizer, loaded on first use: runs that never count tokens (no --tpm, usage reported,
+        nothing to send) do not pay the ~0.2 s it takes to load."""
+        if not self.tokenizer_loading:
+            self.tokenizer_loading = True
+            await self._load_tokenizer()
         await self.tokenizer_ready.wait()
         assert self.tokenizer is not None
         return self.tokenizer
@@ -309,7 +318,12 @@ class _Run:
         cfg = self.cfg
         planned = [(snippet, *self._ids(snippet)) for snippet in item.snippets]
         # One look-up per file instead of every id in memory: memory stays flat however large the tree.
+        generation = self.commits
         done, seen = await self._lookup([r for _, r, _ in planned], [o for _, _, o in planned])
+        if self.commits != generation:
+            # Answers committed while the look-up was under way may have been missed by it, and have
+            # left `inflight` already: without this, the same code would be asked about a second time.
+            done.update(rid for gen, rid in self.recently_done if gen > generation)
         key = str(item.file.path)
         # The file is finished once every place it holds is written. Register it before the first request
         # goes out (answers can come back while later snippets are still being planned); the marker keeps
@@ -552,6 +566,8 @@ class _Run:
                 lines.append(("", item.line))
         if self.ckpt is not None and (done or failed or skips or files):
             await self.ckpt.commit(done, failed, skips, self.run_id, files)
+            self.commits += 1
+            self.recently_done.extend((self.commits, d.record_id) for d in done)
         # Only now, with the answers committed, do they leave `inflight`: until this point the planner
         # attached other places of the same code to them; from now on it finds them in the checkpoint.
         late: list[Done] = []
@@ -715,7 +731,8 @@ class _Run:
         walk(cfg.paths, suffixes=python_extract.SUFFIXES, excludes=cfg.excludes)
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._watch_signals, outer.cancel_scope)
-            outer.start_soon(self._load_tokenizer)
+            if cfg.dry_run or cfg.tpm:  # needed for the first request: start loading at once
+                outer.start_soon(self._tokens)
             if not cfg.quiet:
                 outer.start_soon(
                     functools.partial(

@@ -26,6 +26,7 @@ def test_ratelimit_benchmark_quick_mode_prints_its_table():
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.timeout(240)  # the whole suite in quick mode: about 30 s alone, more on a busy machine
 def test_benchmark_suite_quick_mode_prints_one_table_and_writes_the_results_file(tmp_path):
     out = tmp_path / "RESULTS.md"
     proc = subprocess.run(

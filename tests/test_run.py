@@ -575,3 +575,19 @@ def test_a_large_file_answered_while_still_being_planned_joins_the_index(tmp_pat
     )
     assert r.code == 0, r.stderr
     assert db_rows(tmp_path / "snipstream.db", "SELECT file, snippets FROM files") == [(str(big), 300)]
+
+
+def test_code_repeated_across_many_files_is_asked_about_once(tmp_path, server):
+    src = tmp_path / "src"
+    src.mkdir()
+    shared = "".join(f"def shared_{i}(x):\n    return x + {i}\n\n\n" for i in range(5))
+    for n in range(150):
+        (src / f"m{n:03d}.py").write_text(shared + f"def own_{n}():\n    return {n}\n")
+    out = tmp_path / "o.ndjson"
+    r = snipstream(
+        "run", src, "--base-url", server.url, "--model", "m", "-o", out, "--concurrency", "16", cwd=tmp_path
+    )
+    assert r.code == 0, r.stderr
+    prompts = [req.prompt_text for req in server.requests]
+    assert len(prompts) == len(set(prompts)) == 155
+    assert len(read_ndjson(out)) == 150 * 6

@@ -1,0 +1,572 @@
+"""Shared helpers of the benchmark suite: rows, measured subprocesses, the fake server in its own process,
+source trees.
+
+Everything the suite measures runs in a child process of the runner: the fake server (`Server`, which is
+``python -m bench._server``, the project's ``tests.fakeserver`` with an in-flight counter and a stats
+endpoint) and each client under test (`run_proc` / `Proc`). A child's CPU time and peak RSS come from
+``os.wait4``'s rusage for exactly that pid, so two children never mix, and the runner's own work is never
+counted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+MODEL = "bench"
+# What `--no-default-excludes` turns off (stream/walk.py's DEFAULT_EXCLUDES; copied so that the suite's own
+# file lists do not depend on the code under test).
+DEFAULT_EXCLUDES = frozenset(
+    {"node_modules", ".venv", "venv", "__pycache__", "build", "dist", ".tox", "site-packages"}
+)
+MAX_FILE_BYTES = 1 << 20  # snipstream's --max-file-bytes default
+
+
+# ---------------------------------------------------------------------------------------------------------
+# rows and the log of commands
+
+
+@dataclass(slots=True)
+class Row:
+    """One line of the results table. `result` and `target` are display strings (targets are printed,
+    never asserted); `note` says how the figure was obtained or what it includes."""
+
+    bench: str
+    case: str
+    result: str
+    target: str = ""
+    note: str = ""
+
+
+#: Every child command the suite ran, as (benchmark, argv), for RESULTS.md.
+COMMANDS: list[tuple[str, list[str]]] = []
+#: Figures one benchmark leaves for another in the same run (e.g. extraction time of a tree, for rerun).
+SHARED: dict[str, Any] = {}
+_current = threading.local()
+
+
+@contextmanager
+def benchmark(name: str) -> Iterator[None]:
+    """Attribute the commands run inside to benchmark `name`."""
+    old = getattr(_current, "name", "")
+    _current.name = name
+    try:
+        yield
+    finally:
+        _current.name = old
+
+
+def log_command(argv: Sequence[str]) -> None:
+    COMMANDS.append((getattr(_current, "name", ""), [str(a) for a in argv]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# formatting
+
+
+def rate(n: float, seconds: float) -> float:
+    return n / seconds if seconds > 0 else float("nan")
+
+
+def fnum(x: float | None, digits: int = 0) -> str:
+    """A number with thousands separators (``n/a`` for None/NaN)."""
+    if x is None or x != x:
+        return "n/a"
+    return f"{x:,.{digits}f}"
+
+
+def fratio(x: float | None, digits: int = 2) -> str:
+    if x is None or x != x:
+        return "n/a"
+    return f"{x:.{digits}f}"
+
+
+def mb(kb: int | float | None) -> str:
+    """ru_maxrss (KiB on Linux) as MB."""
+    return "n/a" if kb is None else f"{kb / 1024:.0f} MB"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# measured child processes
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of every child: this one, the repository importable, loopback never proxied."""
+    env = {k: v for k, v in os.environ.items() if k.upper() not in {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"}}
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + path if path else "")
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env.update(extra)
+    return env
+
+
+@dataclass(slots=True)
+class ProcResult:
+    argv: list[str]
+    returncode: int | None
+    wall: float  # seconds from just before the fork to the reaping of the child
+    user: float  # CPU seconds of the child (wait4 rusage: that pid only, its threads included)
+    sys: float
+    maxrss_kb: int  # peak resident set of the child, KiB
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+
+    @property
+    def cpu(self) -> float:
+        return self.user + self.sys
+
+    def tail(self, n: int = 600) -> str:
+        return self.stderr.decode("utf-8", "replace")[-n:].strip()
+
+    def check(self, ok: Sequence[int] = (0,)) -> ProcResult:
+        """Raise with the child's stderr tail if it timed out or exited with an unexpected code."""
+        if self.timed_out or self.returncode not in ok:
+            what = "timed out" if self.timed_out else f"exited {self.returncode}"
+            raise RuntimeError(f"{' '.join(self.argv[:6])} ... {what}: {self.tail()}")
+        return self
+
+    def json(self) -> Any:
+        """The last line of stdout, as JSON (the helper clients print their figures that way)."""
+        lines = self.stdout.strip().splitlines()
+        if not lines:
+            raise RuntimeError(f"no output from {' '.join(self.argv[:5])}: {self.tail()}")
+        return orjson.loads(lines[-1])
+
+
+class Proc:
+    """A child process whose exit is collected with ``os.wait4`` (in a thread, so the wall time is exact)
+    to get its own rusage. stdout/stderr go to temporary files (no pipe can fill up and block it)."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | Path | None = None,
+        env: dict[str, str] | None = None,
+        stdout: IO[bytes] | int | None = None,
+    ) -> None:
+        self.argv = [str(a) for a in argv]
+        self.cwd = cwd
+        self.env = env if env is not None else child_env()
+        self._stdout_target = stdout
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.started = 0.0  # perf_counter just before the fork
+        self.started_mono = 0.0  # time.monotonic() just before the fork (comparable with the server's)
+        self._out: IO[bytes] | None = None
+        self._err: IO[bytes] | None = None
+        self._status: tuple[int, Any] | None = None
+        self._ended = 0.0
+        self._reaper: threading.Thread | None = None
+
+    def start(self) -> Proc:
+        log_command(self.argv)
+        self._out = tempfile.TemporaryFile() if self._stdout_target is None else None
+        self._err = tempfile.TemporaryFile()
+        self.started_mono = time.monotonic()
+        self.started = time.perf_counter()
+        self.popen = subprocess.Popen(
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._out if self._out is not None else self._stdout_target,
+            stderr=self._err,
+        )
+        self._reaper = threading.Thread(target=self._reap, name=f"reap-{self.popen.pid}", daemon=True)
+        self._reaper.start()
+        return self
+
+    def _reap(self) -> None:
+        assert self.popen is not None
+        while True:
+            try:
+                _, status, usage = os.wait4(self.popen.pid, 0)
+            except InterruptedError:
+                continue
+            except ChildProcessError:  # reaped elsewhere (should not happen)
+                status, usage = 0, None
+            break
+        self._ended = time.perf_counter()
+        self._status = (status, usage)
+        self.popen.returncode = os.waitstatus_to_exitcode(status) if usage is not None else -1
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def running(self) -> bool:
+        return self._reaper is not None and self._reaper.is_alive()
+
+    def send_signal(self, sig: int) -> None:
+        if self.running():
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, timeout: float, *, term_grace: float = 5.0) -> ProcResult:
+        """Wait up to `timeout` s; then SIGTERM, and SIGKILL after `term_grace` s. Always reaps."""
+        assert self._reaper is not None
+        try:
+            self._reaper.join(timeout)
+        except BaseException:  # Ctrl-C of the suite: never leave the child behind
+            self.send_signal(signal.SIGKILL)
+            self._reaper.join(30)
+            raise
+        timed_out = self._reaper.is_alive()
+        if timed_out:
+            self.send_signal(signal.SIGTERM)
+            self._reaper.join(term_grace)
+            if self._reaper.is_alive():
+                self.send_signal(signal.SIGKILL)
+                self._reaper.join(30)
+        return self._result(timed_out)
+
+    def stop(self, *, sig: int = signal.SIGINT, grace: float = 5.0) -> ProcResult:
+        """Send `sig`, then SIGKILL after `grace` s; reap."""
+        assert self._reaper is not None
+        self.send_signal(sig)
+        self._reaper.join(grace)
+        if self._reaper.is_alive():
+            self.send_signal(signal.SIGKILL)
+            self._reaper.join(30)
+        return self._result(False)
+
+    def _result(self, timed_out: bool) -> ProcResult:
+        _status, usage = self._status if self._status is not None else (0, None)
+        out = err = b""
+        for f, which in ((self._out, "out"), (self._err, "err")):
+            if f is None:
+                continue
+            f.seek(0)
+            data = f.read()
+            f.close()
+            if which == "out":
+                out = data
+            else:
+                err = data
+        self._out = self._err = None
+        return ProcResult(
+            argv=self.argv,
+            returncode=self.popen.returncode if self.popen is not None else None,
+            wall=(self._ended or time.perf_counter()) - self.started,
+            user=usage.ru_utime if usage is not None else float("nan"),
+            sys=usage.ru_stime if usage is not None else float("nan"),
+            maxrss_kb=usage.ru_maxrss if usage is not None else 0,
+            stdout=out,
+            stderr=err,
+            timed_out=timed_out,
+        )
+
+    def peek_stderr(self) -> bytes:
+        if self._err is None:
+            return b""
+        pos = self._err.tell()
+        self._err.seek(0)
+        data = self._err.read()
+        self._err.seek(pos)
+        return data
+
+
+def run_proc(
+    argv: Sequence[str], *, timeout: float, cwd: str | Path | None = None, env: dict[str, str] | None = None
+) -> ProcResult:
+    """Run a child to completion (killed after `timeout` s) and return its figures."""
+    return Proc(argv, cwd=cwd, env=env).start().wait(timeout)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the fake server, in its own process
+
+
+class Server:
+    """``python -m bench._server`` (tests.fakeserver + bench instrumentation) in a child process.
+
+    `stats()` reads its counters over HTTP (``GET /bench/stats``): requests arrived and finished, in
+    flight now and at peak, first arrival / last finish (``time.monotonic()``, the same clock as this
+    process's on Linux), the integral of in-flight over time, and the server process's own CPU seconds.
+    `reset()` zeroes them. `stop()` ends it (SIGTERM, then SIGKILL) and returns its rusage."""
+
+    def __init__(
+        self,
+        *,
+        chunks: int = 20,
+        latency: float = 0.0,
+        chunk_delay: float = 0.0,
+        min_reply_chars: int = 0,
+        keep_log: bool = False,
+        extra: Sequence[str] = (),
+    ) -> None:
+        self.argv = [
+            PY,
+            "-m",
+            "bench._server",
+            "--port",
+            "0",
+            "--chunks",
+            str(chunks),
+            "--latency",
+            repr(latency),
+            "--chunk-delay",
+            repr(chunk_delay),
+            *extra,
+        ]
+        if min_reply_chars:
+            self.argv += ["--min-reply-chars", str(min_reply_chars)]
+        if keep_log:
+            self.argv.append("--keep-log")
+        self.proc: Proc | None = None
+        self.url = ""
+        self.result: ProcResult | None = None
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def start(self, timeout: float = 30.0) -> Server:
+        self.proc = Proc(self.argv, cwd=REPO).start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            first = self.proc.peek_stderr().split(b"\n", 1)
+            if len(first) == 2 and first[0].startswith(b"http"):
+                self.url = first[0].decode().strip()
+                return self
+            if not self.proc.running():
+                break
+            time.sleep(0.01)
+        res = self.proc.stop(sig=signal.SIGKILL, grace=1)
+        raise RuntimeError(f"fake server did not start: {res.tail()}")
+
+    def _call(self, method: str, path: str) -> dict[str, Any]:
+        base = self.url.rsplit("/v1", 1)[0]
+        req = urllib.request.Request(base + path, method=method, data=b"" if method == "POST" else None)
+        with self._opener.open(req, timeout=10) as resp:
+            return orjson.loads(resp.read())
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("GET", "/bench/stats")
+
+    def reset(self) -> dict[str, Any]:
+        return self._call("POST", "/bench/reset")
+
+    def stop(self) -> ProcResult | None:
+        if self.proc is not None and self.result is None:
+            self.result = self.proc.stop(sig=signal.SIGTERM, grace=10)
+        return self.result
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the snipstream command line
+
+
+def snipstream(
+    paths: Sequence[str | Path],
+    *,
+    db: str | Path,
+    output: str | Path = os.devnull,
+    url: str | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    argv = [
+        PY,
+        "-m",
+        "stream",
+        "run",
+        *[str(p) for p in paths],
+        "--model",
+        MODEL,
+        "--db",
+        str(db),
+        "-o",
+        str(output),
+        "--progress",
+        "off",
+    ]
+    if url:
+        argv += ["--base-url", url]
+    return argv + list(extra)
+
+
+_help_cache: dict[str, str] = {}
+
+
+def run_help() -> str:
+    """``python -m stream run --help`` of the code as it is now (to see which options exist)."""
+    if "run" not in _help_cache:
+        res = run_proc([PY, "-m", "stream", "run", "--help"], timeout=60, cwd=REPO)
+        _help_cache["run"] = res.stdout.decode("utf-8", "replace")
+    return _help_cache["run"]
+
+
+def has_option(option: str) -> bool:
+    return re.search(rf"(^|[\s,\[]){re.escape(option)}\b", run_help()) is not None
+
+
+def dry_run_counts(stderr: bytes) -> tuple[int | None, int | None]:
+    """(snippets, files) from a dry run's summary line ``dry run: N snippets in M files`` (None if absent)."""
+    m = re.search(rb"(\d[\d,]*) snippets in (\d[\d,]*) files", stderr)
+    if not m:
+        return None, None
+    return int(m.group(1).replace(b",", b"")), int(m.group(2).replace(b",", b""))
+
+
+def db_count(db: str | Path, sql: str) -> int | None:
+    """A count from the checkpoint, or None when the schema does not have it (it may change)."""
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            return int(conn.execute(sql).fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# source trees
+
+
+@contextmanager
+def workdir(prefix: str) -> Iterator[Path]:
+    """A temporary directory, removed afterwards whatever happens."""
+    path = Path(tempfile.mkdtemp(prefix=f"snipstream-bench-{prefix}-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def make_tree(root: Path, snippets: int) -> Path:
+    """`snippets` distinct small functions, 50 per file (the rate-limit benchmark's generator)."""
+    from bench.ratelimit import make_tree as _make_tree
+
+    root.mkdir(parents=True, exist_ok=True)
+    _make_tree(root, snippets)
+    return root
+
+
+def python_files(root: Path, *, default_excludes: bool = True) -> list[Path]:
+    """The ``.py`` files under `root` up to --max-file-bytes, depth-first with entries sorted by name (the
+    walker's order), without entering `DEFAULT_EXCLUDES` directories when `default_excludes`. Symlinks are
+    not followed. Independent of stream/walk.py on purpose: it is the suite's view of the tree."""
+    out: list[Path] = []
+
+    def visit(d: Path) -> None:
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError:
+            return
+        for e in entries:
+            try:
+                if e.is_symlink():
+                    continue
+                if e.is_dir():
+                    if e.name == ".git" or (default_excludes and e.name in DEFAULT_EXCLUDES):
+                        continue
+                    visit(Path(e.path))
+                elif e.name.endswith(".py") and e.is_file() and e.stat().st_size <= MAX_FILE_BYTES:
+                    out.append(Path(e.path))
+            except OSError:
+                continue
+
+    visit(root)
+    return out
+
+
+_DEF = re.compile(rb"^[ \t]*(?:async[ \t]+def|def|class)[ \t]", re.M)
+
+
+def estimate_snippets(path: Path) -> int:
+    """Definitions in a file by a line regex: within ~2% of the extractor's count on the stdlib."""
+    try:
+        return len(_DEF.findall(path.read_bytes()))
+    except OSError:
+        return 0
+
+
+def link_tree(files: Sequence[Path], base: Path, dest: Path) -> Path:
+    """A tree at `dest` with `files` at their paths relative to `base`: hard links where the file system
+    allows (same device), else copies. Regular files, so the walker treats them as any source file."""
+    for f in files:
+        target = dest / f.relative_to(base)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(f, target)
+        except OSError:
+            shutil.copyfile(f, target)
+    return dest
+
+
+def first_files_for(files: Sequence[Path], snippets: int) -> list[Path]:
+    """The shortest prefix of `files` whose estimated definitions reach `snippets`."""
+    total = 0
+    for i, f in enumerate(files):
+        total += estimate_snippets(f)
+        if total >= snippets:
+            return list(files[: i + 1])
+    return list(files)
+
+
+def bodies_from_dry_run(tree: Path, dest: Path, work: Path, *, timeout: float) -> int:
+    """Write to `dest` the exact request bodies snipstream would send for `tree` (one JSON per line, from
+    its --dry-run output); returns how many."""
+    out = work / "dry-run.ndjson"
+    db = work / "dry-run.db"
+    run_proc(
+        snipstream([tree], db=db, output=out, extra=["--dry-run", "-q"]), timeout=timeout, cwd=work
+    ).check()
+    n = 0
+    with open(out, "rb") as src, open(dest, "wb") as dst:
+        for line in src:
+            if not line.strip():
+                continue
+            request = orjson.loads(line).get("request")
+            if request is not None:
+                dst.write(orjson.dumps(request) + b"\n")
+                n += 1
+    out.unlink(missing_ok=True)
+    return n
+
+
+def versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for name in ("snipstream", "httpx", "anyio", "openai", "aiohttp", "orjson", "aiosqlite", "tiktoken"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
