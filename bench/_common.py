@@ -341,13 +341,16 @@ class Server:
         self.result: ProcResult | None = None
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-    def start(self, timeout: float = 30.0) -> Server:
+    def start(self, timeout: float = 120.0) -> Server:
         self.proc = Proc(self.argv, cwd=REPO).start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            first = self.proc.peek_stderr().split(b"\n", 1)
-            if len(first) == 2 and first[0].startswith(b"http"):
-                self.url = first[0].decode().strip()
+            # The URL is the first line the server prints, but a warning may come before it: take the
+            # first whole line that is a URL.
+            lines = self.proc.peek_stderr().split(b"\n")[:-1]
+            url = next((line for line in lines if line.startswith(b"http://")), None)
+            if url is not None:
+                self.url = url.decode().strip()
                 return self
             if not self.proc.running():
                 break

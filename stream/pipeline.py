@@ -187,7 +187,8 @@ class _Run:
         self.tokenizer_ready = anyio.Event()
         self.tokenizer_loading = False
         self.commits = 0  # checkpoint commits so far, and the records answered by the latest ones
-        self.recently_done: collections.deque[tuple[int, str]] = collections.deque(maxlen=1 << 16)
+        self.committed_at: dict[str, int] = {}  # record id -> the commit that stored it (the latest 65,536)
+        self._commit_order: collections.deque[tuple[int, str]] = collections.deque()
         self.pool: ClientPool | None = None
         self.ckpt: Checkpoint | None = None  # written to (not in a dry run)
         self.reader: Checkpoint | None = None  # looked up
@@ -320,10 +321,6 @@ class _Run:
         # One look-up per file instead of every id in memory: memory stays flat however large the tree.
         generation = self.commits
         done, seen = await self._lookup([r for _, r, _ in planned], [o for _, _, o in planned])
-        if self.commits != generation:
-            # Answers committed while the look-up was under way may have been missed by it, and have
-            # left `inflight` already: without this, the same code would be asked about a second time.
-            done.update(rid for gen, rid in self.recently_done if gen > generation)
         key = str(item.file.path)
         # The file is finished once every place it holds is written. Register it before the first request
         # goes out (answers can come back while later snippets are still being planned); the marker keeps
@@ -339,13 +336,25 @@ class _Run:
             seen.add(occurrence_id)  # the same definition twice in one file is one place
             pending.add(occurrence_id)
             self.occurrence_file[occurrence_id] = key
-            if not await self._plan(snippet, record_id, occurrence_id, record_id in done, jobs, outcomes):
+            # Answers committed since the look-up began were missed by it and may have left `inflight`
+            # already (planning this file's earlier snippets can wait on a full queue): without this
+            # check the same code would be asked about a second time.
+            answered = record_id in done or self.committed_at.get(record_id, -1) > generation
+            if not await self._plan(snippet, record_id, occurrence_id, answered, jobs, outcomes):
                 pending.discard(occurrence_id)
                 self.occurrence_file.pop(occurrence_id, None)
         pending.discard(_PLANNING)
         if not pending and self.file_pending.get(key) is entry:  # (a failure removes the entry)
             del self.file_pending[key]
             await outcomes.send(_FilesDone([entry[1]]))
+
+    def _remember_commit(self, record_id: str) -> None:
+        self.committed_at[record_id] = self.commits
+        self._commit_order.append((self.commits, record_id))
+        if len(self._commit_order) > 1 << 16:  # bounded: only look-ups under way need it
+            gen, old = self._commit_order.popleft()
+            if self.committed_at.get(old) == gen:
+                del self.committed_at[old]
 
     def _ids(self, snippet: Snippet) -> tuple[str, str]:
         record_id = stable_hash(snippet.id, self.fingerprint, *self.cfg.template.location_key(snippet))
@@ -567,7 +576,8 @@ class _Run:
         if self.ckpt is not None and (done or failed or skips or files):
             await self.ckpt.commit(done, failed, skips, self.run_id, files)
             self.commits += 1
-            self.recently_done.extend((self.commits, d.record_id) for d in done)
+            for d in done:
+                self._remember_commit(d.record_id)
         # Only now, with the answers committed, do they leave `inflight`: until this point the planner
         # attached other places of the same code to them; from now on it finds them in the checkpoint.
         late: list[Done] = []

@@ -580,14 +580,16 @@ def test_a_large_file_answered_while_still_being_planned_joins_the_index(tmp_pat
 def test_code_repeated_across_many_files_is_asked_about_once(tmp_path, server):
     src = tmp_path / "src"
     src.mkdir()
-    shared = "".join(f"def shared_{i}(x):\n    return x + {i}\n\n\n" for i in range(5))
-    for n in range(150):
-        (src / f"m{n:03d}.py").write_text(shared + f"def own_{n}():\n    return {n}\n")
+    shared = "".join(f"def shared_{i}(x):\n    return x + {i}\n\n\n" for i in range(3))
+    for n in range(60):
+        # the shared code comes last, so planning reaches it after waiting on a full request queue
+        own = "".join(f"def own_{n}_{i}():\n    return {i}\n\n\n" for i in range(40))
+        (src / f"m{n:03d}.py").write_text(own + shared)
     out = tmp_path / "o.ndjson"
     r = snipstream(
-        "run", src, "--base-url", server.url, "--model", "m", "-o", out, "--concurrency", "16", cwd=tmp_path
+        "run", src, "--base-url", server.url, "--model", "m", "-o", out, "--concurrency", "8", cwd=tmp_path
     )
     assert r.code == 0, r.stderr
     prompts = [req.prompt_text for req in server.requests]
-    assert len(prompts) == len(set(prompts)) == 155
-    assert len(read_ndjson(out)) == 150 * 6
+    assert len(prompts) == len(set(prompts)) == 60 * 40 + 3
+    assert len(read_ndjson(out)) == 60 * 43
