@@ -219,13 +219,6 @@ class Checkpoint:
 
     # --- reads -------------------------------------------------------------------------------------------
 
-    async def done_ids(self) -> set[str]:
-        """Ids of every record answered successfully."""
-        if not await self._has_tables():
-            return set()
-        async with self.db.execute("SELECT record_id FROM records WHERE status = 'done'") as cur:
-            return {row[0] async for row in cur}
-
     async def lookup(
         self, record_ids: Sequence[str], occurrence_ids: Sequence[str]
     ) -> tuple[set[str], set[str]]:
@@ -262,12 +255,6 @@ class Checkpoint:
             ) as cur:
                 found.update({row[0]: row[1] async for row in cur})
         return found
-
-    async def occurrence_ids(self) -> set[str]:
-        if not await self._has_tables():
-            return set()
-        async with self.db.execute("SELECT occurrence_id FROM occurrences") as cur:
-            return {row[0] async for row in cur}
 
     async def unemitted(self, batch: int = 500) -> AsyncIterator[list[tuple[str, bytes]]]:
         """Occurrences committed but never emitted (a crash or a closed pipe came between)."""
