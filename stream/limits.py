@@ -6,8 +6,9 @@ one second of budget, since providers enforce per-minute limits over short windo
 ``max_tokens`` before it is sent; when the answer reports its usage, the unused part is given back.
 
 Three sources set the budget, the lowest winning: the user's ``--rpm``/``--tpm`` (a ceiling), the server's
-``x-ratelimit-limit-*`` headers, and its ``x-ratelimit-remaining-*``/``reset-*`` headers, which pull our
-bucket down to what the server says is left. A 429 starts one shared cool-down: every worker waits until
+``x-ratelimit-limit-*`` headers, and its ``x-ratelimit-remaining-*`` headers, which pull our bucket down to
+what the server says is left (the bucket then refills at the limit's rate, so ``reset-*`` adds nothing;
+`parse_duration` reads it for tools that want it). A 429 starts one shared cool-down: every worker waits until
 the server's retry time instead of each retrying on its own; the pause grows while 429s repeat and shrinks
 again with successes.
 """
