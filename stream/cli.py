@@ -12,7 +12,7 @@ import anyio
 from . import __version__
 from .config import DEFAULT_BASE_URL, Config
 from .errors import ConfigError, SnipstreamError
-from .prompt import DEFAULT_TEMPLATE, load_template
+from .prompt import DEFAULT_TASKS, TASKS, load_template
 
 __all__ = ["main", "build_parser"]
 
@@ -37,6 +37,10 @@ examples:
   snipstream run src/ | jq -r .annotation
   snipstream run src/ --dry-run -o /dev/null          # count prompts and tokens, estimate the cost
   snipstream run src/ --base-url http://127.0.0.1:8000/v1 --model qwen2.5-coder
+  snipstream run src/ docs/ --task qa --task docstring -o dataset.ndjson
+  snipstream plan src/ --model gpt-4o-mini           # what a run would cost, by language and kind
+  snipstream status                                  # what the checkpoint holds
+  snipstream export --format openai-chat --split 0.9/0.1 -o train.jsonl
 """
 
 
@@ -50,13 +54,56 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = commands.add_parser(
         "run",
-        help="annotate every function, class and method under PATHs",
-        description="Annotate every function, class and method under PATHs and write one NDJSON record per "
-        "snippet. Records go to stdout (or -o FILE); progress and the summary go to stderr. A SQLite "
-        "checkpoint (--db) makes reruns resume: nothing already answered is requested again.",
+        help="annotate every function, class, method and doc section under PATHs",
+        description="Annotate every function, class, method and doc section under PATHs and write one NDJSON "
+        "record per snippet and task. Records go to stdout (or -o FILE); progress and the summary go to "
+        "stderr. A SQLite checkpoint (--db) makes reruns resume: nothing already answered is requested again.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_job_options(run, plan=False)
+    plan = commands.add_parser(
+        "plan",
+        help="what a run would send and cost, by task, language and kind (sends nothing)",
+        description="Walk and extract as a run would, render every prompt and count its tokens, and print "
+        "a table to stderr: requests, prompt tokens, expected output tokens and cost by task, language and "
+        "kind. Expected output tokens come from the answers in the checkpoint (--db) when it has some for "
+        "the task, else half of --max-tokens. Work the checkpoint has done already is left out. With "
+        "--json, the same figures go to stdout as one JSON object.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_job_options(plan, plan=True)
+    d = Config()
+    plan.set_defaults(  # what a plan does not ask for: it sends nothing and writes no records
+        concurrency=d.concurrency,
+        clients=d.clients,
+        rpm=None,
+        tpm=None,
+        max_attempts=d.max_attempts,
+        backoff=d.backoff,
+        retry_truncated=False,
+        max_failures=None,
+        connect_timeout=d.connect_timeout,
+        stall_timeout=d.stall_timeout,
+        request_timeout=d.request_timeout,
+        max_cost=None,
+        output="/dev/null",
+        sink=[],
+        emit_all=False,
+        dry_run=True,
+        grace=d.grace,
+        progress=d.progress,
+        progress_interval=d.progress_interval,
+        quiet=False,
+    )
+    from . import export, status
+
+    status.add_parser(commands)
+    export.add_parser(commands)
+    return parser
+
+
+def _add_job_options(run: argparse.ArgumentParser, *, plan: bool) -> None:
     d = Config()
     run.add_argument("paths", nargs="+", metavar="PATH", help="directories or files to walk")
 
@@ -87,6 +134,58 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.jobs,
         metavar="N",
         help="processes parsing files; 1 parses in a thread beside the requests (default: %(default)s)",
+    )
+    from .extract import LANGUAGES
+
+    g.add_argument(
+        "--lang",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"only these languages (repeatable or comma-separated): {', '.join(sorted(LANGUAGES))}; "
+        "a file's language comes from its suffix, or its shebang when it has none (default: all)",
+    )
+
+    g = run.add_argument_group("filters and secrets")
+    g.add_argument(
+        "--min-lines",
+        type=int,
+        default=d.min_lines,
+        metavar="N",
+        help="leave out snippets shorter than N lines",
+    )
+    g.add_argument(
+        "--max-lines", type=int, default=None, metavar="N", help="leave out snippets longer than N lines"
+    )
+    g.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="leave out requests whose prompt has more tokens (doc sections are first cut at paragraphs to fit)",
+    )
+    g.add_argument(
+        "--skip-tests",
+        action="store_true",
+        help="leave out test files (tests/, test_*.py, *_test.go, *.spec.ts, ...) and test functions",
+    )
+    g.add_argument(
+        "--keep-trivial",
+        action="store_true",
+        help="also send trivial bodies (pass, ..., a docstring alone, {}, raise NotImplementedError, todo!())",
+    )
+    g.add_argument(
+        "--keep-generated",
+        action="store_true",
+        help="also read files marked generated (DO NOT EDIT, @generated, auto-generated) and minified code",
+    )
+    g.add_argument(
+        "--on-secret",
+        choices=("redact", "skip", "allow"),
+        default=d.on_secret,
+        help="a snippet holding a credential (detect-secrets' detectors, private keys, high-entropy "
+        "strings): redact replaces the value with <REDACTED:kind> in the prompt and the stored code, skip "
+        "leaves the snippet out, allow sends it as is; every hit is counted by kind (default: %(default)s)",
     )
 
     g = run.add_argument_group("API")
@@ -135,11 +234,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask for one JSON response instead of streaming server-sent events",
     )
     g.add_argument(
+        "--task",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"built-in task (repeatable or comma-separated): {', '.join(TASKS)}; annotate, docstring and "
+        "instruct ask about code, summarize and explain about doc sections, qa about both; structured tasks "
+        "(summarize, qa, docstring, instruct) get JSON checked against a schema "
+        f"(default: {' + '.join(DEFAULT_TASKS)}, unless --template is given)",
+    )
+    g.add_argument(
         "--template",
+        action="append",
+        default=[],
         metavar="FILE",
-        help="TOML prompt template: user = '...' (required), system = '...' (optional), with the "
-        "placeholders {code} {language} {path} {qualname} {kind} {docstring} "
-        f"(default: the built-in '{DEFAULT_TEMPLATE.name}' prompt)",
+        help="a task from a TOML file (repeatable): user = '...' (required), system, name, applies_to = "
+        "['code', 'doc'], schema = {JSON schema as a table}; placeholders {code} {language} {path} "
+        "{qualname} {kind} {docstring}",
+    )
+    g.add_argument(
+        "--response-format",
+        choices=("auto", "json_schema", "json_object", "off"),
+        default=d.response_format,
+        help="how structured tasks ask for JSON: auto sends a JSON schema and steps down to json_object, "
+        "then to the prompt alone, if the server refuses it; a reply that does not validate is asked for "
+        "once more, then failed (default: %(default)s)",
+    )
+
+    g = run.add_argument_group("cost")
+    g.add_argument(
+        "--prices",
+        metavar="FILE",
+        help='TOML price table overriding the built-in one: date = "...", [models] "name" = '
+        "{ input = USD, output = USD } per million tokens",
+    )
+    if plan:
+        g.add_argument("--json", action="store_true", help="print the plan to stdout as one JSON object")
+        g.add_argument("--db", default=d.db, metavar="FILE", help="checkpoint to read (default: %(default)s)")
+        return
+    g.add_argument(
+        "--max-cost",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="stop taking new requests once the spend so far plus what requests in flight may cost "
+        "(prompt + --max-tokens each) would pass USD; finishes cleanly, a rerun goes on",
     )
 
     g = run.add_argument_group("throughput and retries")
@@ -267,11 +406,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between plain progress lines (default: %(default)s)",
     )
     g.add_argument("-q", "--quiet", action="store_true", help="no progress, notes or summary; errors only")
-    return parser
+
+
+def _names(values: list[str]) -> tuple[str, ...]:
+    return tuple(n.strip() for v in values for n in v.split(",") if n.strip())
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    template = load_template(args.template) if args.template else DEFAULT_TEMPLATE
+    plan = args.command == "plan"
+    tasks = []
+    for name in _names(args.task):
+        if name not in TASKS:
+            raise ConfigError(f"--task {name!r}: no such task; built-in tasks: {', '.join(TASKS)}")
+        tasks.append(TASKS[name])
+    tasks += [load_template(path) for path in args.template]
+    if not tasks:
+        tasks = [TASKS[name] for name in DEFAULT_TASKS]
     return Config(
         paths=tuple(args.paths),
         base_url=args.base_url,
@@ -284,7 +434,18 @@ def config_from_args(args: argparse.Namespace) -> Config:
         stop=tuple(args.stop),
         seed=args.seed,
         stream=not args.no_stream,
-        template=template,
+        tasks=tuple(tasks),
+        response_format=args.response_format,
+        languages=_names(args.lang),
+        min_lines=args.min_lines,
+        max_lines=args.max_lines,
+        max_prompt_tokens=args.max_prompt_tokens,
+        skip_tests=args.skip_tests,
+        keep_trivial=args.keep_trivial,
+        keep_generated=args.keep_generated,
+        on_secret=args.on_secret,
+        max_cost=None if plan else args.max_cost,
+        prices=args.prices,
         concurrency=args.concurrency,
         clients=args.clients,
         rpm=args.rpm,
@@ -300,11 +461,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
         default_excludes=not args.no_default_excludes,
         max_file_bytes=args.max_file_bytes,
         jobs=args.jobs,
-        output=args.output,
+        output="/dev/null" if plan else args.output,
         db=args.db,
-        sinks=tuple(args.sink),
-        emit_all=args.emit_all,
-        dry_run=args.dry_run,
+        sinks=() if plan else tuple(args.sink),
+        emit_all=False if plan else args.emit_all,
+        dry_run=True if plan else args.dry_run,
         grace=args.grace,
         progress="off" if args.quiet else args.progress,
         progress_interval=args.progress_interval,
@@ -318,11 +479,19 @@ def _say(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("status", "export"):
+        from . import export, status
+
+        return (status if args.command == "status" else export).run(args)
     from .pipeline import run
     from .progress import format_summary
 
     try:
         config = config_from_args(args).resolve()
+        if args.command == "plan":
+            from .plan import plan
+
+            return anyio.run(plan, config, args.json)
         summary = anyio.run(run, config)
     except ConfigError as exc:
         _say(f"snipstream: error: {exc}")

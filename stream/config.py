@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .prompt import DEFAULT_TEMPLATE, Template, task_fingerprint
+from .prompt import DEFAULT_TASKS, TASKS, Template, task_fingerprint
 
 __all__ = ["Config", "DEFAULT_BASE_URL", "is_loopback"]
 
@@ -47,7 +47,8 @@ class Config:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     stream: bool = True
-    template: Template = DEFAULT_TEMPLATE
+    tasks: tuple[Template, ...] = tuple(TASKS[name] for name in DEFAULT_TASKS)
+    response_format: str = "auto"  # auto | json_schema | json_object | off (structured tasks)
     # throughput and reliability
     concurrency: int = 16
     clients: int = 0  # 0: one client per 8 concurrent requests
@@ -65,6 +66,18 @@ class Config:
     default_excludes: bool = True
     max_file_bytes: int = 1 << 20
     jobs: int = 1  # processes parsing files; 1 = a thread beside the event loop
+    languages: tuple[str, ...] = ()  # () = every language snipstream knows
+    # filters
+    min_lines: int = 1
+    max_lines: int | None = None
+    max_prompt_tokens: int | None = None
+    skip_tests: bool = False
+    keep_trivial: bool = False
+    keep_generated: bool = False
+    on_secret: str = "redact"  # redact | skip | allow
+    # cost
+    max_cost: float | None = None  # USD
+    prices: str | None = None  # TOML file overriding the price table
     # outputs
     output: str = "-"
     db: str = "snipstream.db"
@@ -88,9 +101,24 @@ class Config:
             "seed": self.seed,
         }
 
+    def fingerprint(self, template: Template) -> str:
+        """Identity of asking `template` with this API, model and parameters."""
+        return task_fingerprint(template, api=self.api, model=self.model, params=self.params)
+
     @property
-    def fingerprint(self) -> str:
-        return task_fingerprint(self.template, api=self.api, model=self.model, params=self.params)
+    def selection(self) -> dict[str, Any]:
+        """Everything that decides which snippets a file yields and how they read when sent (part of the
+        file index's key: changing any of it makes every file be looked at again)."""
+        return {
+            "languages": sorted(self.languages),
+            "min_lines": self.min_lines,
+            "max_lines": self.max_lines,
+            "max_prompt_tokens": self.max_prompt_tokens,
+            "skip_tests": self.skip_tests,
+            "keep_trivial": self.keep_trivial,
+            "keep_generated": self.keep_generated,
+            "on_secret": self.on_secret,
+        }
 
     def resolve(self, env: Mapping[str, str] | None = None) -> Config:
         """Apply the environment, then check everything that can be checked before any work."""
@@ -140,6 +168,26 @@ class Config:
         ):
             if seconds <= 0:
                 raise ConfigError(f"{name} must be positive, got {seconds:g}")
+        if not self.tasks:
+            raise ConfigError("no task: give --task or --template")
+        names = [t.name for t in self.tasks]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise ConfigError(f"task {dup!r} given twice (each task needs its own name)")
+        if self.response_format not in ("auto", "json_schema", "json_object", "off"):
+            raise ConfigError(
+                f"--response-format must be auto, json_schema, json_object or off, got {self.response_format!r}"
+            )
+        if self.on_secret not in ("redact", "skip", "allow"):
+            raise ConfigError(f"--on-secret must be redact, skip or allow, got {self.on_secret!r}")
+        if self.min_lines < 1:
+            raise ConfigError(f"--min-lines must be at least 1, got {self.min_lines}")
+        if self.max_lines is not None and self.max_lines < self.min_lines:
+            raise ConfigError(f"--max-lines {self.max_lines} is below --min-lines {self.min_lines}")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise ConfigError(f"--max-prompt-tokens must be at least 1, got {self.max_prompt_tokens}")
+        if self.max_cost is not None and self.max_cost <= 0:
+            raise ConfigError(f"--max-cost must be positive, got {self.max_cost:g}")
         if self.progress not in ("auto", "tty", "plain", "off"):
             raise ConfigError(f"--progress must be auto, tty, plain or off, got {self.progress!r}")
 
@@ -148,5 +196,5 @@ class Config:
         data = asdict(self)
         data.pop("api_key", None)
         data["api_key_set"] = bool(self.api_key)
-        data["template"] = {"name": self.template.name, "fingerprint": self.fingerprint}
+        data["tasks"] = [{"name": t.name, "fingerprint": self.fingerprint(t)} for t in self.tasks]
         return data

@@ -56,6 +56,9 @@ class Snippet:
     signature: str  # the header without its colon, e.g. "def f(a, b=1) -> int"
     parent: str | None  # qualname of the enclosing class/function, None at module level
     id: str = field(default="", compare=False)
+    # The body has nothing to explain (`pass`, `...`, a docstring alone, a lone `raise NotImplementedError`);
+    # set by extractors that see the syntax tree, not part of the record.
+    trivial: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         # Not frozen: a frozen dataclass's __init__ costs several times more, and extraction makes

@@ -34,13 +34,23 @@ from sinks.sqlite import Checkpoint, Done, Failed
 
 from .client import ClientPool, Completion, RetryPolicy, build_body
 from .config import Config, is_loopback
-from .errors import APIError, AuthError, NotFoundError, QuotaExceeded, SinkError, SnipstreamError
-from .extract import python as python_extract
+from .errors import (
+    APIError,
+    AuthError,
+    ConfigError,
+    NotFoundError,
+    QuotaExceeded,
+    SinkError,
+    SnipstreamError,
+)
+from .extract import check_languages
+from .filters import Selection
 from .limits import BudgetExceeded, Limits
 from .model import Snippet, SourceFile, stable_hash
 from .progress import show_progress
+from .prompt import StructuredError, Template, parse_structured
 from .scan import EXTRACTOR_VERSION, Known, Scanned, Skipped, Unchanged, scan
-from .tokens import Tokenizer, estimate_cost, load_tokenizer
+from .tokens import Prices, Tokenizer, load_prices, load_tokenizer
 from .walk import walk
 
 __all__ = ["run", "Summary", "SCHEMA_VERSION"]
@@ -55,7 +65,7 @@ class Summary:
     """What a run did. Counts are per run; `failed` and `skipped` are grouped by reason."""
 
     files: int = 0
-    snippets: int = 0
+    snippets: int = 0  # snippets to ask about, counted once per task that applies to them
     requests: int = 0  # HTTP requests sent, retries included
     annotated: int = 0  # new answers committed
     reused: int = 0  # new places of already answered code: emitted without a request
@@ -64,25 +74,40 @@ class Summary:
     emitted: int = 0  # NDJSON lines written
     would_send: int = 0  # dry run
     failed: Counter[str] = field(default_factory=Counter)
-    skipped: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)  # files, by reason
+    filtered: Counter[str] = field(default_factory=Counter)  # snippets left out, by reason
+    secrets: Counter[str] = field(default_factory=Counter)  # secrets found, by kind (never the secret)
+    tasks: Counter[str] = field(default_factory=Counter)  # new answers by task
+    # dry run: "task/language/kind" -> [requests, prompt tokens]
+    plan: dict[str, list[int]] = field(default_factory=dict)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usage_estimated: int = 0
     elapsed: float = 0.0
     encoding: str = ""
     estimated_cost: float | None = None
+    cost: float | None = None  # spent so far, from usage and the price table (None: model not priced)
     walk_done: bool = False
     stopped: str | None = None  # why the run stopped early: "interrupted", "output closed", an error
     exit_code: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
-        data["failed"] = dict(self.failed)
-        data["skipped"] = dict(self.skipped)
+        for name in ("failed", "skipped", "filtered", "secrets", "tasks"):
+            data[name] = dict(data[name])
         return data
 
 
 # --- messages between stages -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Task:
+    """One task of the run: its template, fingerprint and the ``task`` object its records carry."""
+
+    template: Template
+    fingerprint: str
+    info: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -94,12 +119,14 @@ class _Job:
     prompt_tokens: int | None
     system: str | None
     user: str
+    task: _Task
 
 
 @dataclass(slots=True)
 class _Answered:
     job: _Job
     completion: Completion
+    data: Any = None  # the parsed reply of a structured task
 
 
 @dataclass(slots=True)
@@ -115,6 +142,7 @@ class _Reuse:
     record_id: str
     snippet: Snippet
     occurrence_id: str
+    task: _Task
 
 
 @dataclass(slots=True)
@@ -163,17 +191,50 @@ class _Run:
         self.cfg = config
         self.summary = summary
         self.err = err
-        self.fingerprint = config.fingerprint
-        self.task = {
-            "template": config.template.name,
-            "fingerprint": self.fingerprint,
-            "api": config.api,
-            "model": config.model,
-            "params": {k: v for k, v in config.params.items() if v is not None},
-        }
+        params = {k: v for k, v in config.params.items() if v is not None}
+        self.tasks = [
+            _Task(
+                t,
+                config.fingerprint(t),
+                {
+                    "template": t.name,
+                    "fingerprint": config.fingerprint(t),
+                    "api": config.api,
+                    "model": config.model,
+                    "params": params,
+                },
+            )
+            for t in config.tasks
+        ]
+        self.selection = Selection(
+            languages=check_languages(config.languages),
+            min_lines=config.min_lines,
+            max_lines=config.max_lines,
+            skip_tests=config.skip_tests,
+            keep_trivial=config.keep_trivial,
+            keep_generated=config.keep_generated,
+            on_secret=config.on_secret,
+            # a doc section longer than the prompt may hold is cut at paragraphs (about 3 characters a token)
+            doc_max_chars=min(6000, 3 * config.max_prompt_tokens) if config.max_prompt_tokens else 6000,
+        )
+        self.prices: Prices = load_prices(config.prices)
+        self.price = self.prices.get(config.model)
+        if config.max_cost is not None and self.price is None:
+            raise ConfigError(
+                f"--max-cost needs the price of {config.model!r}, which the price table does not list; "
+                "give it with --prices FILE"
+            )
+        # structured tasks: how to ask the API for JSON (auto starts with a schema and steps down on a 400)
+        self.response_format = "json_schema" if config.response_format == "auto" else config.response_format
+        self.reserved_usd = 0.0  # --max-cost: what requests in flight may still cost
         self.planned: set[bytes] = set()  # dry run: record ids already counted
         self.inflight: dict[str, list[tuple[Snippet, str]]] = {}
-        self.file_task = f"{self.fingerprint}:{EXTRACTOR_VERSION}"
+        # The file index is per set of tasks and selection: any change looks at every file again.
+        self.file_task = stable_hash(
+            *sorted(t.fingerprint for t in self.tasks),
+            orjson.dumps(config.selection, option=orjson.OPT_SORT_KEYS).decode(),
+            EXTRACTOR_VERSION,
+        )
         self.known: dict[str, Known] = {}
         # files whose lines are not all written yet: key -> (occurrence ids still to write, index row)
         self.file_pending: dict[str, tuple[set[str], tuple[Any, ...]]] = {}
@@ -255,6 +316,7 @@ class _Run:
             max_file_bytes=cfg.max_file_bytes,
             known=self.known,
             jobs=cfg.jobs,
+            selection=self.selection,
         ):
             anyio.from_thread.run(send.send, item)
 
@@ -316,20 +378,27 @@ class _Run:
         self, item: Scanned, jobs: ObjectSendStream[_Job], outcomes: ObjectSendStream[_Outcome]
     ) -> None:
         self.summary.files += 1
+        self.summary.filtered.update(item.filtered)
+        self.summary.secrets.update(item.secrets)
         cfg = self.cfg
-        planned = [(snippet, *self._ids(snippet)) for snippet in item.snippets]
+        planned = [
+            (snippet, task, *self._ids(snippet, task))
+            for snippet in item.snippets
+            for task in self.tasks
+            if task.template.applies(snippet)
+        ]
         # One look-up per file instead of every id in memory: memory stays flat however large the tree.
         generation = self.commits
-        done, seen = await self._lookup([r for _, r, _ in planned], [o for _, _, o in planned])
+        done, seen = await self._lookup([p[2] for p in planned], [p[3] for p in planned])
         key = str(item.file.path)
         # The file is finished once every place it holds is written. Register it before the first request
         # goes out (answers can come back while later snippets are still being planned); the marker keeps
         # it from counting as finished until planning is over.
         pending: set[str] = {_PLANNING}
-        entry = (pending, self._file_row(item.file, item.hash, len(item.snippets)))
+        entry = (pending, self._file_row(item.file, item.hash, len(planned)))
         if not cfg.dry_run:
             self.file_pending[key] = entry
-        for snippet, record_id, occurrence_id in planned:
+        for snippet, task, record_id, occurrence_id in planned:
             if occurrence_id in seen:
                 self.summary.unchanged += 1
                 continue
@@ -340,7 +409,7 @@ class _Run:
             # already (planning this file's earlier snippets can wait on a full queue): without this
             # check the same code would be asked about a second time.
             answered = record_id in done or self.committed_at.get(record_id, -1) > generation
-            if not await self._plan(snippet, record_id, occurrence_id, answered, jobs, outcomes):
+            if not await self._plan(snippet, task, record_id, occurrence_id, answered, jobs, outcomes):
                 pending.discard(occurrence_id)
                 self.occurrence_file.pop(occurrence_id, None)
         pending.discard(_PLANNING)
@@ -356,8 +425,9 @@ class _Run:
             if self.committed_at.get(old) == gen:
                 del self.committed_at[old]
 
-    def _ids(self, snippet: Snippet) -> tuple[str, str]:
-        record_id = stable_hash(snippet.id, self.fingerprint, *self.cfg.template.location_key(snippet))
+    @staticmethod
+    def _ids(snippet: Snippet, task: _Task) -> tuple[str, str]:
+        record_id = stable_hash(snippet.id, task.fingerprint, *task.template.location_key(snippet))
         return record_id, stable_hash(record_id, snippet.path, snippet.qualname)
 
     async def _lookup(self, record_ids: list[str], occurrence_ids: list[str]) -> tuple[set[str], set[str]]:
@@ -375,6 +445,7 @@ class _Run:
     async def _plan(
         self,
         snippet: Snippet,
+        task: _Task,
         record_id: str,
         occurrence_id: str,
         answered: bool,
@@ -388,31 +459,41 @@ class _Run:
             return False
         if answered:
             self.summary.reused += 1
-            await outcomes.send(_Reuse(record_id, snippet, occurrence_id))
+            await outcomes.send(_Reuse(record_id, snippet, occurrence_id, task))
             return True
         waiting = self.inflight.get(record_id)
         if waiting is not None:  # the same code elsewhere is being asked about right now: share the answer
             waiting.append((snippet, occurrence_id))
             return True
-        system, user = cfg.template.render(snippet)
-        body = build_body(
-            api=cfg.api, model=cfg.model, system=system, user=user, params=cfg.params, stream=cfg.stream
-        )
-        job = _Job(record_id, snippet, occurrence_id, body, None, system, user)
+        system, user = task.template.render(snippet)
+        body = self._body(task, system, user)
+        job = _Job(record_id, snippet, occurrence_id, body, None, system, user, task)
+        if cfg.max_prompt_tokens is not None:
+            job.prompt_tokens = await self._count_prompt(job)
+            if job.prompt_tokens > cfg.max_prompt_tokens:
+                self.summary.filtered["too_many_tokens"] += 1
+                return False
         if cfg.dry_run:
             digest = bytes.fromhex(record_id)
             if digest in self.planned:
                 return False
             self.planned.add(digest)
-            job.prompt_tokens = prompt_tokens = await self._count_prompt(job)
+            if job.prompt_tokens is None:
+                job.prompt_tokens = await self._count_prompt(job)
+            prompt_tokens = job.prompt_tokens
             self.summary.would_send += 1
             self.summary.prompt_tokens += prompt_tokens
+            row = self.summary.plan.setdefault(
+                f"{task.template.name}/{snippet.language}/{snippet.kind}", [0, 0]
+            )
+            row[0] += 1
+            row[1] += prompt_tokens
             line = {
                 "schema_version": SCHEMA_VERSION,
                 "record_id": record_id,
                 "snippet_id": snippet.id,
                 **provenance(snippet),
-                "task": self.task,
+                "task": task.info,
                 "request": body,
                 "prompt_tokens": prompt_tokens,
             }
@@ -422,6 +503,22 @@ class _Run:
         await jobs.send(job)
         return True
 
+    def _body(self, task: _Task, system: str | None, user: str) -> dict[str, Any]:
+        cfg = self.cfg
+        body = build_body(
+            api=cfg.api, model=cfg.model, system=system, user=user, params=cfg.params, stream=cfg.stream
+        )
+        schema = task.template.schema
+        if schema is not None and cfg.api == "chat" and self.response_format != "off":
+            if self.response_format == "json_schema":
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": task.template.name, "schema": schema},
+                }
+            else:
+                body["response_format"] = {"type": "json_object"}
+        return body
+
     async def _worker(
         self, index: int, jobs: ObjectReceiveStream[_Job], outcomes: ObjectSendStream[_Outcome]
     ) -> None:
@@ -429,13 +526,39 @@ class _Run:
             async for job in jobs:
                 if self.stopping:
                     break
+                reserved = 0.0
+                if self.cfg.max_cost is not None:
+                    reserved = await self._reserve_cost(job)
+                    if reserved < 0:
+                        break
                 try:
                     outcome = await self._ask(index, job)
                 except (AuthError, NotFoundError, QuotaExceeded) as exc:
                     self.err(f"error: {exc}")
                     self.stop(f"{type(exc).__name__}: {exc}", exit_code=3, grace=0)
                     return
+                finally:
+                    self.reserved_usd -= reserved
                 await outcomes.send(outcome)
+
+    async def _reserve_cost(self, job: _Job) -> float:
+        """--max-cost: reserve what this request may cost at most, or stop taking work (-1) if the spend so
+        far plus what requests in flight may cost would pass the limit with it."""
+        assert self.price is not None and self.cfg.max_cost is not None
+        if job.prompt_tokens is None:
+            job.prompt_tokens = await self._count_prompt(job)
+        worst = self.price.cost(job.prompt_tokens, self.cfg.max_tokens)
+        spent = self.price.cost(self.summary.prompt_tokens, self.summary.completion_tokens)
+        if spent + self.reserved_usd + worst > self.cfg.max_cost:
+            if not self.stopping:
+                self.err(
+                    f"stopping: ${spent:.4f} spent and ${self.reserved_usd:.4f} in flight; the next request "
+                    f"could pass --max-cost {self.cfg.max_cost:g} (a rerun goes on from here)"
+                )
+                self.stop(f"--max-cost {self.cfg.max_cost:g} reached", exit_code=0)
+            return -1.0
+        self.reserved_usd += worst
+        return worst
 
     async def _ask(self, index: int, job: _Job) -> _Outcome:
         """One snippet's request, with its retries: an answer or a failure with every attempt's reason."""
@@ -445,6 +568,7 @@ class _Run:
             job.prompt_tokens = await self._count_prompt(job)
         body, max_tokens = job.body, self.cfg.max_tokens
         attempts, history = 0, []
+        reasked = False
         while True:
             reserve = (job.prompt_tokens or 0) + max_tokens
             try:
@@ -454,6 +578,11 @@ class _Run:
             except APIError as exc:
                 if isinstance(exc, (AuthError, NotFoundError, QuotaExceeded)):
                     raise
+                if "response_format" in body and exc.status == 400 and self._step_down_format(exc):
+                    body = self._body(job.task, job.system, job.user) | (
+                        {"max_tokens": max_tokens} if max_tokens != self.cfg.max_tokens else {}
+                    )
+                    continue
                 history += getattr(exc, "history", [f"{exc.reason}: {exc}"])
                 return _Failure(job, exc.reason, "\n".join(history), attempts + getattr(exc, "attempts", 1))
             except BudgetExceeded as exc:
@@ -479,8 +608,58 @@ class _Run:
                 max_tokens *= 2
                 body = {**body, "max_tokens": max_tokens}
                 continue
+            data = None
+            schema = job.task.template.schema
+            if schema is not None and completion.finish_reason != "length":
+                try:
+                    data = parse_structured(completion.text, schema)
+                except StructuredError as exc:
+                    history.append(f"attempt {attempts}: {exc.reason}: {exc}")
+                    if reasked:
+                        return _Failure(job, exc.reason, "\n".join(history), attempts)
+                    reasked = True
+                    self._count_usage(completion.usage)  # the first answer was paid for too
+                    body = self._reask(body, completion.text, str(exc))
+                    continue
             completion.attempts, completion.errors = attempts, history
-            return _Answered(job, completion)
+            return _Answered(job, completion, data)
+
+    def _step_down_format(self, exc: APIError) -> bool:
+        """A 400 naming the response format: with --response-format auto, try the next weaker way (JSON
+        schema, then JSON object, then none: the prompt asks for JSON all the same). True to resend."""
+        if self.cfg.response_format != "auto":
+            return False
+        text = str(exc).lower()
+        if not any(word in text for word in ("response_format", "json_schema", "json_object", "format")):
+            return False
+        if self.response_format == "json_schema" and "json_object" not in text:
+            self.response_format = "json_object"
+        elif self.response_format in ("json_schema", "json_object"):
+            self.response_format = "off"
+        else:
+            return True  # another worker stepped down already
+        self.err(f"note: the API refused response_format ({exc}); now sending {self.response_format}")
+        return True
+
+    @staticmethod
+    def _reask(body: dict[str, Any], reply: str, error: str) -> dict[str, Any]:
+        """Ask once more, showing the model its reply and what is wrong with it."""
+        fix = f"That reply cannot be used: {error}. Reply again with only the JSON object."
+        if "messages" in body:
+            messages = [
+                *body["messages"],
+                {"role": "assistant", "content": reply},
+                {"role": "user", "content": fix},
+            ]
+            return {**body, "messages": messages}
+        return {**body, "prompt": f"{body['prompt']}\n\n{reply}\n\n{fix}\n"}
+
+    def _count_usage(self, usage: dict[str, Any] | None) -> None:
+        usage = usage or {}
+        self.summary.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+        self.summary.completion_tokens += int(usage.get("completion_tokens") or 0)
+        if self.price is not None:
+            self.summary.cost = self.price.cost(self.summary.prompt_tokens, self.summary.completion_tokens)
 
     async def _count_prompt(self, job: _Job) -> int:
         tok = await self._tokens()
@@ -520,18 +699,18 @@ class _Run:
         reuse: list[_Reuse] = []
         lines: list[tuple[str, bytes]] = []
         files, self.files_ready = self.files_ready, []
-        answered: list[tuple[str, dict[str, Any], int]] = []
+        answered: list[tuple[str, dict[str, Any], int, str]] = []
         for item in batch:
             if isinstance(item, _Answered):
                 job, result = item.job, await self._result(item)
                 places = list(self.inflight.get(job.record_id) or [(job.snippet, job.occurrence_id)])
-                answered.append((job.record_id, result, len(places)))
+                answered.append((job.record_id, result, len(places), job.task.fingerprint))
                 occ = [(oid, s.path, s.qualname, _line(job.record_id, s, result)) for s, oid in places]
                 done.append(
                     Done(
                         job.record_id,
                         job.snippet.id,
-                        self.fingerprint,
+                        job.task.fingerprint,
                         self.cfg.model,
                         orjson.dumps(result),
                         item.completion.attempts,
@@ -540,6 +719,7 @@ class _Run:
                 )
                 lines.extend((o[0], o[3]) for o in occ)
                 self.summary.annotated += 1
+                self.summary.tasks[job.task.template.name] += 1
             elif isinstance(item, _Failure):
                 job = item.job
                 for _, oid in self.inflight.pop(job.record_id, None) or [(job.snippet, job.occurrence_id)]:
@@ -549,7 +729,7 @@ class _Run:
                     Failed(
                         job.record_id,
                         job.snippet.id,
-                        self.fingerprint,
+                        job.task.fingerprint,
                         self.cfg.model,
                         item.reason,
                         item.error,
@@ -581,14 +761,14 @@ class _Run:
         # Only now, with the answers committed, do they leave `inflight`: until this point the planner
         # attached other places of the same code to them; from now on it finds them in the checkpoint.
         late: list[Done] = []
-        for record_id, result, used in answered:
+        for record_id, result, used, fingerprint in answered:
             for s, oid in (self.inflight.pop(record_id, None) or [])[used:]:
                 line = _line(record_id, s, result)
                 late.append(
                     Done(
                         record_id,
                         s.id,
-                        self.fingerprint,
+                        fingerprint,
                         self.cfg.model,
                         b"",
                         0,
@@ -618,11 +798,11 @@ class _Run:
                 "total_tokens": prompt + completion_tokens,
             }
             self.summary.usage_estimated += 1
-        self.summary.prompt_tokens += int(usage.get("prompt_tokens") or 0)
-        self.summary.completion_tokens += int(usage.get("completion_tokens") or 0)
+        self._count_usage(usage)
         return {
-            "task": self.task,
+            "task": job.task.info,
             "annotation": c.text,
+            "data": item.data,
             "truncated": c.finish_reason == "length",
             "response": {
                 "id": c.response_id,
@@ -652,7 +832,7 @@ class _Run:
                 Done(
                     item.record_id,
                     item.snippet.id,
-                    self.fingerprint,
+                    item.task.fingerprint,
                     self.cfg.model,
                     raw,
                     0,
@@ -738,10 +918,10 @@ class _Run:
     async def main(self) -> None:
         cfg = self.cfg
         # Bad --exclude globs raise ConfigError here, before any work.
-        walk(cfg.paths, suffixes=python_extract.SUFFIXES, excludes=cfg.excludes)
+        walk(cfg.paths, excludes=cfg.excludes)
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._watch_signals, outer.cancel_scope)
-            if cfg.dry_run or cfg.tpm:  # needed for the first request: start loading at once
+            if cfg.dry_run or cfg.tpm or cfg.max_cost or cfg.max_prompt_tokens:  # needed at once: load now
                 outer.start_soon(self._tokens)
             if not cfg.quiet:
                 outer.start_soon(
@@ -771,9 +951,10 @@ class _Run:
                     self.reader = None
             self.out = await stack.enter_async_context(NDJSONSink(self.cfg.output))
             await self._graph(workers=0)
-        self.summary.estimated_cost = estimate_cost(
-            self.cfg.model, self.summary.prompt_tokens, self.summary.would_send * self.cfg.max_tokens
-        )
+        if self.price is not None:
+            self.summary.estimated_cost = self.price.cost(
+                self.summary.prompt_tokens, self.summary.would_send * self.cfg.max_tokens
+            )
 
     async def _real_run(self) -> None:
         cfg = self.cfg
@@ -828,6 +1009,8 @@ class _Run:
                         for plugin in reversed(entered):
                             await plugin.__aexit__(None, None, None)
                         self.summary.elapsed = time.perf_counter() - self.started
+                        if self.summary.failed and self.summary.exit_code == 0:
+                            self.summary.exit_code = 1  # as run() returns it: stored with the summary
                         await ckpt.finish_run(self.run_id or 0, self.summary.as_dict())
 
     async def _graph(self, *, workers: int) -> None:

@@ -26,6 +26,8 @@ def progress_line(s: Summary, elapsed: float) -> str:
     if s.failed:
         parts.append(f"{sum(s.failed.values())} failed")
     parts.append(f"tokens {s.prompt_tokens:,} in / {s.completion_tokens:,} out")
+    if s.cost is not None:
+        parts.append(f"${s.cost:,.4f}")
     if s.walk_done and rate > 0:
         remaining = max(0, s.snippets - handled)
         parts.append(f"ETA {_duration(remaining / rate)}")
@@ -62,7 +64,11 @@ async def show_progress(s: Summary, *, mode: str, interval: float, stream: TextI
             stream.flush()
 
 
-def format_summary(s: Summary, *, model: str, dry_run: bool) -> str:
+def format_summary(s: Summary, *, model: str, dry_run: bool, prices_date: str = "") -> str:
+    if not prices_date:
+        from .tokens import PRICES_DATE
+
+        prices_date = PRICES_DATE
     lines = []
     if dry_run:
         lines.append(
@@ -71,11 +77,9 @@ def format_summary(s: Summary, *, model: str, dry_run: bool) -> str:
         )
         lines.append(f"prompt tokens: {s.prompt_tokens:,} (counted with {s.encoding or '?'})")
         if s.estimated_cost is not None:
-            from .tokens import PRICES_DATE
-
             lines.append(
                 f"estimated cost for {model}: up to ${s.estimated_cost:,.2f} "
-                f"(prompt tokens + max_tokens per request; prices of {PRICES_DATE})"
+                f"(prompt tokens + max_tokens per request; prices of {prices_date})"
             )
         else:
             lines.append(f"estimated cost: unknown for model {model!r} (not in the price table)")
@@ -89,6 +93,7 @@ def format_summary(s: Summary, *, model: str, dry_run: bool) -> str:
         lines.append(
             f"requests sent: {s.requests} · tokens: {s.prompt_tokens:,} in / "
             f"{s.completion_tokens:,} out"
+            + (f" · cost ${s.cost:,.4f} (prices of {prices_date})" if s.cost is not None else "")
             + (
                 f" ({s.usage_estimated} answers without usage, counted with {s.encoding})"
                 if s.usage_estimated
@@ -97,7 +102,16 @@ def format_summary(s: Summary, *, model: str, dry_run: bool) -> str:
         )
         if s.failed:
             lines.append("failed by reason: " + ", ".join(f"{k} {v}" for k, v in s.failed.most_common()))
+    if len(s.tasks) > 1:
+        lines.append("annotated by task: " + ", ".join(f"{k} {v}" for k, v in s.tasks.most_common()))
     if s.skipped:
         lines.append("skipped files: " + ", ".join(f"{k} {v}" for k, v in s.skipped.most_common()))
+    if s.filtered:
+        lines.append("snippets left out: " + ", ".join(f"{k} {v}" for k, v in s.filtered.most_common()))
+    if s.secrets:
+        lines.append(
+            "secrets found (by kind; values never shown): "
+            + ", ".join(f"{k} {v}" for k, v in s.secrets.most_common())
+        )
     lines.append(f"elapsed: {s.elapsed:.1f}s" + (f" · stopped: {s.stopped}" if s.stopped else ""))
     return "\n".join(lines)

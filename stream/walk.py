@@ -74,6 +74,7 @@ def walk(
     excludes: Sequence[str] = (),
     default_excludes: bool = True,
     max_file_bytes: int = 1 << 20,
+    extensionless: bool = False,
 ) -> Iterator[SourceFile | Skip]:
     """Yield the source files under `paths`, in a deterministic order, and a :class:`Skip` for each problem.
 
@@ -84,12 +85,15 @@ def walk(
     globs applied as if appended to the root ``.gitignore``). ``.git`` is never entered; with
     `default_excludes`, directories named in :data:`DEFAULT_EXCLUDES` are not entered either.
 
+    With `extensionless`, files whose name has no dot are chosen too (scripts known by their shebang).
     A file in `paths` is yielded whatever its suffix and the ignore rules, with its name as relpath.
 
     Raises :class:`~stream.errors.ConfigError` at call time if a glob in `excludes` is invalid; everything
     the file system does wrong is reported as a :class:`Skip` instead.
     """
     suffix_tuple = tuple(suffixes)
+    if extensionless:
+        suffix_tuple = _Extensionless(suffix_tuple)  # type: ignore[assignment]
     excluded_names = frozenset(DEFAULT_EXCLUDES) if default_excludes else frozenset()
     for glob in excludes:
         # Checked here rather than in the generator so that a bad flag fails before any work is done.
@@ -115,6 +119,19 @@ def read_source(file: SourceFile, *, probe_bytes: int = 8192) -> bytes:
     if data.find(b"\0", 0, probe_bytes) != -1:
         raise SourceError("binary", f"NUL byte within the first {probe_bytes} bytes")
     return data
+
+
+class _Extensionless(tuple):
+    """Suffixes for ``str.endswith`` that also choose names without a dot: the walk's hot path stays one
+    ``endswith`` call per name for the usual case."""
+
+    __slots__ = ()
+
+
+def _chosen(name: str, suffixes: tuple[str, ...]) -> bool:
+    if name.endswith(suffixes):
+        return True
+    return type(suffixes) is _Extensionless and "." not in name
 
 
 def _walk(
@@ -220,7 +237,7 @@ def _walk_root(
                 if skip is not None:
                     yield skip
             elif is_file:
-                if not name.endswith(suffixes) or _ignored(frame.levels, rel, is_dir=False):
+                if not _chosen(name, suffixes) or _ignored(frame.levels, rel, is_dir=False):
                     continue
                 try:
                     st = entry.stat(follow_symlinks=False)
@@ -236,7 +253,7 @@ def _walk_root(
             st = entry.stat()
         except OSError as exc:
             # The target's kind is unknown; report the link only if it would have been chosen as a file.
-            if name.endswith(suffixes) and not _ignored(frame.levels, rel, is_dir=False):
+            if _chosen(name, suffixes) and not _ignored(frame.levels, rel, is_dir=False):
                 yield _stat_failure(rel, exc)
             continue
         if stat.S_ISDIR(st.st_mode):
@@ -252,7 +269,7 @@ def _walk_root(
                 if skip is not None:
                     yield skip
         elif stat.S_ISREG(st.st_mode):
-            if not name.endswith(suffixes) or _ignored(frame.levels, rel, is_dir=False):
+            if not _chosen(name, suffixes) or _ignored(frame.levels, rel, is_dir=False):
                 continue
             real = os.path.realpath(entry.path)
             if not inside(real):

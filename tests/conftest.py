@@ -45,14 +45,14 @@ class Shape:
     sides = 0
 
     def area(self) -> float:
-        raise NotImplementedError
+        return 0.0
 
     @property
     def name(self):
         return type(self).__name__
 
     async def refresh(self):
-        pass
+        self.sides = 0
 
     class Meta:
         def describe(self):

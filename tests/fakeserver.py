@@ -60,6 +60,7 @@ __all__ = [
     "Scripted",
     "FakeOpenAI",
     "default_reply",
+    "schema_instance",
     "format_duration",
     "parse_duration",
     "main",
@@ -159,10 +160,58 @@ def default_reply(req: LoggedRequest | str) -> str:
 
     Accepts a `LoggedRequest` or the prompt text itself, so tests can compute the expected answer for a
     prompt. The filler is fixed, so the text is long enough to be split into ~100 chunks.
+
+    A request for structured output gets JSON instead, like a server that enforces the schema: a
+    request with ``response_format`` ``json_schema`` gets an instance of that schema; with
+    ``json_object``, or none, but a prompt ending in "... matching this schema:" and a schema (as
+    snipstream's structured tasks write), an instance of the prompt's schema. Strings in it are
+    ``"<field> <digest>"``.
     """
     text = req if isinstance(req, str) else req.prompt_text
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    schema = None if isinstance(req, str) else _requested_schema(req.body, text)
+    if schema is not None:
+        return orjson.dumps(schema_instance(schema, digest)).decode()
     return f"Annotation {digest}: {_FILLER}"
+
+
+_SCHEMA_IN_PROMPT = re.compile(r"matching this schema:\n(\{.*\})\s*\Z", re.S)
+
+
+def _requested_schema(body: dict[str, Any] | None, prompt: str) -> dict[str, Any] | None:
+    fmt = (body or {}).get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        if isinstance(schema, dict):
+            return schema
+    m = _SCHEMA_IN_PROMPT.search(prompt)
+    if m is None:
+        return None
+    try:
+        schema = orjson.loads(m.group(1))
+    except orjson.JSONDecodeError:
+        return None
+    return schema if isinstance(schema, dict) else None
+
+
+def schema_instance(schema: dict[str, Any], digest: str, name: str = "value") -> Any:
+    """A small value valid for `schema` (the subset of JSON Schema structured tasks use)."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {key: schema_instance(sub, digest, key) for key, sub in props.items()}
+    if kind == "array":
+        count = max(2, int(schema.get("minItems", 0)))
+        return [schema_instance(schema.get("items", {"type": "string"}), digest, name) for _ in range(count)]
+    if kind == "integer":
+        return max(1, int(schema.get("minimum", 1)))
+    if kind == "number":
+        return 1.5
+    if kind == "boolean":
+        return True
+    return f"{name} {digest}"
 
 
 def format_duration(seconds: float) -> str:

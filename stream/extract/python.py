@@ -230,7 +230,7 @@ def _snippet(node: _Def, qualname: str, kind: str, parent: str | None, file: _Fi
     start_line = _first_decorator_line(node, file) if node.decorator_list else node.lineno
     end_line = node.end_lineno or node.lineno
     cum = file.cum
-    return Snippet(
+    snippet = Snippet(
         file.path,
         LANGUAGE,
         kind,
@@ -242,6 +242,25 @@ def _snippet(node: _Def, qualname: str, kind: str, parent: str | None, file: _Fi
         _signature(node, file),
         parent,
     )
+    if len(node.body) <= 2 and _trivial_body(node.body):
+        snippet.trivial = True
+    return snippet
+
+
+def _trivial_body(body: list[ast.stmt]) -> bool:
+    """`pass`, `...`, a docstring, `raise NotImplementedError[(...)]`: at most a docstring and one of these."""
+    for stmt in body:
+        kind = type(stmt)
+        if kind is ast.Pass:
+            continue
+        if kind is ast.Expr and type(stmt.value) is ast.Constant:  # a docstring or `...`
+            continue
+        if kind is ast.Raise and stmt.exc is not None:
+            exc = stmt.exc.func if type(stmt.exc) is ast.Call else stmt.exc
+            if type(exc) is ast.Name and exc.id == "NotImplementedError":
+                continue
+        return False
+    return True
 
 
 def _docstring(node: _Def) -> str | None:
