@@ -506,7 +506,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say("snipstream: internal error, please report this:\n" + traceback.format_exc())
         return EXIT_INTERNAL
     if not config.quiet:
-        _say(format_summary(summary, model=config.model, dry_run=config.dry_run))
+        from .tokens import load_prices
+
+        prices = load_prices(config.prices)
+        _say(format_summary(summary, model=config.model, dry_run=config.dry_run, prices_date=prices.date))
     return summary.exit_code
 
 

@@ -1,20 +1,20 @@
 """Find credentials in a snippet before it leaves the machine, and cut them out of the text.
 
-Detection is detect-secrets' (its 25 plugin classes, listed in `_PLUGINS`), used without its global state:
-each process makes its own plugin instances on first use and asks them only ``analyze_string(line)``, which
-reads nothing but the plugin's compiled regexes. ``detect_secrets.settings`` is never read or written,
-because it is one mutable singleton per process: ``transient_settings()`` swaps it for every thread and clears
-the plugin and filter caches on the way in and out; ``scan_line()`` rewrites it on each call and, with its
-eager search, swaps the regex of a plugin instance that all threads share (another thread then matches
-unquoted strings); and a spawned worker starts with no plugin configured at all, so ``scan_line`` finds
-nothing there. Verification (network calls) happens only in ``analyze_line``, which is never called; no
-baseline is read.
+Detection is detect-secrets' (26 of its 27 plugin classes, listed in `_PLUGINS`), without its global
+state: each process makes its own plugin instances on first use and asks them only
+``analyze_string(line)``, which reads nothing but the plugin's compiled regexes. ``detect_secrets.settings``
+is never read or written, because it is one mutable singleton per process: ``transient_settings()`` swaps it
+for every thread and clears the plugin and filter caches on the way in and out; ``scan_line()`` rewrites it on
+each call and, with its eager search, swaps the regex of a plugin instance that all threads share (another
+thread then matches unquoted strings); and a spawned worker starts with no plugin configured at all, so
+``scan_line`` finds nothing there. Verification (network calls) happens only in ``analyze_line``, which is
+never called; no baseline is read.
 
 Added here:
 
-* PEM private keys, ``-----BEGIN ... PRIVATE KEY-----`` through ``-----END ...-----`` over any number of lines:
-  the markers are kept, the body's base64 becomes one ``<REDACTED:private_key>``, and every line stays, so
-  line numbers do not move. A marker with no key material after it is not a secret.
+* PEM private keys, ``-----BEGIN ... PRIVATE KEY-----`` through ``-----END ...-----`` over any number of
+  lines: the markers are kept, the body's base64 becomes one ``<REDACTED:private_key>``, and every line
+  stays, so line numbers do not move. A marker with no key material after it is not a secret.
 * detect-secrets' heuristic filters (sequential strings, UUIDs, ``{templated}``/``$VARS``, ``x_id = ...``,
   ``secret = get_secret()``, no letters) for the detectors that guess from a name or a string's shape
   (keyword, high entropy, basic auth) only: a vendor's fixed token format is reported as matched. Plus one
@@ -124,7 +124,7 @@ _state: _State | None = None
 
 
 def _load() -> _State:
-    """Made on first use in each process (importing detect-secrets costs ~0.1 s and pulls in requests).
+    """Made on first use in each process (importing detect-secrets takes ~60 ms and pulls in requests).
     Without a lock: two threads racing here build equal states and one is kept, which is harmless; a lock
     would be one more thing a fork could leave held."""
     global _state
@@ -152,8 +152,9 @@ def _build() -> _State:
 # are separate searches that each start with a literal (found by a fast scan) or a quote, ~20 ns together.
 #
 # Case-insensitive plugin patterns are checked on the lowered text. Under re.IGNORECASE an ASCII letter also
-# matches the Kelvin sign (k), long s (s), dotless i and dotted capital I (i): lower() folds the first, the next
-# two are replaced, and a text with the last (whose lowercase is two characters) takes the exact patterns.
+# matches the Kelvin sign (k), long s (s), dotless i and dotted capital I (i): lower() folds the first, the
+# next two are replaced, and a text with the last (whose lowercase is two characters) takes the exact
+# patterns.
 _LITERALS = (
     "PRIVATE KEY",  # PrivateKeyDetector, PEM blocks
     "PuTTY-User-Key-File-2",  # PrivateKeyDetector
@@ -392,7 +393,7 @@ class SecretScanner:
                     if _overlaps(protected, s, e):
                         continue  # text inside an earlier redaction is never a secret
                     if any(b <= s and e <= z for b, z in pem_bodies):
-                        continue  # a PEM body line ("MIIE...\\n" is high entropy): the block covers it
+                        continue  # a PEM body line (quoted, it is high entropy): the block covers it
                     claims.append(_Claim(s, e, d.rank, len(groups)))
                     groups.append((d.kind, i))
                     value = text[s:e]
@@ -420,7 +421,7 @@ def _spans(state: _State, d: _Detector, line: str) -> Iterator[tuple[int, int]]:
                 for m in regex.finditer(line):
                     yield m.span()
         return
-    for raw in set(plugin.analyze_string(line)):
+    for raw in dict.fromkeys(plugin.analyze_string(line)):
         if not raw:
             continue
         if d.limit is not None and plugin.calculate_shannon_entropy(raw) <= d.limit:
@@ -430,7 +431,8 @@ def _spans(state: _State, d: _Detector, line: str) -> Iterator[tuple[int, int]]:
         value = raw.strip(_TRIM[d.kind]) if d.kind in _TRIM else raw
         if not value:
             continue
-        for s, e in _occurrences(value, line):
+        # A value that is not in the line (no plugin yields one) would take the line with it, not be lost.
+        for s, e in _occurrences(value, line) or [(len(line) - len(line.lstrip()), len(line))]:
             if d.kind in _EXTEND:
                 e = _EXTEND[d.kind].match(line, e).end()  # type: ignore[union-attr]
             elif d.kind in _CUT:

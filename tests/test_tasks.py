@@ -104,13 +104,17 @@ def test_several_tasks_share_one_walk_and_each_answer_is_its_own_record(tree, se
     assert all(rec["data"] is None for rec in records if rec["task"]["template"] == "annotate")
     assert len({rec["record_id"] for rec in records}) == len(records)
     # a rerun with the same tasks asks nothing
-    again = snipstream(*run_args(server, tree, "--task", "docstring", "--task", "annotate", "-o", out), cwd=tmp_path)
+    again = snipstream(
+        *run_args(server, tree, "--task", "docstring", "--task", "annotate", "-o", out), cwd=tmp_path
+    )
     assert again.code == 0 and len(server.requests) == 2 * len(EXPECTED)
 
 
 def test_a_server_refusing_response_format_is_asked_with_weaker_formats(tree, tmp_path):
     out = tmp_path / "out.ndjson"
-    refusal = {"error": {"message": "response_format json_schema is not supported", "type": "invalid_request_error"}}
+    refusal = {
+        "error": {"message": "response_format json_schema is not supported", "type": "invalid_request_error"}
+    }
     with FakeOpenAI(chunks=4) as server:
         server.script(Scripted(status=400, body=refusal))
         r = snipstream(
@@ -126,7 +130,9 @@ def test_a_server_refusing_response_format_is_asked_with_weaker_formats(tree, tm
 
 def test_response_format_off_still_validates_the_reply(tree, server, tmp_path):
     out = tmp_path / "out.ndjson"
-    r = snipstream(*run_args(server, tree, "--task", "instruct", "--response-format", "off", "-o", out), cwd=tmp_path)
+    r = snipstream(
+        *run_args(server, tree, "--task", "instruct", "--response-format", "off", "-o", out), cwd=tmp_path
+    )
     assert r.code == 0, r.stderr
     assert all("response_format" not in q.body for q in server.requests)
     assert "matching this schema" in server.requests[0].prompt_text
