@@ -166,7 +166,6 @@ _LITERALS = (
     "sq0csp-",  # Square
     "eyJ",  # JWT
     "AccountKey=",  # Azure
-    "hooks.slack.com",  # Slack webhook
     "GR1348941",  # GitLab runner token
 )
 _PATTERNS = (
@@ -185,7 +184,10 @@ _PATTERNS = (
 )
 _KEY_NAMES = ("api", "auth", "service", "account", "db", "database", "priv", "private", "client")
 _PASS_NAMES = ("db", "database", "key")
-_LOWER_LITERALS = ("passw", "pwd", "secret", "contrase")  # keyword detector's names (with the two below)
+_LOWER_LITERALS = (
+    *("passw", "pwd", "secret", "contrase"),  # keyword detector's names (with the first two patterns below)
+    "hooks.slack.com",  # Slack webhook
+)
 _LOWER_PATTERNS = (
     "key(?:" + "|".join(f"(?<={n}{sep}key)" for n in _KEY_NAMES for sep in ("_", "")) + ")",  # api_key, ...
     "pass(?:" + "|".join(f"(?<={n}{sep}pass)" for n in _PASS_NAMES for sep in ("_", "")) + ")",  # db_pass
@@ -202,6 +204,7 @@ _CASELESS_PATTERNS = (
     + ")_?key|(?:"
     + "|".join(_PASS_NAMES)
     + ")_?pass",
+    r"hooks\.slack\.com",
     *_LOWER_PATTERNS[2:],
 )
 # IBM IAM <44>, IBM COS <48 hex>, SoftLayer <64>, Cloudant <64 hex>: a run of 44 [A-Za-z0-9_-] (or any

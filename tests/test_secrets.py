@@ -348,8 +348,10 @@ def _variants(line: str) -> list[str]:
 
 def _recased(line: str) -> list[str]:
     """The line in other cases, and with the characters re.IGNORECASE also takes for s and k (long s, Kelvin
-    sign): case-insensitive plugins may still fire, case-sensitive ones not; the prefilter must agree."""
-    return [line.upper(), line.lower(), line.swapcase(), line.replace("s", "\u017f").replace("k", "\u212a")]
+    sign), alone and after a dotted capital I (which takes the exact case-insensitive checks): case-insensitive
+    plugins may still fire, case-sensitive ones not; the prefilter must agree."""
+    lines = [line.upper(), line.lower(), line.swapcase(), line.replace("s", "\u017f").replace("k", "\u212a")]
+    return [*lines, *(f"# \u0130\n{x}" for x in lines)]
 
 
 def test_prefilter_gives_the_same_hits_and_edits_as_scanning_every_line():
