@@ -17,7 +17,7 @@ import orjson
 
 from stream.errors import SinkError
 
-__all__ = ["NDJSONSink"]
+__all__ = ["NDJSONSink", "detach_stdout"]
 
 
 class NDJSONSink:
@@ -112,3 +112,14 @@ class NDJSONSink:
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
+
+
+def detach_stdout() -> None:
+    """After a broken pipe: point fd 1 at /dev/null so the interpreter's final flush of stdout cannot raise
+    again (and print a second traceback)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except OSError:
+        pass

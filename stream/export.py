@@ -82,7 +82,10 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from sinks.ndjson import detach_stdout
+
 from .errors import ConfigError, SinkError
+from .prompt import DISPLAY_NAMES
 from .status import open_readonly
 from .tokens import Tokenizer, load_tokenizer
 
@@ -140,20 +143,6 @@ class Example:
         return "\n\n".join(parts)
 
 
-_LANGUAGE_NAMES = {
-    "python": "Python",
-    "javascript": "JavaScript",
-    "typescript": "TypeScript",
-    "tsx": "TSX",
-    "go": "Go",
-    "rust": "Rust",
-    "java": "Java",
-    "c": "C",
-    "cpp": "C++",
-    "ruby": "Ruby",
-    "markdown": "Markdown",
-    "rst": "reStructuredText",
-}
 _DOC_KINDS = frozenset({"doc_section"})
 
 
@@ -167,7 +156,7 @@ def _subject(rec: dict[str, Any]) -> str:
     if _is_doc(rec):
         return f"the section `{name}` of `{path}`"
     language = str(rec.get("language") or "")
-    display = _LANGUAGE_NAMES.get(language, language)
+    display = DISPLAY_NAMES.get(language, language)
     kind = str(rec.get("kind") or "snippet").replace("_", " ")
     return f"the {display + ' ' if display else ''}{kind} `{name}` from `{path}`"
 
@@ -963,7 +952,7 @@ def run(args: argparse.Namespace) -> int:
         _say("snipstream: interrupted (no output file was replaced)")
         return EXIT_INTERRUPTED
     if report.output_closed:
-        _stdout_closed()
+        detach_stdout()
     if not args.quiet:
         _say(format_report(report))
     return EXIT_OK
@@ -971,13 +960,3 @@ def run(args: argparse.Namespace) -> int:
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _stdout_closed() -> None:
-    # Point fd 1 at /dev/null so the interpreter's final flush of stdout cannot raise again.
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except OSError:
-        pass

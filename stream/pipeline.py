@@ -29,7 +29,7 @@ import orjson
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from sinks import Sink, load_sink
-from sinks.ndjson import NDJSONSink
+from sinks.ndjson import NDJSONSink, detach_stdout
 from sinks.sqlite import Checkpoint, Done, Failed
 
 from .client import ClientPool, Completion, RetryPolicy, build_body
@@ -860,7 +860,7 @@ class _Run:
                     await flush()
         except BrokenPipeError:
             self.out = None
-            self._stdout_closed()
+            detach_stdout()
             if self.summary.stopped is None:
                 self.err("output closed (broken pipe): stopping; unwritten records stay in the checkpoint")
                 self.stop("output closed", exit_code=0)
@@ -891,18 +891,6 @@ class _Run:
             if not entry[0]:
                 del self.file_pending[key]  # type: ignore[arg-type]
                 self.files_ready.append(entry[1])
-
-    @staticmethod
-    def _stdout_closed() -> None:
-        # Point fd 1 at /dev/null so the interpreter's final flush of stdout cannot raise again.
-        try:
-            import os
-
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-        except OSError:
-            pass
 
     async def _emit_backlog(self) -> None:
         assert self.ckpt is not None

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_TASKS",
     "PLACEHOLDERS",
     "APPLIES",
+    "DISPLAY_NAMES",
     "StructuredError",
     "load_template",
     "parse_structured",
@@ -171,7 +172,8 @@ TASKS: dict[str, Template] = {
 #: What a run asks without ``--task`` or ``--template``: code is annotated, doc sections summarized.
 DEFAULT_TASKS: tuple[str, ...] = ("annotate", "summarize")
 
-_DISPLAY_NAMES = {
+#: How a language is named in prompts (and exported instructions).
+DISPLAY_NAMES = {
     "python": "Python",
     "javascript": "JavaScript",
     "typescript": "TypeScript",
@@ -253,7 +255,7 @@ def check_schema(schema: Any, where: str) -> None:
 def _values(snippet: Snippet) -> dict[str, str]:
     return {
         "code": snippet.code,
-        "language": _DISPLAY_NAMES.get(snippet.language, snippet.language),
+        "language": DISPLAY_NAMES.get(snippet.language, snippet.language),
         "path": snippet.path,
         "qualname": snippet.qualname,
         "kind": snippet.kind,

@@ -19,7 +19,8 @@ Added here:
   ``secret = get_secret()``, no letters) for the detectors that guess from a name or a string's shape
   (keyword, high entropy, basic auth) only: a vendor's fixed token format is reported as matched. Plus one
   filter of ours for high-entropy strings: alphabets such as ``"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"``.
-* A value found on one line (8 characters or more) is redacted wherever else it occurs in the text too.
+* A value found on one line (8 characters or more, not a plain word) is redacted wherever else it stands in
+  the text too.
 
 Speed: running the plugins costs ~45 µs a line and almost no snippet holds anything they would find, so a
 prefilter (`_Gate`: for every detector, checks that each of its matches passes) looks at the whole text first,
@@ -310,8 +311,21 @@ _WHOLE_MATCH = frozenset({"github_token", "gitlab_token"})
 _EXTEND = {"jwt": re.compile(r"[A-Za-z0-9_.+/=-]*")}
 _CUT = {"npm_token": re.compile(r"[A-Za-z0-9_-]+")}
 _TRIM = {"artifactory_token": " \t\"'=:"}
-_SHORT = 8  # values shorter than this are matched only where they do not run into a word; longer ones
-# are also redacted on other lines
+_SHORT = 8  # values shorter than this are matched only where they do not run into a word
+
+
+def _quoted(line: str, s: int, e: int) -> bool:
+    return 0 < s and e < len(line) and line[s - 1] == line[e] and line[e] in "'\"`"
+
+
+# Where the regexes of the detectors that yield ordinary words put them: keyword and high-entropy values
+# between quotes (`password = "password"` has one secret), a basic-auth password between ":" and "@".
+_ANCHORED: dict[str, Callable[[str, int, int], bool]] = {
+    "password_assignment": _quoted,
+    "high_entropy_base64": _quoted,
+    "high_entropy_hex": _quoted,
+    "basic_auth": lambda line, s, e: line[s - 1 : s] == ":" and line[e : e + 1] == "@",
+}
 
 
 class _Claim(NamedTuple):
@@ -400,17 +414,14 @@ class SecretScanner:
                     claims.append(_Claim(s, e, d.rank, len(groups)))
                     groups.append((d.kind, i))
                     value = text[s:e]
-                    if len(value) >= _SHORT and value not in values:
+                    if _spreads(value) and value not in values:
                         values[value] = (d.kind, d.rank)
 
         for value, (kind, rank) in values.items():
-            pos = text.find(value)
-            while pos != -1:
-                end = pos + len(value)
+            for pos, end in _occurrences(value, text, bounded=True):
                 if not _overlaps(protected, pos, end):
                     claims.append(_Claim(pos, end, rank, len(groups)))
                     groups.append((kind, bisect.bisect_right(starts, pos) - 1))
-                pos = text.find(value, end)
 
         return _resolve(claims, groups)
 
@@ -435,7 +446,9 @@ def _spans(state: _State, d: _Detector, line: str) -> Iterator[tuple[int, int]]:
         if not value:
             continue
         # A value that is not in the line (no plugin yields one) would take the line with it, not be lost.
-        for s, e in _occurrences(value, line) or [(len(line) - len(line.lstrip()), len(line))]:
+        for s, e in _occurrences(value, line, _ANCHORED.get(d.kind)) or [
+            (len(line) - len(line.lstrip()), len(line))
+        ]:
             if d.kind in _EXTEND:
                 e = _EXTEND[d.kind].match(line, e).end()  # type: ignore[union-attr]
             elif d.kind in _CUT:
@@ -444,18 +457,32 @@ def _spans(state: _State, d: _Detector, line: str) -> Iterator[tuple[int, int]]:
             yield s, e
 
 
-def _occurrences(value: str, line: str) -> list[tuple[int, int]]:
-    """The places of `value` in `line`. A short value (a password like "pass") is taken only where it does not
-    run into a word (not the "pass" in "password"), unless it occurs nowhere else."""
+def _occurrences(
+    value: str, line: str, anchored: Callable[[str, int, int], bool] | None = None, *, bounded: bool = False
+) -> list[tuple[int, int]]:
+    """The places of `value` in `line`: where `anchored` says the detector's regex put it, if anywhere. A short
+    value (a password like "pass") is taken only where it does not run into a word (not the "pass" in
+    "password"), unless it occurs nowhere else; with `bounded`, any value is taken only there."""
     found = []
     pos = line.find(value)
     while pos != -1:
         found.append((pos, pos + len(value)))
         pos = line.find(value, pos + len(value))
+    if anchored is not None:
+        found = [(s, e) for s, e in found if anchored(line, s, e)] or found
+    if bounded:
+        return [(s, e) for s, e in found if not _runs_on(line, s, e, value)]
     if len(value) >= _SHORT or len(found) < 2:
         return found
-    bounded = [(s, e) for s, e in found if not _runs_on(line, s, e, value)]
-    return bounded or found
+    bounded_found = [(s, e) for s, e in found if not _runs_on(line, s, e, value)]
+    return bounded_found or found
+
+
+def _spreads(value: str) -> bool:
+    """Whether other occurrences of a value found on one line are redacted too, wherever they stand alone in
+    the text: not for short values or plain words (a password "password" must not take every mention of the
+    word with it)."""
+    return len(value) >= _SHORT and not value.isalpha()
 
 
 def _runs_on(line: str, s: int, e: int, value: str) -> bool:
@@ -530,11 +557,16 @@ def _resolve(
 
 _PEM_BEGIN = re.compile(r"(?:-{4,5} ?)?BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?(?: ?-{4,5})?")
 _PEM_END = re.compile(r"-{4,5} ?END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)? ?-{4,5}")
-# In a block's body: an earlier redaction or an escape (the n of \n is not key material) as one token, else
-# a run of base64 (group 1).
+# A body line holds base64, whitespace, quotes, escapes, the punctuation of string concatenation and PEM
+# headers ("Proc-Type: 4,ENCRYPTED"); a line with anything else (code between a BEGIN and an END that a PEM
+# parser names) is not part of the key and is left alone.
+_PEM_BODY_LINE = re.compile(r"[A-Za-z0-9+/=\s\"'`,()\\:-]*")
+# In a body line: an earlier redaction or an escape (the n of \n is not key material) as one token, else a
+# run of base64 (group 1).
 _PEM_TOKEN = re.compile(r"<REDACTED:[a-z0-9_]+>|\\.|([A-Za-z0-9+/=]+)")
-_PEM_MATERIAL = 16  # a run this long is key material (a body line has 64); shorter ones alone are prose
-_LONG_RUN = re.compile(rf"[A-Za-z0-9+/=]{{{_PEM_MATERIAL}}}")
+_PEM_HEADER = re.compile(r"\s*[\"'`]?[A-Za-z][A-Za-z0-9-]*: ")
+_PEM_RUN = 16  # runs this long are key material; a body line has 64 characters
+_PEM_MATERIAL = 64  # this many characters of such runs make a key (the smallest, EC P-256, has ~180)
 
 
 def _pem_blocks(text: str) -> Iterator[tuple[int, tuple[int, int], list[tuple[int, int]]]]:
@@ -542,7 +574,7 @@ def _pem_blocks(text: str) -> Iterator[tuple[int, tuple[int, int], list[tuple[in
     secret).
 
     The body runs to the END marker; with none before the next BEGIN or the end of the text (a key cut
-    short, or assembled elsewhere), over the lines that follow as long as each holds a long base64 run."""
+    short, or assembled elsewhere), over the body lines that follow as long as each holds a long run."""
     begins = list(_PEM_BEGIN.finditer(text))
     for n, begin in enumerate(begins):
         limit = begins[n + 1].start() if n + 1 < len(begins) else len(text)
@@ -552,13 +584,37 @@ def _pem_blocks(text: str) -> Iterator[tuple[int, tuple[int, int], list[tuple[in
         else:
             stop = _line_end(text, begin.end())
             while stop < limit:
-                nxt = _line_end(text, _skip_newline(text, stop))
-                if not _LONG_RUN.search(text, stop, nxt):
+                start = _skip_newline(text, stop)
+                nxt = _line_end(text, start)
+                if not any(e - s >= _PEM_RUN for s, e in _body_runs(text, start, nxt)):
                     break
                 stop = nxt
-        runs = [m.span(1) for m in _PEM_TOKEN.finditer(text, begin.end(), stop) if m.group(1)]
-        material = any(e - s >= _PEM_MATERIAL for s, e in runs)
+        runs = _body_runs(text, begin.end(), stop)
+        material = sum(e - s for s, e in runs if e - s >= _PEM_RUN) >= _PEM_MATERIAL
         yield begin.start(), (begin.end(), stop), runs if material else []
+
+
+def _body_runs(text: str, start: int, stop: int) -> list[tuple[int, int]]:
+    """The base64 runs of the body lines between `start` and `stop`, headers ("Proc-Type: ...", also between
+    \\n escapes on one line) left out: they are not key material."""
+    runs: list[tuple[int, int]] = []
+    pos = start
+    while pos <= stop:
+        end = min(_line_end(text, pos), stop)
+        if _PEM_BODY_LINE.fullmatch(text, pos, end):
+            seg = pos
+            while seg <= end:
+                cut = text.find("\\n", seg, end)
+                seg_end = end if cut == -1 else cut
+                if not _PEM_HEADER.match(text, seg, seg_end):
+                    runs.extend(m.span(1) for m in _PEM_TOKEN.finditer(text, seg, seg_end) if m.group(1))
+                if cut == -1:
+                    break
+                seg = cut + 2
+        if end >= stop:
+            break
+        pos = _skip_newline(text, end)
+    return runs
 
 
 def _line_end(text: str, pos: int) -> int:

@@ -152,6 +152,22 @@ def test_pem_key_written_on_one_line_with_escapes_keeps_the_escapes():
     )
 
 
+def test_encrypted_pem_keeps_its_headers_and_loses_only_the_key_material():
+    headers = "Proc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,3F17F5316E2BAC89\n\n"
+    code = (
+        f"K = '''-----BEGIN RSA PRIVATE KEY-----\n{headers}"
+        + "\n".join(PEM_BODY)
+        + "\n-----END RSA PRIVATE KEY-----'''\n"
+    )
+    redacted, hits = scanner.redact(code)
+    assert hits == [Hit("private_key", 1)]
+    assert redacted == (
+        f"K = '''-----BEGIN RSA PRIVATE KEY-----\n{headers}<REDACTED:private_key>\n"
+        + "\n" * (len(PEM_BODY) - 1)
+        + "-----END RSA PRIVATE KEY-----'''\n"
+    )
+
+
 def test_pem_markers_without_key_material_are_not_a_secret():
     code = textwrap.dedent('''\
         def is_private_key(pem: bytes) -> bool:
@@ -161,6 +177,16 @@ def test_pem_markers_without_key_material_are_not_a_secret():
         ...
         -----END PRIVATE KEY-----"""
         ''')
+    assert scanner.scan(code) == []
+
+
+def test_code_between_pem_markers_in_a_parser_is_not_a_key():
+    code = textwrap.dedent("""\
+        def load(data: str) -> bytes:
+            start = data.index("-----BEGIN PRIVATE KEY-----") + len("-----BEGIN PRIVATE KEY-----")
+            body = data[start : data.index("-----END PRIVATE KEY-----")]
+            return PrivateKeyLoaderFactoryBuilder.decode(base64.b64decode(body))
+        """)
     assert scanner.scan(code) == []
 
 
@@ -236,6 +262,13 @@ def test_a_value_found_on_one_line_is_redacted_on_every_other_line_too():
     redacted, hits = scanner.redact(code)
     assert hits == [Hit("password_assignment", 1), Hit("password_assignment", 2)]
     assert PASSWORD not in redacted
+
+
+def test_a_password_that_is_a_plain_word_is_not_chased_through_the_rest_of_the_text():
+    code = 'password = "password"\nprint("password: ")\n'
+    redacted, hits = scanner.redact(code)
+    assert hits == [Hit("password_assignment", 1)]
+    assert redacted == 'password = "<REDACTED:password_assignment>"\nprint("password: ")\n'
 
 
 def test_detectors_that_overlap_name_the_redaction_by_priority_and_count_once():
