@@ -198,3 +198,25 @@ def test_lang_restricts_and_unknown_lang_is_refused(tmp_path):
         assert "skipped files" not in r.stderr  # LICENSE and the binary without a suffix are no news
         bad = snipstream(*base, "--lang", "cobol", cwd=tmp_path)
     assert bad.code == 2 and "--lang: unknown language cobol" in bad.stderr
+
+
+def test_max_prompt_tokens_leaves_out_long_prompts_and_cuts_long_doc_sections(tmp_path):
+    root = tmp_path / "proj"
+    root.mkdir()
+    body = "\n".join(f"    total += {i} * value" for i in range(60))
+    (root / "big.py").write_text(f"def big(value):\n    total = 0\n{body}\n    return total\n")
+    (root / "small.py").write_text("def small(a):\n    return a + 1\n")
+    paragraphs = "\n\n".join(f"Paragraph {i}: " + "words " * 40 for i in range(8))
+    (root / "GUIDE.md").write_text(f"# Guide\n\n{paragraphs}\n")
+    out = tmp_path / "out.ndjson"
+    with FakeOpenAI(chunks=2) as server:
+        args = ["run", root, "--base-url", server.url, "--model", "m", "-o", out, "--db", tmp_path / "s.db"]
+        r = snipstream(*args, "--max-prompt-tokens", "400", cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    records = read_ndjson(out)
+    names = [x["qualname"] for x in records]
+    assert "small" in names and "big" not in names
+    assert "too_many_tokens 1" in r.stderr
+    parts = [x for x in records if x["path"] == "GUIDE.md"]
+    assert len(parts) > 1 and all(x["qualname"].startswith("Guide (part ") for x in parts)
+    assert "".join(x["code"] for x in parts) in (root / "GUIDE.md").read_text()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.conftest import REPO, read_ndjson, snipstream
@@ -142,3 +143,54 @@ def test_a_missing_grammar_skips_those_files_with_the_reason(repo, server, tmp_p
     with sqlite3.connect(tmp_path / "s.db") as conn:
         (row,) = conn.execute("SELECT path, reason, detail FROM skips WHERE reason = 'language_unsupported'")
     assert row[0] == "server/main.go" and "pip install 'snipstream[langs]'" in row[2]
+
+
+def test_all_tasks_then_every_export_format_from_one_checkpoint(repo, server, tmp_path):
+    tasks = "annotate,summarize,qa,docstring,instruct,explain"
+    r, out = run(server, repo, tmp_path, "--task", tasks, "--lang", "python,typescript,markdown")
+    assert r.code == 0, r.stderr
+    records = read_ndjson(out)
+    per_task: dict[str, int] = {}
+    for x in records:
+        per_task[x["task"]["template"]] = per_task.get(x["task"]["template"], 0) + 1
+    code = sum(1 for x in records if x["task"]["template"] == "annotate")
+    docs = sum(1 for x in records if x["task"]["template"] == "summarize")
+    assert code and docs
+    assert per_task == {
+        "annotate": code,
+        "docstring": code,
+        "instruct": code,
+        "qa": code + docs,
+        "summarize": docs,
+        "explain": docs,
+    }
+    db = tmp_path / "s.db"
+    status = snipstream("status", "--db", db, "--json", cwd=tmp_path)
+    assert status.code == 0, status.stderr
+    assert sum(row["done"] for row in orjson.loads(status.stdout)["tasks"]) == len(records)
+    pairs = 2  # the fake server's instance of the qa schema holds two pairs
+    expected = len(records) - per_task["qa"] + pairs * per_task["qa"]
+    for fmt in ("openai-chat", "alpaca", "sharegpt", "prompt-completion", "jsonl"):
+        target = tmp_path / f"{fmt}.jsonl"
+        e = snipstream("export", "--db", db, "--format", fmt, "-o", target, cwd=tmp_path)
+        assert e.code == 0, e.stderr
+        lines = [orjson.loads(line) for line in target.read_bytes().splitlines()]
+        assert len(lines) == (len(records) if fmt == "jsonl" else expected), fmt
+        if fmt == "openai-chat":
+            assert all([m["role"] for m in x["messages"]] == ["user", "assistant"] for x in lines)
+    split = snipstream(
+        "export",
+        "--db",
+        db,
+        "--format",
+        "alpaca",
+        "--split",
+        "0.5/0.5",
+        "-o",
+        tmp_path / "d.jsonl",
+        cwd=tmp_path,
+    )
+    assert split.code == 0, split.stderr
+    train = (tmp_path / "d.train.jsonl").read_bytes().splitlines()
+    valid = (tmp_path / "d.valid.jsonl").read_bytes().splitlines()
+    assert len(train) + len(valid) == expected
