@@ -578,7 +578,8 @@ class _Run:
             except APIError as exc:
                 if isinstance(exc, (AuthError, NotFoundError, QuotaExceeded)):
                     raise
-                if "response_format" in body and exc.status == 400 and self._step_down_format(exc):
+                sent = body.get("response_format", {}).get("type")
+                if sent and exc.status == 400 and self._step_down_format(exc, sent):
                     body = self._body(job.task, job.system, job.user) | (
                         {"max_tokens": max_tokens} if max_tokens != self.cfg.max_tokens else {}
                     )
@@ -610,11 +611,16 @@ class _Run:
                 continue
             data = None
             schema = job.task.template.schema
-            if schema is not None and completion.finish_reason != "length":
+            if schema is not None:
                 try:
                     data = parse_structured(completion.text, schema)
                 except StructuredError as exc:
                     history.append(f"attempt {attempts}: {exc.reason}: {exc}")
+                    if completion.finish_reason == "length":  # asking again would stop short again
+                        history.append(
+                            f"the answer stopped at {max_tokens} tokens, before its JSON was complete"
+                        )
+                        return _Failure(job, "truncated", "\n".join(history), attempts)
                     if reasked:
                         return _Failure(job, exc.reason, "\n".join(history), attempts)
                     reasked = True
@@ -624,21 +630,18 @@ class _Run:
             completion.attempts, completion.errors = attempts, history
             return _Answered(job, completion, data)
 
-    def _step_down_format(self, exc: APIError) -> bool:
-        """A 400 naming the response format: with --response-format auto, try the next weaker way (JSON
-        schema, then JSON object, then none: the prompt asks for JSON all the same). True to resend."""
+    def _step_down_format(self, exc: APIError, sent: str) -> bool:
+        """A 400 naming the response format `sent`: with --response-format auto, try the next weaker way
+        (JSON schema, then JSON object, then none: the prompt asks for JSON all the same). True to resend."""
         if self.cfg.response_format != "auto":
             return False
         text = str(exc).lower()
         if not any(word in text for word in ("response_format", "json_schema", "json_object", "format")):
             return False
-        if self.response_format == "json_schema" and "json_object" not in text:
-            self.response_format = "json_object"
-        elif self.response_format in ("json_schema", "json_object"):
-            self.response_format = "off"
-        else:
-            return True  # another worker stepped down already
-        self.err(f"note: the API refused response_format ({exc}); now sending {self.response_format}")
+        if sent != self.response_format:
+            return True  # sent before another request's refusal stepped down: resend as it is now
+        self.response_format = "json_object" if sent == "json_schema" and "json_object" not in text else "off"
+        self.err(f"note: the API refused response_format {sent} ({exc}); now sending {self.response_format}")
         return True
 
     @staticmethod

@@ -187,3 +187,19 @@ def test_a_template_with_an_invalid_schema_is_refused(tree, server, tmp_path):
     r = snipstream(*run_args(server, tree, "--template", template), cwd=tmp_path)
     assert r.code == 2 and "'schema' is not a valid JSON schema" in r.stderr
     assert server.requests == []
+
+
+def test_a_structured_answer_cut_at_max_tokens_is_a_truncated_failure_not_asked_again(tmp_path):
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "one.py").write_text("def one(a):\n    return a + 1\n")
+    db = tmp_path / "s.db"
+    with FakeOpenAI(chunks=2, reply=lambda req: '{"docstring": "Add one to') as server:
+        server.script(Scripted(finish_reason="length"))
+        r = snipstream(
+            *run_args(server, root, "--task", "docstring", "--db", db, "-o", tmp_path / "o"), cwd=tmp_path
+        )
+        assert len(server.requests) == 1
+    assert r.code == 1, r.stderr
+    reason, error = failures(db)["one"]
+    assert reason == "truncated" and "before its JSON was complete" in error and "invalid_json" in error
