@@ -15,31 +15,67 @@ On a small machine the server itself may not keep up with 1,000 streams x 100 ev
 process): its CPU share is reported, and in full mode a variant with 20 pieces 100 ms apart (the same
 ~2 s, a tenth of the events) separates the client's behaviour from the server's limits.
 
+For scale, the same requests (snipstream's bodies, from its dry run) are sent at the same concurrency by
+the bare httpx loop of the throughput benchmark (``bench/_clients.py``: the ceiling of snipstream's stack,
+125 clients x 8 connections) and by the bare aiohttp loop; their ratios are measured the same way.
+
     python -m bench concurrency [--quick]
 """
 
 from __future__ import annotations
 
-from bench._common import Row, Server, db_count, fnum, fratio, make_tree, rate, run_proc, snipstream, workdir
+from bench._common import (
+    PY,
+    REPO,
+    Row,
+    Server,
+    bodies_from_dry_run,
+    db_count,
+    fnum,
+    fratio,
+    installed,
+    make_tree,
+    rate,
+    run_proc,
+    snipstream,
+    workdir,
+)
 
 NAME = "concurrency"
 TITLE = "2 concurrency"
 
 
 def _one(
-    tree, work, *, key: str, snippets: int, concurrency: int, chunks: int, delay: float, timeout: float
+    tree,
+    work,
+    *,
+    key: str,
+    snippets: int,
+    concurrency: int,
+    chunks: int,
+    delay: float,
+    timeout: float,
+    client: str | None = None,
+    bodies=None,
 ) -> dict:
     db = work / f"{key}.db"
     with Server(chunks=chunks, chunk_delay=delay, min_reply_chars=chunks) as server:
         server.reset()
         before = server.stats()
-        res = run_proc(
-            snipstream([tree], db=db, url=server.url, extra=["--concurrency", str(concurrency), "-q"]),
-            timeout=timeout,
-            cwd=work,
-        )
+        if client is None:
+            argv = snipstream([tree], db=db, url=server.url, extra=["--concurrency", str(concurrency), "-q"])
+        else:
+            argv = [PY, "-m", "bench._clients", client, "--url", server.url, "--bodies", str(bodies)]
+            argv += ["--concurrency", str(concurrency), "--clients", str(max(1, concurrency // 8))]
+        res = run_proc(argv, timeout=timeout, cwd=work if client is None else REPO)
         st = server.stats()
-    done = db_count(db, "SELECT count(*) FROM records WHERE status = 'done'")
+    if client is None:
+        done = db_count(db, "SELECT count(*) FROM records WHERE status = 'done'")
+    else:
+        try:
+            done = res.json()["ok"]
+        except Exception:
+            done = None
     span = (st["last_done"] - st["first"]) if st["first"] and st["last_done"] else float("nan")
     finished = st["finished"]
     mean_latency = st["durations"] / finished if finished else float("nan")
@@ -69,6 +105,37 @@ def run(quick: bool) -> list[Row]:
     rows: list[Row] = []
     with workdir(NAME) as work:
         tree = make_tree(work / "src", snippets)
+        bodies = work / "bodies.ndjson"
+        bodies_from_dry_run(tree, bodies, work, timeout=timeout)
+        for client, label in (("httpx", "bare httpx loop"), ("aiohttp", "bare aiohttp loop")):
+            if client == "aiohttp" and not installed("aiohttp"):
+                continue
+            chunks, delay = variants[0][1:]
+            r = _one(
+                tree,
+                work,
+                key=client,
+                snippets=snippets,
+                concurrency=concurrency,
+                chunks=chunks,
+                delay=delay,
+                timeout=timeout,
+                client=client,
+                bodies=bodies,
+            )
+            res = r["res"]
+            rows.append(
+                Row(
+                    TITLE,
+                    f"(for scale) {label}, same requests and concurrency {concurrency:,}, "
+                    f"{chunks} pieces x {delay * 1000:g} ms: throughput ÷ (concurrency ÷ latency)",
+                    f"{fratio(r['ratio'])} (peak in flight {r['peak']:,}, measured latency {r['mean_latency']:.2f} s)",
+                    "",
+                    note=f"{fnum(r['throughput'])} answers/s; {r['done']} answered; server CPU "
+                    f"{r['server_cpu_share']:.0%} of a core; client CPU {res.cpu:.1f} s over {res.wall:.1f} s wall "
+                    f"({res.cpu / res.wall:.0%} of a core)",
+                )
+            )
         for key, chunks, delay in variants:
             r = _one(
                 tree,
