@@ -12,7 +12,6 @@ least once (a crash between their write and the checkpoint's "emitted" mark repe
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
 from stream.errors import ConfigError
@@ -43,6 +42,8 @@ def load_sink(spec: str) -> Sink:
     """Make a sink from a registered name, an entry point name, or ``module:Class``."""
     target = _REGISTRY.get(spec)
     if target is None:
+        from importlib.metadata import entry_points  # ~10 ms: only when a sink is not registered
+
         eps = {ep.name: ep for ep in entry_points(group="snipstream.sinks")}
         if spec in eps:
             cls = eps[spec].load()

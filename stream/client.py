@@ -1,4 +1,4 @@
-"""Talking to an OpenAI-compatible API: request bodies, the client pool, SSE parsing, retries.
+"""Talking to an OpenAI-compatible API: the client pool, SSE parsing, retries (bodies: `stream.request`).
 
 httpx exceptions and HTTP statuses are translated into `stream.errors` here and nowhere else
 (`_translate`), so the rest of the program only sees `APIError` subclasses.
@@ -31,6 +31,7 @@ from .errors import (
     StreamError,
 )
 from .limits import Limits, Ticket
+from .request import build_body
 
 __all__ = ["Completion", "ClientPool", "RetryPolicy", "build_body", "iter_sse", "parse_retry_after"]
 
@@ -49,24 +50,6 @@ class Completion:
     attempts: int = 1
     latency_s: float = 0.0
     errors: list[str] = field(default_factory=list)
-
-
-def build_body(
-    *, api: str, model: str, system: str | None, user: str, params: dict[str, Any], stream: bool
-) -> dict[str, Any]:
-    """The JSON body for ``/chat/completions`` (api="chat") or legacy ``/completions``."""
-    body: dict[str, Any] = {"model": model}
-    if api == "chat":
-        messages = [{"role": "system", "content": system}] if system else []
-        messages.append({"role": "user", "content": user})
-        body["messages"] = messages
-    else:
-        body["prompt"] = f"{system}\n\n{user}" if system else user
-    body.update((k, v) for k, v in params.items() if v is not None and v != [])
-    if stream:
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
-    return body
 
 
 # --- SSE -------------------------------------------------------------------------------------------------

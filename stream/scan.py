@@ -11,17 +11,19 @@ not read again (or only hashed) and not parsed: a rerun over a finished tree cos
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import extract as extractors
 from .errors import SourceError
 from .filters import Selection, file_filter, select
 from .model import Snippet, SourceFile
 from .walk import Skip, read_source, walk
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 __all__ = ["Known", "Scanned", "Unchanged", "Skipped", "scan", "EXTRACTOR_VERSION"]
 
@@ -148,7 +150,11 @@ def scan(
                 yield one
         return
     # Processes, not threads: ast.parse holds the GIL. "spawn" because this runs in a thread of a process
-    # with an event loop and other threads, which fork would copy mid-flight.
+    # with an event loop and other threads, which fork would copy mid-flight. (Imported here: a run
+    # without --jobs does not pay for loading multiprocessing.)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
         window: deque[Item | tuple[SourceFile, Future[Scanned | Skipped | None]]] = deque()

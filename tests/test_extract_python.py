@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import pickle
 import textwrap
 import types
@@ -520,6 +521,111 @@ def test_extract_is_deterministic_and_ids_depend_on_code() -> None:
     assert [s.id for s in first] == [s.id for s in second]  # id is language + code, not path
     assert [s.path for s in second] == ["b/other.py"] * len(second)
     assert len({s.id for s in first}) == len(first)
+
+
+# --- long files, parsed a piece at a time ------------------------------------------------------------
+
+# Lines at column 0 that look like cut points but are not statement boundaries: inside a string, inside
+# brackets (a matrix product continued on a line of its own), between a decorator and its function.
+LONG_PARTS = [
+    '"""Module docstring.\n\ndef not_a_function():\n    pass\n"""\nimport functools\n',
+    "x = (a\n@ b)\n",
+    "@functools.lru_cache(\n    maxsize=None,\n)\ndef cached(n):\n    return n\n",
+    "@staticmethod\ndef decorated():\n    pass\n",
+    "s = '''\nclass NotAClass:\n    pass\n'''\n",
+    "class Thing:\n    '''A class.'''\n\n    def method(self):\n        def inner():\n            return 1\n"
+    "        return inner\n",
+    "async def fetch(url):\n    return url\n",
+    "if True:\n    def conditional():\n        pass\nelse:\n    def conditional():\n        pass\n",
+    "def caf\u00e9():\n    return '\u00e9t\u00e9'\n",
+    # a class is cut in its body too, with the same traps one level down, and code after it
+    "class Big(Base, metaclass=Meta):\n"
+    '    """Doc.\n\n    def not_a_method(self):\n        pass\n    """\n\n'
+    "    global counter\n"
+    "    x = (a\n    @ b)\n"
+    "    @property\n    def one(self):\n        return 1\n\n"
+    "    @functools.lru_cache(\n        maxsize=None,\n    )\n    @staticmethod\n    def two():\n        return 2\n\n"
+    "    class Inner:\n        def three(self):\n            def four():\n                pass\n\n"
+    "            return four\n\n"
+    "    s = '''\n    def not_a_method_either(self):\n        pass\n    '''\n"
+    "    async def five(self):\n        return 5\n"
+    "    def counter(self):\n        return 0\n"  # declared global above: qualname "counter"
+    "counter = 0\n"
+    "after = Big()\n"
+    "if after:\n    def made_after():\n        pass\n",
+    # trivial-looking first statements (the class is not trivial: it has a method)
+    'class Small:\n    """Doc."""\n    pass\n\n    def method(self):\n        pass\n',
+    # cuts at the class body's indentation that are in the module's `if` after the class, not in the class
+    "class Tiny:\n    x = 1\nif Tiny:\n    y = 2\n    def made_after_tiny():\n        pass\n",
+    'class Tiny2:\n    """Doc."""\n    def method(self):\n        pass\n'
+    "if Tiny2:\n    y = 1\n    def made_after_tiny2():\n        pass\n",
+]
+
+
+def _long_module(repeat: int = 40, newline: str = "\n") -> bytes:
+    """`repeat` times each of LONG_PARTS; "mixed": a lone CR for every other line break."""
+    text = "".join(f"# part {i}\n{part}\n\n" for i in range(repeat) for part in LONG_PARTS)
+    if newline == "mixed":
+        lines = text.split("\n")
+        return "".join(line + ("\r" if n % 2 else "\n") for n, line in enumerate(lines[:-1])).encode()
+    return text.replace("\n", newline).encode()
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r", "mixed"], ids=["lf", "crlf", "cr", "mixed"])
+@pytest.mark.parametrize("piece", [1, 64, 500, 4096])
+def test_a_long_file_cut_into_pieces_yields_exactly_the_whole_files_snippets(
+    piece: int, newline: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _long_module(newline=newline)
+    monkeypatch.setattr(py, "_PIECE", 1 << 40)
+    whole = extract(data, "long.py")
+    monkeypatch.setattr(py, "_PIECE", piece)
+    pieces = extract(data, "long.py")
+    assert pieces == whole
+    assert [(s.id, s.trivial) for s in pieces] == [(s.id, s.trivial) for s in whole]
+    assert len(whole) == 40 * 25
+    assert not any(s.trivial for s in whole if s.kind == "class")
+
+
+def test_a_long_file_is_parsed_in_pieces_even_inside_a_long_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What bounds memory: no parse holds much more than a piece, however long the file or its classes.
+    methods = "".join(f"    def method_{i}(self, x):\n        return x + {i}\n\n" for i in range(400))
+    functions = "".join(f"def function_{i}(x):\n    return x - {i}\n\n\n" for i in range(400))
+    data = f"import os\n\n\nclass Long:\n{methods}\n{functions}".encode()
+    monkeypatch.setattr(py, "_PIECE", 1000)
+    parsed: list[int] = []
+    parse = ast.parse
+    monkeypatch.setattr(
+        ast,
+        "parse",
+        lambda source, *a, **k: parsed.append(len(source.lstrip("\n"))) or parse(source, *a, **k),
+    )
+    snippets = extract(data, "long.py")
+    assert len(data) > 30_000 and max(parsed) < 2_000
+    assert [s.qualname for s in snippets] == [
+        "Long",
+        *(f"Long.method_{i}" for i in range(400)),
+        *(f"function_{i}" for i in range(400)),
+    ]
+    assert snippets[0].end_line == 3 + 3 * 400 and snippets[0].code.endswith("return x + 399\n")
+
+
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_a_long_file_with_a_syntax_error_fails_as_the_whole_file_does(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = _long_module(10).decode()
+    broken = "def broken(:\n    pass\n"
+    at = {"start": 0, "middle": good.index("# part 5\n"), "end": len(good)}[where]
+    data = (good[:at] + broken + good[at:]).encode()
+    errors = []
+    for piece in (1 << 40, 64):
+        monkeypatch.setattr(py, "_PIECE", piece)
+        with pytest.raises(SourceError) as info:
+            extract(data, "long.py")
+        errors.append((info.value.reason, info.value.detail))
+    assert errors[0] == errors[1]
+    assert errors[0][0] == "syntax_error"
 
 
 def test_the_garbage_collector_is_running_again_after_extraction_even_on_error() -> None:

@@ -260,6 +260,21 @@ def test_dry_run_sends_nothing_and_estimates(tree, server, tmp_path):
     assert not (tmp_path / "snipstream.db").exists(), "a dry run writes no checkpoint"
 
 
+def test_dry_run_counts_code_repeated_across_files_once(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shared = "def helper(x):\n    return x + 1\n\n\n"
+    for n in range(30):
+        (src / f"m{n:02d}.py").write_text(f"{shared}def own_{n}():\n    return {n}\n\n\n{shared}")
+    out = tmp_path / "dry.ndjson"
+    r = snipstream("run", src, "--dry-run", "--model", "m", "-o", out, cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    lines = read_ndjson(out)
+    # as a real run would ask: the shared code once (for the first file holding it), each own function once
+    assert sorted(line["qualname"] for line in lines) == sorted(["helper"] + [f"own_{n}" for n in range(30)])
+    assert next(line["path"] for line in lines if line["qualname"] == "helper") == "m00.py"
+
+
 def test_torn_tail_is_cut_back_and_unconfirmed_lines_written_once(tree, server, tmp_path):
     out = tmp_path / "out.ndjson"
     db = tmp_path / "snipstream.db"
