@@ -7,11 +7,14 @@ a fixed page cache of ~2 MB, removed when closed), looked up and added a file's 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 
 import aiosqlite
 import anyio
 import orjson
+
+from .errors import CheckpointError
 
 __all__ = ["DiskIdSet"]
 
@@ -23,8 +26,9 @@ class DiskIdSet:
         self._db: aiosqlite.Connection | None = None
 
     async def __aenter__(self) -> DiskIdSet:
-        self._db = await aiosqlite.connect("")  # "": a private temporary database, deleted on close
-        await self._db.execute("CREATE TABLE ids (id TEXT PRIMARY KEY) WITHOUT ROWID")
+        with _translated():
+            self._db = await aiosqlite.connect("")  # "": a private temporary database, deleted on close
+            await self._db.execute("CREATE TABLE ids (id TEXT PRIMARY KEY) WITHOUT ROWID")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -39,14 +43,24 @@ class DiskIdSet:
         if not ids:
             return set()
         # One statement whatever the count (an IN list of placeholders would be a new statement per length).
-        rows = await self._db.execute_fetchall(
-            "SELECT id FROM ids WHERE id IN (SELECT value FROM json_each(?))",
-            (orjson.dumps(list(ids)).decode(),),
-        )
+        with _translated():
+            rows = await self._db.execute_fetchall(
+                "SELECT id FROM ids WHERE id IN (SELECT value FROM json_each(?))",
+                (orjson.dumps(list(ids)).decode(),),
+            )
         return {row[0] for row in rows}
 
     async def add(self, ids: Collection[str]) -> None:
         assert self._db is not None
         if ids:
-            await self._db.executemany("INSERT OR IGNORE INTO ids VALUES (?)", [(i,) for i in ids])
-            await self._db.commit()
+            with _translated():
+                await self._db.executemany("INSERT OR IGNORE INTO ids VALUES (?)", [(i,) for i in ids])
+                await self._db.commit()
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except aiosqlite.Error as exc:  # e.g. the temporary directory is full
+        raise CheckpointError(f"temporary database of the ids counted so far: {exc}") from None
