@@ -408,7 +408,7 @@ class _Run:
         committed = self.committed_since = set()
         done, seen = await self._lookup([p[2] for p in planned], [p[3] for p in planned])
         if self.counted is not None and planned:
-            self.planned = await self.counted.which({p[2] for p in planned})
+            self.planned = self.counted.which({p[2] for p in planned})
         key = str(item.file.path)
         # The file is finished once every place it holds is written. Register it before the first request
         # goes out (answers can come back while later snippets are still being planned); the marker keeps
@@ -433,7 +433,7 @@ class _Run:
                 self.occurrence_file.pop(occurrence_id, None)
         pending.discard(_PLANNING)
         if self.counted is not None and self.planned_new:
-            await self.counted.add(self.planned_new)
+            self.counted.add(self.planned_new)
             self.planned_new = []
         if not pending and self.file_pending.get(key) is entry:  # (a failure removes the entry)
             del self.file_pending[key]
@@ -959,7 +959,7 @@ class _Run:
                     self.err(f"note: not reading {self.cfg.db} ({exc})")
                     self.reader = None
             self.out = await stack.enter_async_context(NDJSONSink(self.cfg.output))
-            self.counted = await stack.enter_async_context(DiskIdSet())
+            self.counted = stack.enter_context(DiskIdSet())
             await self._graph(workers=0)
         if self.price is not None:
             self.summary.estimated_cost = self.price.cost(
