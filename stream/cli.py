@@ -10,7 +10,8 @@ from collections.abc import Sequence
 import anyio
 
 from . import __version__
-from .config import DEFAULT_BASE_URL, Config
+from .config import DEFAULT_BASE_URL, REASONING_EFFORTS, Config
+from .endpoints import DEFAULT_AZURE_API_VERSION, KINDS
 from .errors import ConfigError, SnipstreamError
 from .prompt import DEFAULT_TASKS, TASKS, load_template
 
@@ -27,8 +28,9 @@ exit codes:
   0    every snippet annotated (or already done); also when the output pipe was closed early
   1    finished, but some snippets failed (stored with their reasons; a rerun retries them)
   2    usage or configuration error, found before any request
-  3    run aborted: the API refused the key (401/403) or the model/URL (404), or the checkpoint
-       or output could not be written
+  3    run aborted: the API refused the key (401/403) or the model/URL (404), the account is out of
+       quota, every request so far failed the same way (nothing listening, the same 400: see the
+       message), or the checkpoint or output could not be written
   70   internal error (a bug: please report it with the traceback)
   130  interrupted (Ctrl-C / SIGTERM); everything answered so far is kept, a rerun continues
 
@@ -196,10 +198,26 @@ def _add_job_options(run: argparse.ArgumentParser, *, plan: bool) -> None:
         help=f"OpenAI-compatible base URL (default: $OPENAI_BASE_URL or {DEFAULT_BASE_URL})",
     )
     g.add_argument(
+        "--endpoint-kind",
+        choices=("auto", *KINDS),
+        default=d.endpoint_kind,
+        help="what serves --base-url: decides the key header, the URL and the token-limit field; auto "
+        "tells OpenAI, Azure, Anthropic and Gemini by host, Ollama by its port, and treats the rest as "
+        "generic (every kind also learns from the 400s it gets) (default: %(default)s)",
+    )
+    g.add_argument(
         "--api-key-env",
-        default=d.api_key_env,
+        default=None,
         metavar="NAME",
-        help="environment variable holding the API key (default: %(default)s)",
+        help="environment variable holding the API key (default: OPENAI_API_KEY; AZURE_OPENAI_API_KEY, "
+        "ANTHROPIC_API_KEY or GEMINI_API_KEY for those kinds)",
+    )
+    g.add_argument(
+        "--api-version",
+        default=None,
+        metavar="DATE",
+        help=f"Azure OpenAI's api-version query parameter (default: $OPENAI_API_VERSION, else "
+        f"{DEFAULT_AZURE_API_VERSION}); not sent to Azure's v1 API (a base URL ending in /openai/v1)",
     )
     g.add_argument(
         "--api",
@@ -214,7 +232,15 @@ def _add_job_options(run: argparse.ArgumentParser, *, plan: bool) -> None:
         type=int,
         default=d.max_tokens,
         metavar="N",
-        help="most tokens per answer (default: %(default)s)",
+        help="most tokens per answer, a reasoning model's hidden reasoning included; sent as max_tokens, "
+        "or max_completion_tokens where the endpoint or model wants it (default: 512; 4096 for reasoning "
+        "models: o1, o3, o4-mini, gpt-5)",
+    )
+    g.add_argument(
+        "--reasoning-effort",
+        choices=REASONING_EFFORTS,
+        default=None,
+        help="how much a reasoning model thinks before answering (not sent unless given)",
     )
     g.add_argument(
         "--temperature",
@@ -426,6 +452,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         paths=tuple(args.paths),
         base_url=args.base_url,
         api_key_env=args.api_key_env,
+        endpoint_kind=args.endpoint_kind,
+        api_version=args.api_version,
+        reasoning_effort=args.reasoning_effort,
         api=args.api,
         model=args.model,
         max_tokens=args.max_tokens,

@@ -1,4 +1,4 @@
-"""Talking to an OpenAI-compatible API: the client pool, SSE parsing, retries (bodies: `stream.request`).
+"""Talking to an OpenAI-compatible API: the client pool and retries (bodies: `stream.request`; SSE: `stream.sse`).
 
 httpx exceptions and HTTP statuses are translated into `stream.errors` here and nowhere else
 (`_translate`), so the rest of the program only sees `APIError` subclasses.
@@ -9,154 +9,37 @@ from __future__ import annotations
 import email.utils
 import math
 import random
+import socket
+import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import httpx
 import orjson
 
+from .breaker import Breaker
 from .errors import (
     APIConnectionError,
     APIError,
     APIStatusError,
     APITimeout,
     AuthError,
+    ContextOverflow,
     NotFoundError,
     QuotaExceeded,
     RateLimited,
     StreamError,
 )
 from .limits import Limits, Ticket
+from .negotiate import overflow_numbers
 from .request import build_body
+from .sse import Assembler, Completion, iter_sse, parse_full, raise_for_error_object
 
 __all__ = ["Completion", "ClientPool", "RetryPolicy", "build_body", "iter_sse", "parse_retry_after"]
-
-
-@dataclass(slots=True)
-class Completion:
-    """One answer, with the response metadata a record keeps."""
-
-    text: str
-    response_id: str | None = None
-    model: str | None = None
-    created: int | None = None
-    finish_reason: str | None = None
-    usage: dict[str, Any] | None = None
-    system_fingerprint: str | None = None
-    attempts: int = 1
-    latency_s: float = 0.0
-    errors: list[str] = field(default_factory=list)
-
-
-# --- SSE -------------------------------------------------------------------------------------------------
-
-
-async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str | None, bytes]]:
-    """Server-sent events as (event type, data bytes), straight from the body's byte chunks.
-
-    Lines end at CR, LF or CRLF only, as SSE says; working on bytes keeps it so (``str.splitlines`` would
-    also break at U+2028 or U+0085, which JSON strings may carry unescaped) and leaves decoding to
-    orjson. Tolerates what real servers send: comment/keep-alive lines (``: ping``), ``event:``/``id:``/
-    ``retry:`` fields, CRLF or lone CR, and a last event without its blank line.
-    https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
-    """
-    data: list[bytes] = []
-    event: str | None = None
-    pending = b""
-    async for chunk in chunks:
-        if pending:
-            chunk = pending + chunk
-        hold = b""
-        if b"\r" in chunk:
-            if chunk.endswith(b"\r"):  # maybe the first half of a CRLF split across chunks
-                chunk, hold = chunk[:-1], b"\r"
-            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        lines = chunk.split(b"\n")
-        pending = lines.pop() + hold
-        for line in lines:
-            if not line:
-                if data:
-                    yield event, b"\n".join(data)
-                data, event = [], None
-            elif line[0] != 58:  # not a ":" comment line
-                name, _, value = line.partition(b":")
-                if value[:1] == b" ":
-                    value = value[1:]
-                if name == b"data":
-                    data.append(value)
-                elif name == b"event":
-                    event = value.decode("utf-8", "replace")
-    pending = pending.rstrip(b"\r")
-    if pending and pending[0] != 58:
-        name, _, value = pending.partition(b":")
-        if name == b"data":
-            data.append(value[1:] if value[:1] == b" " else value)
-    if data:
-        yield event, b"\n".join(data)
-
-
-class _Assembler:
-    """Folds streamed chunks (chat deltas or completion texts) into one Completion."""
-
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.c = Completion(text="")
-        self.done = False
-
-    def feed(self, chunk: dict[str, Any]) -> None:
-        _raise_for_error_object(chunk)
-        c = self.c
-        c.response_id = c.response_id or chunk.get("id")
-        c.model = c.model or chunk.get("model")
-        c.created = c.created or chunk.get("created")
-        c.system_fingerprint = c.system_fingerprint or chunk.get("system_fingerprint")
-        if chunk.get("usage"):
-            c.usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta")
-            piece = (delta or {}).get("content") if delta is not None else choice.get("text")
-            if piece:
-                self.parts.append(piece)
-            if choice.get("finish_reason"):
-                c.finish_reason = choice["finish_reason"]
-
-    def result(self) -> Completion:
-        self.c.text = "".join(self.parts)
-        return self.c
-
-
-def _raise_for_error_object(obj: dict[str, Any]) -> None:
-    error = obj.get("error")
-    if error:
-        msg = error.get("message") if isinstance(error, dict) else str(error)
-        raise StreamError(f"the API answered with an error object: {msg}")
-
-
-def _parse_full(obj: Any) -> Completion:
-    if not isinstance(obj, dict):
-        raise StreamError(f"the response is not a JSON object: {str(obj)[:80]!r}")
-    _raise_for_error_object(obj)
-    choices = obj.get("choices") or []
-    if not choices:
-        raise StreamError("the response has no choices")
-    choice = choices[0]
-    message = choice.get("message")
-    text = (message or {}).get("content") if message is not None else choice.get("text")
-    return Completion(
-        text=text or "",
-        response_id=obj.get("id"),
-        model=obj.get("model"),
-        created=obj.get("created"),
-        finish_reason=choice.get("finish_reason"),
-        usage=obj.get("usage"),
-        system_fingerprint=obj.get("system_fingerprint"),
-    )
 
 
 # --- errors ----------------------------------------------------------------------------------------------
@@ -183,17 +66,44 @@ def parse_retry_after(headers: httpx.Headers) -> float | None:
         return max(0.0, when.timestamp() - time.time())
 
 
-def _error_message(content: bytes, scrub: Callable[[str], str]) -> str:
+def _error_message(content: bytes, scrub: Callable[[str], str]) -> tuple[str, dict[str, Any]]:
     """The server's own words about an error, with the key scrubbed out *before* anything is cut short
-    (cutting first could leave a prefix of the key behind)."""
+    (cutting first could leave a prefix of the key behind), and the error object itself (``{}`` when the
+    body had none): OpenAI's ``{"error": {"message", "type", "param", "code"}}``, which llama.cpp, vLLM and
+    LiteLLM imitate (llama.cpp adds ``n_ctx``/``n_prompt_tokens``; some put the status in ``code``)."""
     try:
         obj = orjson.loads(content)
     except orjson.JSONDecodeError:
-        return scrub(content.decode("utf-8", "replace")).strip()[:300] or "(empty body)"
+        return scrub(content.decode("utf-8", "replace")).strip()[:300] or "(empty body)", {}
     err = obj.get("error") if isinstance(obj, dict) else None
     if isinstance(err, dict):
-        return scrub(str(err.get("message") or err))[:1000]
-    return scrub(str(err or obj))[:300]
+        return scrub(str(err.get("message") or err))[:1000], err
+    if isinstance(obj, dict) and "message" in obj:  # FastAPI-style servers put it at the top
+        return scrub(str(obj["message"]))[:1000], obj
+    return scrub(str(err or obj))[:300], {}
+
+
+def _connect_cause(exc: BaseException) -> str:
+    """How a connection could not be made: refused, dns, tls or other (from the exception's chain)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, ConnectionRefusedError):
+            return "refused"
+        if isinstance(seen, socket.gaierror):
+            return "dns"
+        if isinstance(seen, ssl.SSLError):
+            return "tls"
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc).lower()
+    if "connection refused" in text or "errno 111" in text:
+        return "refused"
+    if "name or service not known" in text or "nodename nor servname" in text or "name resolution" in text:
+        return "dns"
+    if "ssl" in text or "certificate" in text:
+        return "tls"
+    return "other"
 
 
 @contextmanager
@@ -207,6 +117,10 @@ def _translate() -> Iterator[None]:
         raise APITimeout(f"{type(exc).__name__}: the API did not answer in time") from None
     except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
         raise StreamError(f"the connection broke mid-response ({type(exc).__name__})") from None
+    except httpx.ConnectError as exc:
+        raise APIConnectionError(
+            f"cannot reach the API ({type(exc).__name__}: {exc})", cause=_connect_cause(exc)
+        ) from None
     except httpx.TransportError as exc:
         raise APIConnectionError(f"cannot reach the API ({type(exc).__name__}: {exc})") from None
     except httpx.DecodingError as exc:
@@ -245,7 +159,9 @@ class ClientPool:
     """A few `httpx.AsyncClient`s, each with a small connection limit, shared round-robin by the workers.
 
     One client with hundreds of connections spends its time searching its own pool; several small
-    clients keep that search short.
+    clients keep that search short. `url` is where completions are posted (default: `base_url` plus the
+    route of `api`; see `stream.endpoints.endpoint_url` for Azure's), `auth` the headers carrying the key
+    (default ``Authorization: Bearer``). Every attempt's outcome is told to `breaker`.
     """
 
     def __init__(
@@ -263,18 +179,24 @@ class ClientPool:
         stall_timeout: float = 60.0,
         request_timeout: float = 600.0,
         trust_env: bool = True,
+        url: str | None = None,
+        auth: dict[str, str] | None = None,
+        breaker: Breaker | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
         self.endpoint = "/chat/completions" if api == "chat" else "/completions"
-        self.url = self.base_url + self.endpoint
+        self.url = url or self.base_url + self.endpoint
         self.limits = limits or Limits()
         self.retry = retry
         self.request_timeout = request_timeout
+        self.breaker = breaker or Breaker(self.base_url)
         n = clients or max(1, math.ceil(concurrency / 8))
         per_client = max(1, math.ceil(concurrency / n))
         headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
-        if api_key:
+        if auth is not None:
+            headers.update(auth)
+        elif api_key:
             headers["authorization"] = f"Bearer {api_key}"
         self._key = api_key
         timeout = httpx.Timeout(connect=connect_timeout, read=stall_timeout, write=30.0, pool=None)
@@ -316,14 +238,16 @@ class ClientPool:
         on_attempt: Callable[[], None] | None = None,
     ) -> Completion:
         """Send one request, retrying what may succeed later. Raises an APIError after the last attempt,
-        with ``attempts`` and ``history`` (one line per failed attempt) set on it.
+        with its ``attempts`` and ``history`` (one line per failed attempt).
 
         429s wait out the shared cool-down (see `Limits`) and count against a separate, larger allowance
-        (`RetryPolicy.max_rate_limited`), so a busy server slows a snippet down without failing it."""
+        (`RetryPolicy.max_rate_limited`), so a busy server slows a snippet down without failing it. A
+        tripped circuit breaker raises `CircuitOpen` before the next attempt."""
         client = self._clients[worker % len(self._clients)]
         history: list[str] = []
         attempt = limited = 0  # requests sent; 429s among them
         while True:
+            self.breaker.check()
             ticket = await self.limits.acquire(reserve_tokens)
             started = time.perf_counter()
             attempt += 1
@@ -341,6 +265,8 @@ class ClientPool:
             except APIError as exc:
                 exc.args = (self.scrub(str(exc)),)
                 history.append(f"attempt {attempt}: {exc.reason}: {exc}")
+                if isinstance(exc, APIConnectionError):
+                    self.breaker.failure(exc)  # (4xx are told by the caller, which may learn from them)
                 if isinstance(exc, RateLimited):
                     limited += 1
                     self.limits.rate_limited_for(
@@ -358,12 +284,13 @@ class ClientPool:
                     or attempt - limited >= self.retry.max_attempts
                     or isinstance(exc, RateLimited)
                 ):
-                    exc.attempts = attempt  # type: ignore[attr-defined]
-                    exc.history = history  # type: ignore[attr-defined]
+                    exc.attempts, exc.history = attempt, history
                     raise
+                self.breaker.check()
                 await anyio.sleep(self.retry.delay(attempt, exc.retry_after))
                 continue
             self.limits.success()
+            self.breaker.success()
             completion.attempts = attempt
             completion.errors = history
             completion.latency_s = time.perf_counter() - started
@@ -383,10 +310,10 @@ class ClientPool:
                     if "text/event-stream" in ctype:
                         return await self._read_stream(response)
                 # Some servers ignore stream:true and answer with one JSON document; take it.
-                return _parse_full(orjson.loads(await response.aread()))
+                return parse_full(orjson.loads(await response.aread()))
 
     async def _read_stream(self, response: httpx.Response) -> Completion:
-        acc = _Assembler()
+        acc = Assembler()
         # After [DONE] the body is read to its end (normally just the chunked terminator), so httpx can
         # reuse the connection; a server that holds the stream open afterwards gets one second.
         with anyio.CancelScope() as tail:
@@ -397,7 +324,7 @@ class ClientPool:
             raise StreamError("the stream ended before the answer was complete")
         return result
 
-    async def _read_events(self, response: httpx.Response, acc: _Assembler, tail: anyio.CancelScope) -> None:
+    async def _read_events(self, response: httpx.Response, acc: Assembler, tail: anyio.CancelScope) -> None:
         async for event, data in iter_sse(response.aiter_bytes()):
             if acc.done:
                 continue
@@ -412,7 +339,7 @@ class ClientPool:
                     f"malformed JSON chunk in the stream: {data[:80].decode('utf-8', 'replace')!r}"
                 ) from None
             if event == "error":
-                _raise_for_error_object(
+                raise_for_error_object(
                     chunk
                     if isinstance(chunk, dict) and "error" in chunk
                     else {"error": chunk or "error event"}
@@ -422,22 +349,34 @@ class ClientPool:
 
     def _status_error(self, response: httpx.Response, body: dict[str, Any]) -> APIError:
         status = response.status_code
-        msg = _error_message(response.content, self.scrub)
+        msg, obj = _error_message(response.content, self.scrub)
         retry_after = parse_retry_after(response.headers)
         where = f"{status} from {self.url}"
         headers = {k: v for k, v in response.headers.items() if k.startswith("x-ratelimit-")}
+        code = obj.get("code")
+        param = obj.get("param")
+        context: dict[str, Any] = {
+            "status": status,
+            "code": str(code) if code is not None and not isinstance(code, int) else None,
+            "param": param if isinstance(param, str) else None,
+            "detail": obj,
+        }
         if status in (401, 403):
             return AuthError(
-                f"{where}: {msg} (check the key in ${self.api_key_env} and --base-url)", status=status
+                f"{where}: {msg} (check the key in ${self.api_key_env} and --base-url)", **context
             )
         if status == 404:
             return NotFoundError(
-                f"{where}: {msg} (is model {body.get('model')!r} served at {self.base_url}?)", status=status
+                f"{where}: {msg} (is model {body.get('model')!r} served at {self.base_url}?)", **context
             )
         if status == 429:
             if b"insufficient_quota" in response.content:
                 return QuotaExceeded(
-                    f"{where}: {msg} (the account behind ${self.api_key_env} is out of quota)", status=status
+                    f"{where}: {msg} (the account behind ${self.api_key_env} is out of quota)", **context
                 )
-            return RateLimited(f"{where}: {msg}", status=status, retry_after=retry_after, headers=headers)
-        return APIStatusError(f"{where}: {msg}", status=status, retry_after=retry_after, headers=headers)
+            return RateLimited(f"{where}: {msg}", retry_after=retry_after, headers=headers, **context)
+        overflow = overflow_numbers(status, obj, msg)
+        if overflow is not None:
+            limit, prompt = overflow
+            return ContextOverflow(f"{where}: {msg}", limit=limit, prompt_tokens=prompt, **context)
+        return APIStatusError(f"{where}: {msg}", retry_after=retry_after, headers=headers, **context)

@@ -1,6 +1,7 @@
 """One Config for a run. Precedence: command-line flags > environment > defaults.
 
-Environment: ``OPENAI_API_KEY`` (or the variable named by ``api_key_env``), ``OPENAI_BASE_URL``.
+Environment: the key in ``OPENAI_API_KEY`` (or the endpoint kind's variable, or the one named by ``api_key_env``),
+``OPENAI_BASE_URL``, and Azure's ``OPENAI_API_VERSION``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,19 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from .endpoints import KINDS, detect_kind, family_of
 from .errors import ConfigError
 from .prompt import DEFAULT_TASKS, TASKS, Template, task_fingerprint
 
-__all__ = ["Config", "DEFAULT_BASE_URL", "is_loopback"]
+__all__ = ["Config", "DEFAULT_BASE_URL", "REASONING_EFFORTS", "is_loopback"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+#: OpenAI's documented values; each model takes some of them (gpt-5: minimal..high; o-series: low..high).
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+_MAX_TOKENS = 512
+# Reasoning tokens come out of the same budget as the answer (OpenAI's reasoning guide advises reserving
+# at least 25,000 for reasoning and outputs when starting out); 4,096 leaves an annotation room at low effort.
+_REASONING_MAX_TOKENS = 4096
 
 
 def is_loopback(url: str) -> bool:
@@ -38,10 +46,13 @@ class Config:
     # API
     base_url: str | None = None  # None: $OPENAI_BASE_URL, else DEFAULT_BASE_URL
     api_key: str | None = field(default=None, repr=False)  # None: from $api_key_env
-    api_key_env: str = "OPENAI_API_KEY"
+    api_key_env: str | None = None  # None: the endpoint kind's (OPENAI_API_KEY, AZURE_OPENAI_API_KEY, ...)
+    endpoint_kind: str = "auto"  # auto (from the base URL's host) or a name of stream.endpoints.KINDS
+    api_version: str | None = None  # Azure's api-version; None: $OPENAI_API_VERSION, else the GA default
     api: str = "chat"  # chat | completions
     model: str = "gpt-4o-mini"
-    max_tokens: int = 512
+    max_tokens: int | None = None  # None: 512, or 4096 for reasoning models (their reasoning counts in it)
+    reasoning_effort: str | None = None  # sent only when given
     temperature: float | None = None
     top_p: float | None = None
     stop: tuple[str, ...] = ()
@@ -92,14 +103,19 @@ class Config:
 
     @property
     def params(self) -> dict[str, Any]:
-        """Generation parameters sent with every request (and part of the task fingerprint)."""
-        return {
+        """Generation parameters sent with every request (and part of the task fingerprint).
+
+        ``reasoning_effort`` is in it only when set, so fingerprints made before it existed still hold."""
+        params: dict[str, Any] = {
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "stop": list(self.stop) or None,
             "seed": self.seed,
         }
+        if self.reasoning_effort is not None:
+            params["reasoning_effort"] = self.reasoning_effort
+        return params
 
     def fingerprint(self, template: Template) -> str:
         """Identity of asking `template` with this API, model and parameters."""
@@ -123,9 +139,25 @@ class Config:
     def resolve(self, env: Mapping[str, str] | None = None) -> Config:
         """Apply the environment, then check everything that can be checked before any work."""
         env = os.environ if env is None else env
-        base_url = self.base_url or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-        key = self.api_key if self.api_key is not None else (env.get(self.api_key_env) or None)
-        cfg = replace(self, base_url=base_url.rstrip("/"), api_key=key)
+        base_url = (self.base_url or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        kind = detect_kind(base_url) if self.endpoint_kind == "auto" else self.endpoint_kind
+        if kind not in KINDS:
+            raise ConfigError(f"--endpoint-kind must be auto or one of {', '.join(KINDS)}, got {kind!r}")
+        key_env = self.api_key_env or KINDS[kind].key_env
+        key = self.api_key if self.api_key is not None else (env.get(key_env) or None)
+        family = family_of(self.model)
+        max_tokens = self.max_tokens or (
+            _REASONING_MAX_TOKENS if family and family.reasoning else _MAX_TOKENS
+        )
+        cfg = replace(
+            self,
+            base_url=base_url,
+            api_key=key,
+            api_key_env=key_env,
+            endpoint_kind=kind,
+            api_version=self.api_version or env.get("OPENAI_API_VERSION") or None,
+            max_tokens=max_tokens,
+        )
         cfg._validate()
         return cfg
 
@@ -142,9 +174,13 @@ class Config:
                 f"no API key: set ${self.api_key_env} (or name another variable with --api-key-env); "
                 f"a key is needed for {self.base_url}"
             )
+        if self.reasoning_effort not in (None, *REASONING_EFFORTS):
+            raise ConfigError(
+                f"--reasoning-effort must be one of {', '.join(REASONING_EFFORTS)}, got {self.reasoning_effort!r}"
+            )
         for name, value, low in (
             ("--concurrency", self.concurrency, 1),
-            ("--max-tokens", self.max_tokens, 1),
+            ("--max-tokens", self.max_tokens or 0, 1),
             ("--max-attempts", self.max_attempts, 1),
             ("--clients", self.clients, 0),
             ("--max-file-bytes", self.max_file_bytes, 1),
@@ -156,7 +192,7 @@ class Config:
         for name, value in (("--rpm", self.rpm), ("--tpm", self.tpm)):
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be positive, got {value:g}")
-        if self.tpm is not None and self.tpm < self.max_tokens:
+        if self.tpm is not None and self.max_tokens is not None and self.tpm < self.max_tokens:
             raise ConfigError(
                 f"--tpm {self.tpm:g} is below --max-tokens {self.max_tokens}: no request could fit"
             )

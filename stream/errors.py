@@ -10,9 +10,11 @@ SnipstreamError
 │   ├── RateLimited        429: shared cool-down, retried
 │   ├── QuotaExceeded      429 insufficient_quota: aborts the run (no retry can help)
 │   ├── APIStatusError     other 4xx (this snippet fails) / 5xx (retried)
+│   │   └── ContextOverflow  400: the prompt does not fit the model's context; not retried
 │   ├── APITimeout         retried
 │   ├── APIConnectionError retried
-│   └── StreamError        truncated or malformed SSE, or an error object in a 200: retried
+│   ├── StreamError        truncated or malformed SSE, or an error object in a 200: retried
+│   └── CircuitOpen        every answer so far failed the same systematic way: aborts the run
 ├── SinkError              a sink could not write (disk full, broken pipe, ...)
 └── CheckpointError        the SQLite checkpoint is unusable or locked
 ```
@@ -21,6 +23,8 @@ Messages never contain the API key: the key is only ever placed in request heade
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "SnipstreamError",
@@ -35,6 +39,8 @@ __all__ = [
     "APITimeout",
     "APIConnectionError",
     "StreamError",
+    "ContextOverflow",
+    "CircuitOpen",
     "SinkError",
     "CheckpointError",
 ]
@@ -61,6 +67,9 @@ class APIError(SnipstreamError):
     """The API did not give a usable answer.
 
     `retryable` says whether another attempt may succeed; `retry_after` is the server's hint in seconds.
+    `code` and `param` are the error body's own fields when it had them (OpenAI's error object:
+    ``{"error": {"message", "type", "param", "code"}}``); `detail` is the parsed error object itself.
+    `attempts` and `history` (one line per failed attempt) are set by the client pool when it gives up.
     """
 
     retryable: bool = False
@@ -72,11 +81,19 @@ class APIError(SnipstreamError):
         status: int | None = None,
         retry_after: float | None = None,
         headers: dict[str, str] | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        detail: dict[str, object] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
         self.headers = headers or {}  # the response's x-ratelimit-* headers, when there was a response
+        self.code = code
+        self.param = param
+        self.detail = detail or {}
+        self.attempts = 1
+        self.history: list[str] = []
 
     @property
     def reason(self) -> str:
@@ -103,16 +120,27 @@ class QuotaExceeded(APIError):
 class APIStatusError(APIError):
     """Any other HTTP error status; 5xx, 408 and 409 are retried, other 4xx fail the snippet."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message, status=status, retry_after=retry_after, headers=headers)
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message, **context)
+        status = self.status
         self.retryable = status is not None and (status >= 500 or status in (408, 409))
+
+
+class ContextOverflow(APIStatusError):
+    """The prompt (with room for the answer) is longer than the model's context; asking again cannot help.
+
+    `limit` is the context size the server named, `prompt_tokens` its count of this prompt, when it said."""
+
+    def __init__(
+        self, message: str, *, limit: int | None = None, prompt_tokens: int | None = None, **context: Any
+    ) -> None:
+        super().__init__(message, **context)
+        self.limit = limit
+        self.prompt_tokens = prompt_tokens
+
+    @property
+    def reason(self) -> str:
+        return "context_overflow"
 
 
 class APITimeout(APIError):
@@ -124,7 +152,15 @@ class APITimeout(APIError):
 
 
 class APIConnectionError(APIError):
+    """No answer could be had from the server. `cause` says how it failed when the connection could not be
+    made at all: ``refused`` (nothing listening), ``dns`` (no such host), ``tls`` (handshake failed), else
+    ``other``; the circuit breaker treats the first three as systematic."""
+
     retryable = True
+
+    def __init__(self, message: str, *, cause: str = "other", **context: Any) -> None:
+        super().__init__(message, **context)
+        self.cause = cause
 
     @property
     def reason(self) -> str:
@@ -137,6 +173,14 @@ class StreamError(APIError):
     @property
     def reason(self) -> str:
         return "stream_error"
+
+
+class CircuitOpen(APIError):
+    """The circuit breaker tripped (see `stream.breaker`): the message names the cause and the fix."""
+
+    @property
+    def reason(self) -> str:
+        return "circuit_open"
 
 
 class SinkError(SnipstreamError):

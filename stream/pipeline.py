@@ -31,10 +31,12 @@ from sinks import Sink, load_sink
 from sinks.ndjson import NDJSONSink, detach_stdout
 from sinks.sqlite import Checkpoint, Done, Failed
 
+from .asker import Asker, reasoning_tokens
 from .config import Config, is_loopback
+from .endpoints import auth_headers, endpoint_url, family_of
 from .errors import (
-    APIError,
     AuthError,
+    CircuitOpen,
     ConfigError,
     NotFoundError,
     QuotaExceeded,
@@ -44,17 +46,18 @@ from .errors import (
 from .extract import check_languages
 from .filters import Selection
 from .idset import DiskIdSet
-from .limits import BudgetExceeded, Limits
+from .limits import Limits
+from .messages import Answered, Failure, Job, Task
 from .model import Snippet, SourceFile, stable_hash
+from .negotiate import ContextBudget
 from .progress import show_progress
-from .prompt import StructuredError, Template, parse_structured
-from .request import build_body
+from .request import initial_shape
 from .scan import EXTRACTOR_VERSION, Known, Scanned, Skipped, Unchanged, scan
 from .tokens import Prices, Tokenizer, load_prices, load_tokenizer
 from .walk import walk
 
 if TYPE_CHECKING:
-    from .client import ClientPool, Completion
+    from .client import ClientPool
 
 __all__ = ["run", "Summary", "SCHEMA_VERSION"]
 
@@ -85,7 +88,8 @@ class Summary:
     # dry run: "task/language/kind" -> [requests, prompt tokens]
     plan: dict[str, list[int]] = field(default_factory=dict)
     prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # reasoning tokens included, as the API counts (and bills) them
+    reasoning_tokens: int = 0
     usage_estimated: int = 0
     elapsed: float = 0.0
     encoding: str = ""
@@ -106,47 +110,11 @@ class Summary:
 
 
 @dataclass(slots=True)
-class _Task:
-    """One task of the run: its template, fingerprint and the ``task`` object its records carry."""
-
-    template: Template
-    fingerprint: str
-    info: dict[str, Any]
-
-
-@dataclass(slots=True)
-class _Job:
-    record_id: str
-    snippet: Snippet
-    occurrence_id: str
-    body: dict[str, Any]
-    prompt_tokens: int | None
-    system: str | None
-    user: str
-    task: _Task
-
-
-@dataclass(slots=True)
-class _Answered:
-    job: _Job
-    completion: Completion
-    data: Any = None  # the parsed reply of a structured task
-
-
-@dataclass(slots=True)
-class _Failure:
-    job: _Job
-    reason: str
-    error: str
-    attempts: int
-
-
-@dataclass(slots=True)
 class _Reuse:
     record_id: str
     snippet: Snippet
     occurrence_id: str
-    task: _Task
+    task: Task
 
 
 @dataclass(slots=True)
@@ -161,7 +129,7 @@ class _DryLine:
     line: bytes
 
 
-_Outcome = _Answered | _Failure | _Reuse | Skipped | _FilesDone | _DryLine
+_Outcome = Answered | Failure | _Reuse | Skipped | _FilesDone | _DryLine
 
 
 def provenance(snippet: Snippet) -> dict[str, Any]:
@@ -197,7 +165,7 @@ class _Run:
         self.err = err
         params = {k: v for k, v in config.params.items() if v is not None}
         self.tasks = [
-            _Task(
+            Task(
                 t,
                 config.fingerprint(t),
                 {
@@ -228,8 +196,22 @@ class _Run:
                 f"--max-cost needs the price of {config.model!r}, which the price table does not list; "
                 "give it with --prices FILE"
             )
-        # structured tasks: how to ask the API for JSON (auto starts with a schema and steps down on a 400)
-        self.response_format = "json_schema" if config.response_format == "auto" else config.response_format
+        # What requests look like: from the endpoint and model tables, then rewritten by what servers refuse.
+        self.shape, unsupported = initial_shape(
+            kind=config.endpoint_kind,
+            api=config.api,
+            model=config.model,
+            response_format=config.response_format,
+        )
+        for name in sorted(unsupported):
+            if config.params.get(name) is not None and not config.quiet:
+                flag = "--" + name.replace("_", "-")
+                err(f"note: {config.model} does not take {flag} (only its default); not sending it")
+        family = family_of(config.model)
+        self.budget = ContextBudget(
+            family.context if family else None, f"the published context of {family.name}" if family else ""
+        )
+        self.asker: Asker | None = None
         self.reserved_usd = 0.0  # --max-cost: what requests in flight may still cost
         # dry run: record ids counted, earlier files' on disk (`counted`) and the current file's in memory
         self.counted: DiskIdSet | None = None
@@ -336,7 +318,7 @@ class _Run:
         if batch:
             anyio.from_thread.run(send.send, batch)
 
-    async def _feed(self, jobs: ObjectSendStream[_Job], outcomes: ObjectSendStream[_Outcome]) -> None:
+    async def _feed(self, jobs: ObjectSendStream[Job], outcomes: ObjectSendStream[_Outcome]) -> None:
         files_send, files_recv = anyio.create_memory_object_stream[list[Scanned | Unchanged | Skipped]](16)
         async with jobs, outcomes:
             async with anyio.create_task_group() as tg:
@@ -392,7 +374,7 @@ class _Run:
             )
 
     async def _plan_file(
-        self, item: Scanned, jobs: ObjectSendStream[_Job], outcomes: ObjectSendStream[_Outcome]
+        self, item: Scanned, jobs: ObjectSendStream[Job], outcomes: ObjectSendStream[_Outcome]
     ) -> None:
         self.summary.files += 1
         self.summary.filtered.update(item.filtered)
@@ -440,7 +422,7 @@ class _Run:
             await outcomes.send(_FilesDone([entry[1]]))
 
     @staticmethod
-    def _ids(snippet: Snippet, task: _Task) -> tuple[str, str]:
+    def _ids(snippet: Snippet, task: Task) -> tuple[str, str]:
         record_id = stable_hash(snippet.id, task.fingerprint, *task.template.location_key(snippet))
         return record_id, stable_hash(record_id, snippet.path, snippet.qualname)
 
@@ -459,11 +441,11 @@ class _Run:
     async def _plan(
         self,
         snippet: Snippet,
-        task: _Task,
+        task: Task,
         record_id: str,
         occurrence_id: str,
         answered: bool,
-        jobs: ObjectSendStream[_Job],
+        jobs: ObjectSendStream[Job],
         outcomes: ObjectSendStream[_Outcome],
     ) -> bool:
         """Decide what one new place needs; True if a line is still to be written for it."""
@@ -480,8 +462,8 @@ class _Run:
             waiting.append((snippet, occurrence_id))
             return True
         system, user = task.template.render(snippet)
-        body = self._body(task, system, user)
-        job = _Job(record_id, snippet, occurrence_id, body, None, system, user, task)
+        job = Job(record_id, snippet, occurrence_id, {}, None, system, user, task)
+        job.body = self._asker().body(job)
         if cfg.max_prompt_tokens is not None:
             job.prompt_tokens = await self._count_prompt(job)
             if job.prompt_tokens > cfg.max_prompt_tokens:
@@ -508,7 +490,7 @@ class _Run:
                 "snippet_id": snippet.id,
                 **provenance(snippet),
                 "task": task.info,
-                "request": body,
+                "request": job.body,
                 "prompt_tokens": prompt_tokens,
             }
             await outcomes.send(_DryLine(orjson.dumps(line) + b"\n"))
@@ -517,24 +499,8 @@ class _Run:
         await jobs.send(job)
         return True
 
-    def _body(self, task: _Task, system: str | None, user: str) -> dict[str, Any]:
-        cfg = self.cfg
-        body = build_body(
-            api=cfg.api, model=cfg.model, system=system, user=user, params=cfg.params, stream=cfg.stream
-        )
-        schema = task.template.schema
-        if schema is not None and cfg.api == "chat" and self.response_format != "off":
-            if self.response_format == "json_schema":
-                body["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": task.template.name, "schema": schema},
-                }
-            else:
-                body["response_format"] = {"type": "json_object"}
-        return body
-
     async def _worker(
-        self, index: int, jobs: ObjectReceiveStream[_Job], outcomes: ObjectSendStream[_Outcome]
+        self, index: int, jobs: ObjectReceiveStream[Job], outcomes: ObjectSendStream[_Outcome]
     ) -> None:
         async with jobs, outcomes:
             async for job in jobs:
@@ -546,16 +512,17 @@ class _Run:
                     if reserved < 0:
                         break
                 try:
-                    outcome = await self._ask(index, job)
-                except (AuthError, NotFoundError, QuotaExceeded) as exc:
-                    self.err(f"error: {exc}")
+                    outcome = await self._asker().ask(index, job)
+                except (AuthError, NotFoundError, QuotaExceeded, CircuitOpen) as exc:
+                    if not self.stopping:  # one message, however many workers meet the same error
+                        self.err(f"error: {exc}")
                     self.stop(f"{type(exc).__name__}: {exc}", exit_code=3, grace=0)
                     return
                 finally:
                     self.reserved_usd -= reserved
                 await outcomes.send(outcome)
 
-    async def _reserve_cost(self, job: _Job) -> float:
+    async def _reserve_cost(self, job: Job) -> float:
         """--max-cost: reserve what this request may cost at most, or stop taking work (-1) if the spend so
         far plus what requests in flight may cost would pass the limit with it."""
         assert self.price is not None and self.cfg.max_cost is not None
@@ -574,117 +541,15 @@ class _Run:
         self.reserved_usd += worst
         return worst
 
-    async def _ask(self, index: int, job: _Job) -> _Outcome:
-        """One snippet's request, with its retries: an answer or a failure with every attempt's reason."""
-        pool = self._client_pool()
-        limits = pool.limits
-        if job.prompt_tokens is None and limits.counts_tokens:
-            job.prompt_tokens = await self._count_prompt(job)
-        body, max_tokens = job.body, self.cfg.max_tokens
-        if job.task.template.schema is not None and self._format_of(body) != self.response_format:
-            body = self._body(job.task, job.system, job.user)  # planned before a refusal stepped down
-        attempts, history = 0, []
-        reasked = False
-        while True:
-            reserve = (job.prompt_tokens or 0) + max_tokens
-            try:
-                completion = await pool.complete(
-                    body, reserve_tokens=reserve, worker=index, on_attempt=self._count_request
-                )
-            except APIError as exc:
-                if isinstance(exc, (AuthError, NotFoundError, QuotaExceeded)):
-                    raise
-                sent = body.get("response_format", {}).get("type")
-                if sent and exc.status == 400 and self._step_down_format(exc, sent):
-                    body = self._body(job.task, job.system, job.user) | (
-                        {"max_tokens": max_tokens} if max_tokens != self.cfg.max_tokens else {}
-                    )
-                    continue
-                history += getattr(exc, "history", [f"{exc.reason}: {exc}"])
-                return _Failure(job, exc.reason, "\n".join(history), attempts + getattr(exc, "attempts", 1))
-            except BudgetExceeded as exc:
-                return _Failure(job, "exceeds_tpm", str(exc), attempts)
-            attempts += completion.attempts
-            history += completion.errors
-            used = (completion.usage or {}).get("total_tokens")
-            if used is None and limits.counts_tokens:
-                used = (job.prompt_tokens or 0) + (await self._tokens()).count(completion.text)
-            if used is not None:
-                limits.refund(reserve - int(used))
-            if completion.finish_reason == "content_filter":
-                history.append(f"attempt {attempts}: content_filter: the API withheld the answer")
-                return _Failure(job, "content_filter", "\n".join(history), attempts)
-            if (
-                completion.finish_reason == "length"
-                and self.cfg.retry_truncated
-                and max_tokens == self.cfg.max_tokens
-            ):
-                history.append(
-                    f"attempt {attempts}: truncated at {max_tokens} tokens; asking with {2 * max_tokens}"
-                )
-                max_tokens *= 2
-                body = {**body, "max_tokens": max_tokens}
-                continue
-            data = None
-            schema = job.task.template.schema
-            if schema is not None:
-                try:
-                    data = parse_structured(completion.text, schema)
-                except StructuredError as exc:
-                    history.append(f"attempt {attempts}: {exc.reason}: {exc}")
-                    if completion.finish_reason == "length":  # asking again would stop short again
-                        history.append(
-                            f"the answer stopped at {max_tokens} tokens, before its JSON was complete"
-                        )
-                        return _Failure(job, "truncated", "\n".join(history), attempts)
-                    if reasked:
-                        return _Failure(job, exc.reason, "\n".join(history), attempts)
-                    reasked = True
-                    self._count_usage(completion.usage)  # the first answer was paid for too
-                    body = self._reask(body, completion.text, str(exc))
-                    continue
-            completion.attempts, completion.errors = attempts, history
-            return _Answered(job, completion, data)
-
-    @staticmethod
-    def _format_of(body: dict[str, Any]) -> str:
-        return body.get("response_format", {}).get("type", "off")
-
-    def _step_down_format(self, exc: APIError, sent: str) -> bool:
-        """A 400 naming the response format `sent`: with --response-format auto, try the next weaker way
-        (JSON schema, then JSON object, then none: the prompt asks for JSON all the same). True to resend."""
-        if self.cfg.response_format != "auto":
-            return False
-        text = str(exc).lower()
-        if not any(word in text for word in ("response_format", "json_schema", "json_object", "format")):
-            return False
-        if sent != self.response_format:
-            return True  # sent before another request's refusal stepped down: resend as it is now
-        self.response_format = "json_object" if sent == "json_schema" and "json_object" not in text else "off"
-        self.err(f"note: the API refused response_format {sent} ({exc}); now sending {self.response_format}")
-        return True
-
-    @staticmethod
-    def _reask(body: dict[str, Any], reply: str, error: str) -> dict[str, Any]:
-        """Ask once more, showing the model its reply and what is wrong with it."""
-        fix = f"That reply cannot be used: {error}. Reply again with only the JSON object."
-        if "messages" in body:
-            messages = [
-                *body["messages"],
-                {"role": "assistant", "content": reply},
-                {"role": "user", "content": fix},
-            ]
-            return {**body, "messages": messages}
-        return {**body, "prompt": f"{body['prompt']}\n\n{reply}\n\n{fix}\n"}
-
     def _count_usage(self, usage: dict[str, Any] | None) -> None:
         usage = usage or {}
         self.summary.prompt_tokens += int(usage.get("prompt_tokens") or 0)
         self.summary.completion_tokens += int(usage.get("completion_tokens") or 0)
+        self.summary.reasoning_tokens += reasoning_tokens(usage)
         if self.price is not None:
             self.summary.cost = self.price.cost(self.summary.prompt_tokens, self.summary.completion_tokens)
 
-    async def _count_prompt(self, job: _Job) -> int:
+    async def _count_prompt(self, job: Job) -> int:
         tok = await self._tokens()
         if self.cfg.api == "chat":
             return tok.count_chat(job.system, job.user)
@@ -724,7 +589,7 @@ class _Run:
         files, self.files_ready = self.files_ready, []
         answered: list[tuple[str, dict[str, Any], int, str]] = []
         for item in batch:
-            if isinstance(item, _Answered):
+            if isinstance(item, Answered):
                 job, result = item.job, await self._result(item)
                 places = list(self.inflight.get(job.record_id) or [(job.snippet, job.occurrence_id)])
                 answered.append((job.record_id, result, len(places), job.task.fingerprint))
@@ -743,7 +608,7 @@ class _Run:
                 lines.extend((o[0], o[3]) for o in occ)
                 self.summary.annotated += 1
                 self.summary.tasks[job.task.template.name] += 1
-            elif isinstance(item, _Failure):
+            elif isinstance(item, Failure):
                 job = item.job
                 for _, oid in self.inflight.pop(job.record_id, None) or [(job.snippet, job.occurrence_id)]:
                     # this file is not finished: it will be parsed again by the next run
@@ -803,7 +668,7 @@ class _Run:
             lines.extend(await self._reuse(reuse))
         await self._emit(lines)
 
-    async def _result(self, item: _Answered) -> dict[str, Any]:
+    async def _result(self, item: Answered) -> dict[str, Any]:
         c, job = item.completion, item.job
         usage = c.usage
         estimated = not usage
@@ -1012,6 +877,7 @@ class _Run:
         """The HTTP clients, made when the first request is about to go: a run with nothing to send (a
         rerun over a finished tree) neither imports httpx nor builds them."""
         if self.pool is None:
+            from .breaker import Breaker
             from .client import ClientPool, RetryPolicy
 
             cfg = self.cfg
@@ -1028,11 +894,36 @@ class _Run:
                 stall_timeout=cfg.stall_timeout,
                 request_timeout=cfg.request_timeout,
                 trust_env=not is_loopback(cfg.base_url or ""),
+                url=endpoint_url(cfg.endpoint_kind, cfg.base_url or "", cfg.api, cfg.model, cfg.api_version),
+                auth=auth_headers(cfg.endpoint_kind, cfg.api_key),
+                breaker=Breaker(cfg.base_url or ""),
             )
         return self.pool
 
+    def _asker(self) -> Asker:
+        if self.asker is None:
+            self.asker = Asker(
+                self.cfg,
+                shape=self.shape,
+                budget=self.budget,
+                pool=self._client_pool,
+                count_prompt=self._count_prompt,
+                count_text=self._count_text,
+                count_usage=self._count_usage,
+                count_request=self._count_request,
+                note=self._note,
+            )
+        return self.asker
+
+    def _note(self, message: str) -> None:
+        if not self.cfg.quiet:
+            self.err(message)
+
+    async def _count_text(self, text: str) -> int:
+        return (await self._tokens()).count(text)
+
     async def _graph(self, *, workers: int) -> None:
-        job_send, job_recv = anyio.create_memory_object_stream[_Job](max(1, workers))
+        job_send, job_recv = anyio.create_memory_object_stream[Job](max(1, workers))
         out_send, out_recv = anyio.create_memory_object_stream[_Outcome](max(16, 2 * workers))
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._writer, out_recv)
@@ -1040,7 +931,7 @@ class _Run:
             tg.start_soon(self._worker_group, workers, job_recv, out_send.clone())
             out_send.close()
 
-    async def _feed_group(self, jobs: ObjectSendStream[_Job], outcomes: ObjectSendStream[_Outcome]) -> None:
+    async def _feed_group(self, jobs: ObjectSendStream[Job], outcomes: ObjectSendStream[_Outcome]) -> None:
         try:
             with self.feed_scope:
                 await self._feed(jobs, outcomes)
@@ -1049,7 +940,7 @@ class _Run:
             outcomes.close()
 
     async def _worker_group(
-        self, workers: int, jobs: ObjectReceiveStream[_Job], outcomes: ObjectSendStream[_Outcome]
+        self, workers: int, jobs: ObjectReceiveStream[Job], outcomes: ObjectSendStream[_Outcome]
     ) -> None:
         with jobs, outcomes:
             async with anyio.create_task_group() as group:

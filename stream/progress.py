@@ -93,6 +93,7 @@ def format_summary(s: Summary, *, model: str, dry_run: bool, prices_date: str = 
         lines.append(
             f"requests sent: {s.requests} · tokens: {s.prompt_tokens:,} in / "
             f"{s.completion_tokens:,} out"
+            + (f" ({s.reasoning_tokens:,} reasoning)" if s.reasoning_tokens else "")
             + (f" · cost ${s.cost:,.4f} (prices of {prices_date})" if s.cost is not None else "")
             + (
                 f" ({s.usage_estimated} answers without usage, counted with {s.encoding})"
@@ -113,5 +114,8 @@ def format_summary(s: Summary, *, model: str, dry_run: bool, prices_date: str = 
             "secrets found (by kind; values never shown): "
             + ", ".join(f"{k} {v}" for k, v in s.secrets.most_common())
         )
-    lines.append(f"elapsed: {s.elapsed:.1f}s" + (f" · stopped: {s.stopped}" if s.stopped else ""))
+    stopped = s.stopped
+    if stopped and s.exit_code == 3 and ": " in stopped:  # the error itself was printed when it happened
+        stopped = stopped.split(": ", 1)[0] + " (see the error above)"
+    lines.append(f"elapsed: {s.elapsed:.1f}s" + (f" · stopped: {stopped}" if stopped else ""))
     return "\n".join(lines)

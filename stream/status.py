@@ -146,6 +146,7 @@ def _tasks(conn: sqlite3.Connection, names: dict[str, str]) -> list[dict[str, An
                coalesce(sum(json_extract(j, '$.truncated')), 0),
                coalesce(sum(json_extract(j, '$.response.usage.prompt_tokens')), 0),
                coalesce(sum(json_extract(j, '$.response.usage.completion_tokens')), 0),
+               coalesce(sum(json_extract(j, '$.response.usage.completion_tokens_details.reasoning_tokens')), 0),
                coalesce(sum(json_extract(j, '$.response.usage_estimated')), 0),
                max(json_extract(j, '$.task.template'))
         FROM (SELECT task, model, status, CAST(result AS TEXT) AS j FROM records)
@@ -153,7 +154,18 @@ def _tasks(conn: sqlite3.Connection, names: dict[str, str]) -> list[dict[str, An
         """
     ).fetchall()
     tasks = []
-    for fingerprint, model, done, failed, truncated, prompt, completion, estimated, template in rows:
+    for (
+        fingerprint,
+        model,
+        done,
+        failed,
+        truncated,
+        prompt,
+        completion,
+        reasoning,
+        estimated,
+        template,
+    ) in rows:
         tasks.append(
             {
                 "template": template or names.get(fingerprint) or "?",
@@ -163,7 +175,8 @@ def _tasks(conn: sqlite3.Connection, names: dict[str, str]) -> list[dict[str, An
                 "failed": failed,
                 "truncated": truncated,
                 "prompt_tokens": prompt,
-                "completion_tokens": completion,
+                "completion_tokens": completion,  # reasoning tokens included, as they are billed
+                "reasoning_tokens": reasoning,
                 "usage_estimated": estimated,
                 "cost_usd": estimate_cost(model, prompt, completion),
             }
@@ -174,7 +187,15 @@ def _tasks(conn: sqlite3.Connection, names: dict[str, str]) -> list[dict[str, An
 def _totals(tasks: list[dict[str, Any]]) -> dict[str, Any]:
     totals: dict[str, Any] = {
         key: sum(t[key] for t in tasks)
-        for key in ("done", "failed", "truncated", "prompt_tokens", "completion_tokens", "usage_estimated")
+        for key in (
+            "done",
+            "failed",
+            "truncated",
+            "prompt_tokens",
+            "completion_tokens",
+            "reasoning_tokens",
+            "usage_estimated",
+        )
     }
     priced = [t["cost_usd"] for t in tasks if t["cost_usd"] is not None]
     totals["cost_usd"] = sum(priced) if priced else None
@@ -306,7 +327,17 @@ def format_status(s: dict[str, Any]) -> str:
     running = {True: " · a run holds it now", False: "", None: ""}[s["running"]]
     lines.append(f"checkpoint: {s['db']} (read-only){running}")
     lines.append("")
-    header = ["task", "model", "done", "failed", "truncated", "prompt tok", "completion tok", "cost"]
+    header = [
+        "task",
+        "model",
+        "done",
+        "failed",
+        "truncated",
+        "prompt tok",
+        "completion tok",
+        "reasoning",
+        "cost",
+    ]
     rows = [
         [
             f"{t['template']} {t['fingerprint'][:8]}",
@@ -316,6 +347,7 @@ def format_status(s: dict[str, Any]) -> str:
             f"{t['truncated']:,}",
             f"{t['prompt_tokens']:,}",
             f"{t['completion_tokens']:,}",
+            f"{t['reasoning_tokens']:,}",
             _cost(t["cost_usd"]),
         ]
         for t in s["tasks"]
@@ -330,15 +362,17 @@ def format_status(s: dict[str, Any]) -> str:
             f"{tot['truncated']:,}",
             f"{tot['prompt_tokens']:,}",
             f"{tot['completion_tokens']:,}",
+            f"{tot['reasoning_tokens']:,}",
             _cost(tot["cost_usd"]),
         ]
     )
     if s["tasks"]:
-        lines.extend(_table(header, rows, right={2, 3, 4, 5, 6, 7}))
+        lines.extend(_table(header, rows, right={2, 3, 4, 5, 6, 7, 8}))
     else:
         lines.append("no answers yet")
     lines.append(
-        f"tokens: usage of the stored answers (final attempts); cost at list prices of {s['prices_date']}"
+        f"tokens: usage of the stored answers (final attempts; completion includes reasoning, billed as output); "
+        f"cost at list prices of {s['prices_date']}"
     )
     if tot["unpriced_models"]:
         lines.append("  n/a: model not in the price table (" + ", ".join(tot["unpriced_models"]) + ")")

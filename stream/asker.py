@@ -1,0 +1,284 @@
+"""One job's request, from the planned prompt to an answer or a failure with its reason.
+
+Layered like httpx's send path, each step one concern calling the next:
+
+```
+ask            the context gate: a prompt that cannot fit the model is not sent (too_long_for_model)
+└ _structured  a structured task's reply parsed against its schema, asked once more when it does not parse
+  └ _whole     an empty answer is a failure (reasoning_used_budget, truncated, empty_answer);
+               --retry-truncated asks once more with twice the tokens
+    └ _negotiated  a 400 that teaches something rewrites the run's shape and resends (stream.negotiate);
+                   a context overflow teaches the context size
+      └ ClientPool.complete   retries, rate limits, the circuit breaker (stream.client)
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    APIConnectionError,
+    APIError,
+    AuthError,
+    CircuitOpen,
+    ContextOverflow,
+    NotFoundError,
+    QuotaExceeded,
+)
+from .limits import BudgetExceeded
+from .messages import Answered, Failure, Job
+from .negotiate import ContextBudget, FormatLadder, lesson_from
+from .prompt import StructuredError, parse_structured
+from .request import Shape, build_body
+
+if TYPE_CHECKING:
+    from .client import ClientPool
+    from .config import Config
+    from .sse import Completion
+
+__all__ = ["Asker", "reasoning_tokens"]
+
+_LESSONS = 4  # rewrites one job may make before its 400 counts as a failure
+
+
+def reasoning_tokens(usage: dict[str, Any] | None) -> int:
+    """``usage.completion_tokens_details.reasoning_tokens`` (OpenAI's reasoning models), else 0."""
+    details = (usage or {}).get("completion_tokens_details") or {}
+    value = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    return value if isinstance(value, int) else 0
+
+
+class _Failed(Exception):
+    """A job's end without an answer, for a reason already written into its trace."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class _Trace:
+    """What one job's attempts have been so far."""
+
+    max_tokens: int
+    attempts: int = 0
+    history: list[str] = field(default_factory=list)
+
+    def note(self, line: str) -> None:
+        self.history.append(f"attempt {self.attempts}: {line}")
+
+    def failed(self, exc: APIError) -> None:
+        self.attempts += exc.attempts
+        self.history += exc.history or [f"{exc.reason}: {exc}"]
+
+
+class Asker:
+    """Asks jobs through the client pool, keeping the run's shape and context budget up to date."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        shape: Shape,
+        budget: ContextBudget,
+        pool: Callable[[], ClientPool],
+        count_prompt: Callable[[Job], Awaitable[int]],
+        count_text: Callable[[str], Awaitable[int]],
+        count_usage: Callable[[dict[str, Any] | None], None],
+        count_request: Callable[[], None],
+        note: Callable[[str], None],
+    ) -> None:
+        self.cfg = cfg
+        self.shape = shape
+        self.budget = budget
+        self._pool = pool
+        self.count_prompt = count_prompt
+        self.count_text = count_text
+        self.count_usage = count_usage
+        self.count_request = count_request
+        self.note = note
+        self.params = cfg.params
+
+    def body(
+        self, job: Job, *, max_tokens: int | None = None, fmt: str | None = None, followup: tuple = ()
+    ) -> dict[str, Any]:
+        """The body for `job` as the run's shape says now (`fmt` overrides its response format)."""
+        cfg = self.cfg
+        params = (
+            self.params if max_tokens in (None, cfg.max_tokens) else {**self.params, "max_tokens": max_tokens}
+        )
+        shape = self.shape if fmt is None else replace(self.shape, response_format=fmt)
+        template = job.task.template
+        return build_body(
+            api=cfg.api,
+            model=cfg.model,
+            system=job.system,
+            user=job.user,
+            params=params,
+            stream=cfg.stream,
+            shape=shape,
+            schema=template.schema,
+            schema_name=template.name,
+            followup=followup,
+        )
+
+    async def ask(self, index: int, job: Job) -> Answered | Failure:
+        """One job, all its attempts: an answer, or a failure with every attempt's reason.
+
+        Aborting errors (401/403, 404, quota, a tripped breaker) are raised: the run stops."""
+        trace = _Trace(self.cfg.max_tokens)
+        try:
+            too_long = await self._too_long(job)
+            if too_long is not None:
+                return Failure(job, "too_long_for_model", too_long, 0)
+            return await self._structured(index, job, trace)
+        except _Failed as end:
+            return Failure(job, end.reason, "\n".join(trace.history), trace.attempts)
+        except (AuthError, NotFoundError, QuotaExceeded, CircuitOpen):
+            raise
+        except APIError as exc:
+            trace.failed(exc)
+            if not isinstance(exc, APIConnectionError):  # (the pool told the breaker of each of those)
+                self._pool().breaker.failure(exc)
+            return Failure(job, exc.reason, "\n".join(trace.history), trace.attempts)
+        except BudgetExceeded as exc:
+            return Failure(job, "exceeds_tpm", str(exc), trace.attempts)
+
+    async def _too_long(self, job: Job) -> str | None:
+        budget = self.budget
+        size = len(job.user.encode()) + len((job.system or "").encode())
+        if not budget.may_not_fit(size):
+            return None
+        if job.prompt_tokens is None:
+            job.prompt_tokens = await self.count_prompt(job)
+        if not budget.too_long(job.prompt_tokens):
+            return None
+        return (
+            f"too_long_for_model: the prompt is about {round(job.prompt_tokens * budget.ratio)} tokens and the "
+            f"model's context holds {budget.limit} ({budget.source}); not sent"
+        )
+
+    async def _structured(self, index: int, job: Job, trace: _Trace) -> Answered:
+        schema = job.task.template.schema
+        followup: tuple[dict[str, str], ...] = ()
+        while True:
+            completion = await self._whole(index, job, trace, followup)
+            data = None
+            if schema is not None:
+                try:
+                    data = parse_structured(completion.text, schema)
+                except StructuredError as exc:
+                    trace.note(f"{exc.reason}: {exc}")
+                    self.count_usage(completion.usage)  # paid for, though not the answer kept
+                    if completion.finish_reason == "length":  # asking again would stop short again
+                        trace.history.append(
+                            f"the answer stopped at {trace.max_tokens} tokens, before its JSON was complete"
+                        )
+                        raise _Failed("truncated") from None
+                    if followup:
+                        raise _Failed(exc.reason) from None
+                    fix = f"That reply cannot be used: {exc}. Reply again with only the JSON object."
+                    followup = (
+                        {"role": "assistant", "content": completion.text},
+                        {"role": "user", "content": fix},
+                    )
+                    continue
+            completion.attempts, completion.errors = trace.attempts, trace.history
+            return Answered(job, completion, data)
+
+    async def _whole(self, index: int, job: Job, trace: _Trace, followup: tuple) -> Completion:
+        cfg = self.cfg
+        while True:
+            completion = await self._negotiated(index, job, trace, followup)
+            finish = completion.finish_reason
+            if finish == "content_filter":
+                trace.note("content_filter: the API withheld the answer")
+                raise _Failed("content_filter")
+            if finish == "length" and cfg.retry_truncated and trace.max_tokens == cfg.max_tokens:
+                trace.note(f"truncated at {trace.max_tokens} tokens; asking with {2 * trace.max_tokens}")
+                self.count_usage(completion.usage)
+                trace.max_tokens *= 2
+                continue
+            if completion.text.strip():
+                return completion
+            self.count_usage(completion.usage)
+            reasoning = reasoning_tokens(completion.usage)
+            if finish == "length" and reasoning:
+                trace.note(
+                    f"reasoning_used_budget: the model spent {reasoning} of its {trace.max_tokens} tokens "
+                    "reasoning and had none left for the answer (raise --max-tokens or lower --reasoning-effort)"
+                )
+                raise _Failed("reasoning_used_budget")
+            if finish == "length":
+                trace.note(f"truncated: the answer was empty when it stopped at {trace.max_tokens} tokens")
+                raise _Failed("truncated")
+            trace.note(f"empty_answer: the API answered with no text (finish_reason {finish})")
+            raise _Failed("empty_answer")
+
+    async def _negotiated(self, index: int, job: Job, trace: _Trace, followup: tuple) -> Completion:
+        pool = self._pool()
+        limits = pool.limits
+        if job.prompt_tokens is None and limits.counts_tokens:
+            job.prompt_tokens = await self.count_prompt(job)
+        ladder = FormatLadder(self.shape, enabled=self.cfg.response_format == "auto")
+        learned: set[Any] = set()
+        refused: APIError | None = None  # the last 400 that sent this job down the format ladder
+        while True:
+            body = self.body(job, max_tokens=trace.max_tokens, fmt=ladder.tried, followup=followup)
+            reserve = (job.prompt_tokens or 0) + trace.max_tokens
+            try:
+                completion = await pool.complete(
+                    body, reserve_tokens=reserve, worker=index, on_attempt=self.count_request
+                )
+            except ContextOverflow as exc:
+                await self._learn_context(job, exc)
+                raise
+            except APIError as exc:
+                if exc.status != 400:
+                    raise
+                lesson = lesson_from(exc, body)
+                if lesson is not None and lesson not in learned and len(learned) < _LESSONS:
+                    learned.add(lesson)
+                    trace.failed(exc)
+                    if lesson.apply(self.shape):
+                        self.note(
+                            f"note: the API refused a parameter ({exc}); {lesson.describe()} from now on"
+                        )
+                    continue
+                sent = (body.get("response_format") or {}).get("type")
+                if ladder.step(sent) is not None:
+                    trace.failed(exc)
+                    refused = exc
+                    continue
+                raise
+            trace.attempts += completion.attempts
+            trace.history += completion.errors
+            level = ladder.confirm()
+            if level is not None:
+                self.note(
+                    f"note: the API refused response_format with 400s ({refused}) and answered {level}: "
+                    f"now sending {level} for structured tasks"
+                )
+            used = (completion.usage or {}).get("total_tokens")
+            if used is None and limits.counts_tokens:
+                used = (job.prompt_tokens or 0) + await self.count_text(completion.text)
+            if used is not None:
+                limits.refund(reserve - int(used))
+            prompt_used = (completion.usage or {}).get("prompt_tokens")
+            if job.prompt_tokens and isinstance(prompt_used, int):
+                self.budget.calibrate(job.prompt_tokens, prompt_used)
+            return completion
+
+    async def _learn_context(self, job: Job, exc: ContextOverflow) -> None:
+        if exc.prompt_tokens is not None:
+            if job.prompt_tokens is None:
+                job.prompt_tokens = await self.count_prompt(job)
+            self.budget.calibrate(job.prompt_tokens, exc.prompt_tokens)
+        if self.budget.learn_limit(exc.limit, "the server's context-overflow error"):
+            self.note(
+                f"note: the endpoint's context holds {exc.limit} tokens (from its error); longer prompts are "
+                "left out as too_long_for_model"
+            )
