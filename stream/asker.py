@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from .errors import (
     APIConnectionError,
     APIError,
@@ -39,7 +41,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .sse import Completion
 
-__all__ = ["Asker", "reasoning_tokens"]
+__all__ = ["Asker", "reasoning_tokens", "cached_tokens"]
 
 _LESSONS = 4  # rewrites one job may make before its 400 counts as a failure
 
@@ -48,6 +50,13 @@ def reasoning_tokens(usage: dict[str, Any] | None) -> int:
     """``usage.completion_tokens_details.reasoning_tokens`` (OpenAI's reasoning models), else 0."""
     details = (usage or {}).get("completion_tokens_details") or {}
     value = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    return value if isinstance(value, int) else 0
+
+
+def cached_tokens(usage: dict[str, Any] | None) -> int:
+    """``usage.prompt_tokens_details.cached_tokens`` (OpenAI's automatic prompt caching), else 0."""
+    details = (usage or {}).get("prompt_tokens_details") or {}
+    value = details.get("cached_tokens") if isinstance(details, dict) else None
     return value if isinstance(value, int) else 0
 
 
@@ -101,6 +110,8 @@ class Asker:
         self.count_request = count_request
         self.note = note
         self.params = cfg.params
+        self._probe = anyio.Lock()
+        self._probed = cfg.endpoint_kind != "llamacpp"
 
     def body(
         self, job: Job, *, max_tokens: int | None = None, fmt: str | None = None, followup: tuple = ()
@@ -130,6 +141,8 @@ class Asker:
 
         Aborting errors (401/403, 404, quota, a tripped breaker) are raised: the run stops."""
         trace = _Trace(self.cfg.max_tokens)
+        if not self._probed:
+            await self._props()
         try:
             too_long = await self._too_long(job)
             if too_long is not None:
@@ -146,6 +159,21 @@ class Asker:
             return Failure(job, exc.reason, "\n".join(trace.history), trace.attempts)
         except BudgetExceeded as exc:
             return Failure(job, "exceeds_tpm", str(exc), trace.attempts)
+
+    async def _props(self) -> None:
+        """llama.cpp's server tells its context size at ``GET /props``
+        (``default_generation_settings.n_ctx``, per slot); asked once, before the first request."""
+        async with self._probe:  # the other workers wait here until it is known
+            if self._probed:
+                return
+            base = (self.cfg.base_url or "").rstrip("/")
+            root = base[: -len("/v1")] if base.endswith("/v1") else base
+            props = await self._pool().get_json(root + "/props")
+            self._probed = True
+            settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+            n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+            if isinstance(n_ctx, int) and self.budget.learn_limit(n_ctx, "llama.cpp's /props"):
+                self.note(f"note: the server's context holds {n_ctx} tokens (llama.cpp's /props)")
 
     async def _too_long(self, job: Job) -> str | None:
         budget = self.budget

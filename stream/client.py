@@ -296,6 +296,17 @@ class ClientPool:
             completion.latency_s = time.perf_counter() - started
             return completion
 
+    async def get_json(self, url: str) -> Any:
+        """GET a JSON document from the server (llama.cpp's ``/props``); None when there is none to have."""
+        try:
+            with _translate():
+                response = await self._clients[0].get(url)
+                if response.status_code != 200:
+                    return None
+                return orjson.loads(response.content)
+        except APIError:
+            return None
+
     async def _once(self, client: httpx.AsyncClient, body: dict[str, Any], ticket: Ticket) -> Completion:
         content = orjson.dumps(body)
         with _translate():

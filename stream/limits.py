@@ -1,16 +1,36 @@
-"""Request and token budgets shared by all workers, adapted from the server's own rate-limit headers.
+"""Request and token budgets shared by all workers, held to the server's own account of them.
 
 Budgets are token buckets that refill continuously (per minute, as providers state limits) and hold about
-one second of budget, since providers enforce per-minute limits over short windows
-(https://platform.openai.com/docs/guides/rate-limits). A request reserves its prompt tokens plus
-``max_tokens`` before it is sent; when the answer reports its usage, the unused part is given back.
+one second of budget, since providers enforce per-minute limits over short windows: "60,000
+requests/minute may be enforced as 1,000 requests/second" (https://help.openai.com/en/articles/6891753).
 
-Three sources set the budget, the lowest winning: the user's ``--rpm``/``--tpm`` (a ceiling), the server's
-``x-ratelimit-limit-*`` headers, and its ``x-ratelimit-remaining-*`` headers, which pull our bucket down to
-what the server says is left (the bucket then refills at the limit's rate, so ``reset-*`` adds nothing;
-`parse_duration` reads it for tools that want it). A 429 starts one shared cool-down: every worker waits until
-the server's retry time instead of each retrying on its own; the pause grows while 429s repeat and shrinks
-again with successes.
+What a request costs. A request reserves its prompt tokens plus ``max_tokens`` before it is sent, which is
+what OpenAI charges when it admits the request: "Your rate limit is calculated as the maximum of max_tokens
+and the estimated number of tokens based on the character count of your request. Try to set the
+max_tokens value as close to your expected response size as possible."
+(https://platform.openai.com/docs/guides/rate-limits); Azure OpenAI's TPM limit is "based on the maximum
+tokens estimated to be processed when the request is received" (prompt, ``max_tokens``, ``best_of``), not on
+the billed count "computed after all processing is completed"
+(https://learn.microsoft.com/azure/ai-services/openai/how-to/quota). Nothing comes back from such a
+server when the answer is shorter. Others do settle on the real usage (OpenAI's Realtime API adjusts its
+reservation "once the Response is completed"; LiteLLM's proxy counts ``usage.total_tokens`` after the
+call). A client cannot tell the two apart from the answer, so the unused part (`Limits.refund`) is never
+given back on trust: the only evidence that a server returned it is the server's own
+``x-ratelimit-remaining-tokens``.
+
+The server's count is the truth. Three sources set the budget, the lowest winning: the user's
+``--rpm``/``--tpm`` (a ceiling), the server's ``x-ratelimit-limit-*`` headers, and its
+``x-ratelimit-remaining-*`` headers, which set our bucket to what the server says is left, down *or up*
+(minus what we sent after the request they answer; the bucket then refills at the limit's rate, so
+``reset-*`` adds nothing; `parse_duration` reads it for tools that want it). Against a server that keeps
+the whole charge that is exact; against one that refunds, its next headers show the refund and we use it.
+With no headers at all we keep the whole charge (conservative: a refunding server is then used below its
+limit, never over it).
+
+A 429 starts one shared cool-down: every worker waits until the server's retry time instead of each
+retrying on its own; the pause grows while 429s repeat and shrinks again with successes. When the server
+sends no limit headers and 429s become a real share of the answers, the request rate is cut to 70% and
+raised again by a fixed step per answer (additive increase, multiplicative decrease: AIMD).
 """
 
 from __future__ import annotations
@@ -111,6 +131,8 @@ class Limits:
         self._sent = Ticket()
         self._episode = -1  # requests sent when the last cool-down began
         self._probing = False  # the request rate was learned from 429s, not set or told
+        self._probe_step = 0.0  # requests/min added per answer while probing
+        self.refunds_withheld = 0  # unused tokens answers reported, never given back on their word
         self._send_times: deque[float] = deque(maxlen=4096)
         self._outcomes: deque[tuple[float, bool]] = deque(maxlen=4096)  # (time, was a 429)
 
@@ -147,16 +169,28 @@ class Limits:
             return self._sent
 
     def refund(self, tokens: float) -> None:
-        """Give back what a request reserved but did not use (its usage came in under the reservation)."""
-        if tokens > 0 and self.tokens.per_minute:
+        """An answer's usage came in `tokens` under its reservation (negative: over it).
+
+        An excess is taken at once: a charge is always believed. What went unused is *not* given back:
+        OpenAI keeps the whole admission charge, and a server that does return it says so in its next
+        ``x-ratelimit-remaining-tokens``, which `observe` takes as the level. Until then it is only
+        counted (`refunds_withheld`)."""
+        if not tokens or not self.tokens.per_minute:
+            return
+        if tokens < 0:
             self.tokens.refill(anyio.current_time())
-            self.tokens.level = min(self.tokens.capacity, self.tokens.level + tokens)
+            self.tokens.level += tokens
+        else:
+            self.refunds_withheld += int(tokens)
 
     def observe(self, headers: Mapping[str, str], ticket: Ticket | None = None) -> None:
         """Adapt to the ``x-ratelimit-*`` headers of the response to the request `ticket` (any status).
 
         The server's ``remaining`` was counted when it admitted that request; what we sent after it was
-        not in that count yet, so it is taken off before our bucket is pulled down to it."""
+        not in that count yet, so it is taken off, and our bucket is set to the rest, down or up (capped
+        at its capacity): down when the server charged more than we reckoned (a prompt it counts longer,
+        an answer over its reservation), up when it charged less or gave tokens back. The refill between
+        the server's count and now is not credited, which errs on the safe side."""
         if not self.adapt or (
             "x-ratelimit-limit-requests" not in headers
             and "x-ratelimit-remaining-requests" not in headers
@@ -181,8 +215,8 @@ class Limits:
             remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
             if remaining is not None and bucket.per_minute:
                 bucket.refill(now)
-                # The server's count is the truth; other answers in flight were already taken from ours.
-                bucket.level = min(bucket.level, remaining - sent_since)
+                # The server's count is the truth; answers sent since were already taken from ours.
+                bucket.level = min(bucket.capacity, remaining - sent_since)
 
     def success(self) -> None:
         """An answer came back: relax the cool-down's growth and, if 429s taught us the rate, probe upward."""
@@ -191,10 +225,11 @@ class Limits:
         self._outcomes.append((time.monotonic(), False))
         bucket = self.requests
         if self._probing and bucket.per_minute:
-            # Additive increase (about +10%/s at any rate), multiplicative decrease on 429: the AIMD rule
-            # that lets TCP find a link's capacity, used here to find a limit no header tells us.
+            # Additive increase (a fixed step per answer: 0.2% of the rate before the last cut, so 150
+            # answers climb back from the cut to it), multiplicative decrease on 429 (to 70%): the AIMD
+            # rule that lets TCP find a link's capacity, used here to find a limit no header tells us.
             ceiling = bucket.ceiling or math.inf
-            bucket.per_minute = min(ceiling, bucket.per_minute * 1.002)
+            bucket.per_minute = min(ceiling, bucket.per_minute + self._probe_step)
 
     def rate_limited_for(
         self,
@@ -205,14 +240,17 @@ class Limits:
         base: float,
         ticket: Ticket | None = None,
     ) -> float:
-        """A 429: the reservation was not charged; start (or extend) the shared cool-down. Returns it.
+        """A 429: start (or extend) the shared cool-down. Returns it.
+
+        The 429's own ``remaining`` headers (when it has them) set the budgets, which gives the refused
+        request's reservation back if the server did not count it; without them it stays taken (the
+        server said nothing, and the cool-down follows anyway). `reserved` is kept for callers.
 
         429s for requests sent before the current cool-down began are one signal, not many. For a new
         one: the server's retry time is trusted at first, and only 429s that keep coming add a growing
         pause of our own (up to 32 × `base`); when the server sends no limit headers, the request rate
         is also cut to 70% (and probed back up by `success`)."""
         self.rate_limited += 1
-        self.refund(reserved)
         self.observe(headers, ticket)
         now = anyio.current_time()
         self._outcomes.append((time.monotonic(), True))
@@ -245,6 +283,7 @@ class Limits:
         current = min(bucket.per_minute or math.inf, recent * 60)
         bucket.refill(now)
         bucket.per_minute = max(60.0, current * 0.7)
+        self._probe_step = 0.002 * current
         bucket.level = min(bucket.level, 0.0)
         self._probing = True
 
@@ -255,7 +294,7 @@ class Limits:
         recent = [t for t in self._send_times if mono - t <= 2.0]
         if len(recent) < 8:
             return None
-        return len(recent) / max(now - recent[0], 0.1)
+        return len(recent) / max(mono - recent[0], 0.1)  # one clock: the send times are monotonic
 
 
 def _number(value: str | None) -> float | None:

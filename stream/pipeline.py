@@ -31,7 +31,7 @@ from sinks import Sink, load_sink
 from sinks.ndjson import NDJSONSink, detach_stdout
 from sinks.sqlite import Checkpoint, Done, Failed
 
-from .asker import Asker, reasoning_tokens
+from .asker import Asker, cached_tokens, reasoning_tokens
 from .config import Config, is_loopback
 from .endpoints import auth_headers, endpoint_url, family_of
 from .errors import (
@@ -90,6 +90,7 @@ class Summary:
     prompt_tokens: int = 0
     completion_tokens: int = 0  # reasoning tokens included, as the API counts (and bills) them
     reasoning_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the provider served from its prompt cache (billed lower)
     usage_estimated: int = 0
     elapsed: float = 0.0
     encoding: str = ""
@@ -546,8 +547,11 @@ class _Run:
         self.summary.prompt_tokens += int(usage.get("prompt_tokens") or 0)
         self.summary.completion_tokens += int(usage.get("completion_tokens") or 0)
         self.summary.reasoning_tokens += reasoning_tokens(usage)
+        self.summary.cached_tokens += cached_tokens(usage)
         if self.price is not None:
-            self.summary.cost = self.price.cost(self.summary.prompt_tokens, self.summary.completion_tokens)
+            self.summary.cost = self.price.cost(
+                self.summary.prompt_tokens, self.summary.completion_tokens, self.summary.cached_tokens
+            )
 
     async def _count_prompt(self, job: Job) -> int:
         tok = await self._tokens()

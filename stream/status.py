@@ -147,6 +147,7 @@ def _tasks(conn: sqlite3.Connection, names: dict[str, str]) -> list[dict[str, An
                coalesce(sum(json_extract(j, '$.response.usage.prompt_tokens')), 0),
                coalesce(sum(json_extract(j, '$.response.usage.completion_tokens')), 0),
                coalesce(sum(json_extract(j, '$.response.usage.completion_tokens_details.reasoning_tokens')), 0),
+               coalesce(sum(json_extract(j, '$.response.usage.prompt_tokens_details.cached_tokens')), 0),
                coalesce(sum(json_extract(j, '$.response.usage_estimated')), 0),
                max(json_extract(j, '$.task.template'))
         FROM (SELECT task, model, status, CAST(result AS TEXT) AS j FROM records)
@@ -163,6 +164,7 @@ def _tasks(conn: sqlite3.Connection, names: dict[str, str]) -> list[dict[str, An
         prompt,
         completion,
         reasoning,
+        cached,
         estimated,
         template,
     ) in rows:
@@ -177,8 +179,9 @@ def _tasks(conn: sqlite3.Connection, names: dict[str, str]) -> list[dict[str, An
                 "prompt_tokens": prompt,
                 "completion_tokens": completion,  # reasoning tokens included, as they are billed
                 "reasoning_tokens": reasoning,
+                "cached_tokens": cached,
                 "usage_estimated": estimated,
-                "cost_usd": estimate_cost(model, prompt, completion),
+                "cost_usd": estimate_cost(model, prompt, completion, cached),
             }
         )
     return sorted(tasks, key=lambda t: (t["template"], t["model"], t["fingerprint"]))
@@ -194,6 +197,7 @@ def _totals(tasks: list[dict[str, Any]]) -> dict[str, Any]:
             "prompt_tokens",
             "completion_tokens",
             "reasoning_tokens",
+            "cached_tokens",
             "usage_estimated",
         )
     }

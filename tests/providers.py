@@ -157,10 +157,18 @@ class ContextWindow(Mode):
       the messages." (OpenAI's error codes guide);
     - ``style="llamacpp"``: 400 ``type: exceed_context_size_error`` with ``n_prompt_tokens`` and ``n_ctx``:
       "request (M tokens) exceeds the available context size (N tokens), try increasing it" (llama.cpp's
-      server, ``tools/server``)."""
+      server, ``tools/server``), which also tells its context size at ``GET /props``."""
 
     n_ctx: int = 4096
     style: str = "openai"
+
+    def route(
+        self, method: str, path: str, query: str, headers: dict[str, str]
+    ) -> tuple[str, dict[str, str]] | Answer:
+        if self.style == "llamacpp" and (method, path) == ("GET", "/props"):
+            # llama.cpp's GET /props: the server's settings, the slots' context size among them
+            return Answer(200, {"default_generation_settings": {"n_ctx": self.n_ctx}, "total_slots": 1})
+        return path, headers
 
     def refuse(self, kind: str, body: dict[str, Any], prompt_tokens: int) -> Answer | None:
         if prompt_tokens <= self.n_ctx:
@@ -245,3 +253,23 @@ class Azure(Mode):
                 },
             )
         return "/v1/" + "/".join(parts[4:]), headers
+
+
+def modes_from_names(names: list[str], *, n_ctx: int = 4096, key: str | None = None) -> list[Mode]:
+    """The modes `python -m tests.fakeserver --provider NAME` takes on (see `MODE_NAMES`)."""
+    made: list[Mode] = []
+    for name in names:
+        if name == "openai-reasoning":
+            made.append(OpenAIReasoning())
+        elif name == "refuses-structured":
+            made.append(RefusesStructured())
+        elif name in ("context-openai", "context-llamacpp"):
+            made.append(ContextWindow(n_ctx=n_ctx, style=name.split("-", 1)[1]))
+        elif name == "azure":
+            made.append(Azure(key=key))
+        else:
+            raise ValueError(f"unknown provider mode {name!r}; choose from {', '.join(MODE_NAMES)}")
+    return made
+
+
+MODE_NAMES = ("openai-reasoning", "refuses-structured", "context-openai", "context-llamacpp", "azure")

@@ -9,11 +9,13 @@ import socket
 import sqlite3
 from pathlib import Path
 
+import orjson
 import pytest
 
 from stream.endpoints import detect_kind, endpoint_url, family_of
 from stream.errors import APIStatusError
 from stream.negotiate import Lesson, lesson_from, overflow_numbers
+from stream.tokens import PRICES, PRICES_DATE, Prices
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import run_args, snipstream
 from tests.providers import Azure, ContextWindow, OpenAIReasoning, RefusesStructured
@@ -142,6 +144,18 @@ def test_gpt5_mini_is_asked_as_openai_documents_and_reasoning_is_in_every_record
     completion = sum(rec["response"]["usage"]["completion_tokens"] for rec in records)
     assert f"cost ${prompt * 1.0 + completion * 2.0:,.4f}" in r.stderr  # reasoning billed as output
     assert f"{24 * len(records):,} reasoning" in r.stderr
+    status = snipstream("status", "--json", "--db", tmp_path / "c.db", cwd=tmp_path)
+    totals = orjson.loads(status.stdout)["totals"]
+    assert totals["reasoning_tokens"] == 24 * len(records) and totals["completion_tokens"] == completion
+
+
+def test_cached_prompt_tokens_are_priced_at_the_cached_rate():
+    price = Prices(dict(PRICES), PRICES_DATE, "built-in").get("gpt-5-mini-2025-08-07")
+    assert price is not None and price.cached_input is not None and price.cached_input < price.input
+    full = price.cost(10_000, 1_000)
+    assert price.cost(10_000, 1_000, cached_tokens=8_000) == pytest.approx(
+        full - 8_000 * (price.input - price.cached_input) / 1e6, rel=1e-12
+    )
 
 
 def test_a_model_the_table_does_not_know_learns_each_refusal_once(tree, tmp_path):
@@ -332,3 +346,25 @@ def test_azure_without_its_key_stops_at_once_naming_the_variable(tree, tmp_path)
         )  # fmt: skip
     assert r.code == 3
     assert "$AZURE_OPENAI_API_KEY" in r.stderr and "not-the-key-123" not in r.stderr
+
+
+def test_llamacpp_kind_reads_the_context_size_from_props_and_sends_nothing_that_cannot_fit(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    small = "".join(f"def small_{i}(x):\n    return x + {i}\n\n" for i in range(4))
+    big = (
+        "def big(x):\n"
+        + "".join(f"    x = x + {j}  # step number {j} of many\n" for j in range(80))
+        + "    return x\n"
+    )
+    (src / "a.py").write_text(small + big)
+    db = tmp_path / "c.db"
+    with FakeOpenAI(chunks=4, provider=ContextWindow(n_ctx=300, style="llamacpp")) as server:
+        r = snipstream(*run_args(server, src, "--db", db, "--endpoint-kind", "llamacpp"), cwd=tmp_path)
+        paths = [q.path for q in server.requests]
+        codes = statuses(server)
+    assert r.code == 1, r.stderr
+    assert paths[0] == "/props" and paths.count("/props") == 1
+    assert 400 not in codes and len(r.records) == 4
+    assert reasons(db) == {"big": "too_long_for_model"}
+    assert "300 tokens (llama.cpp's /props)" in r.stderr
