@@ -157,28 +157,24 @@ class ModelFamily:
     context: int | None = None
 
 
-_REASONING_UNSUPPORTED = frozenset({"temperature", "top_p"})
+def _reasoning(name: str, pattern: str, *, context: int) -> ModelFamily:
+    """An OpenAI reasoning family: ``max_completion_tokens``, sampling left at its default."""
+    return ModelFamily(
+        name,
+        re.compile(pattern),
+        reasoning=True,
+        token_param="max_completion_tokens",
+        unsupported=frozenset({"temperature", "top_p"}),
+        context=context,
+    )
+
 
 #: First match wins; a dated snapshot (``gpt-5-mini-2025-08-07``) or an ``openai/`` prefix (LiteLLM,
 #: OpenRouter) matches its family.
 FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily("gpt-5-chat", re.compile(r"gpt-5(\.\d+)?-chat"), context=128_000),
-    ModelFamily(
-        "gpt-5",
-        re.compile(r"gpt-5(\.\d+)?(-mini|-nano|-pro|-codex)?\b"),
-        reasoning=True,
-        token_param="max_completion_tokens",
-        unsupported=_REASONING_UNSUPPORTED,
-        context=400_000,
-    ),
-    ModelFamily(
-        "o-series",
-        re.compile(r"o[134](-mini|-pro|-preview)?\b"),
-        reasoning=True,
-        token_param="max_completion_tokens",
-        unsupported=_REASONING_UNSUPPORTED,
-        context=200_000,
-    ),
+    _reasoning("gpt-5", r"gpt-5(\.\d+)?(-mini|-nano|-pro|-codex)?\b", context=400_000),
+    _reasoning("o-series", r"o[134](-mini|-pro|-preview)?\b", context=200_000),
     ModelFamily("gpt-4.1", re.compile(r"gpt-4\.1(-mini|-nano)?\b"), context=1_047_576),
     ModelFamily("gpt-4o", re.compile(r"gpt-4o(-mini)?\b"), context=128_000),
     ModelFamily("gpt-4-turbo", re.compile(r"gpt-4-turbo\b"), context=128_000),
