@@ -111,7 +111,10 @@ class Asker:
         self.note = note
         self.params = cfg.params
         self._probe = anyio.Lock()
-        self._probed = cfg.endpoint_kind != "llamacpp"
+        # llama.cpp's context size is asked for at once when the kind says so, else once an answer's
+        # ``Server: llama.cpp`` header shows it (a generic loopback URL often is one)
+        self._probed = cfg.endpoint_kind not in ("llamacpp", "generic")
+        self._known = cfg.endpoint_kind == "llamacpp"
 
     def body(
         self, job: Job, *, max_tokens: int | None = None, fmt: str | None = None, followup: tuple = ()
@@ -141,7 +144,7 @@ class Asker:
 
         Aborting errors (401/403, 404, quota, a tripped breaker) are raised: the run stops."""
         trace = _Trace(self.cfg.max_tokens)
-        if not self._probed:
+        if not self._probed and (self._known or (self._pool().server or "").startswith("llama.cpp")):
             await self._props()
         try:
             too_long = await self._too_long(job)

@@ -213,6 +213,7 @@ class ClientPool:
             for _ in range(n)
         ]
         self.requests_sent = 0
+        self.server: str | None = None  # the first response's Server header (llama.cpp names itself)
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -311,6 +312,8 @@ class ClientPool:
         content = orjson.dumps(body)
         with _translate():
             async with client.stream("POST", self.url, content=content) as response:
+                if self.server is None:
+                    self.server = response.headers.get("server", "")
                 if response.status_code != 429:  # a 429's headers are read by rate_limited_for
                     self.limits.observe(response.headers, ticket)
                 if response.status_code >= 400:

@@ -48,6 +48,10 @@ import anyio
 __all__ = ["Limits", "Ticket", "BudgetExceeded", "parse_duration"]
 
 _BURST_SECONDS = 1.0
+# What a request leaves in the bucket, in seconds of refill: requests sent 1/rate apart can reach the
+# server closer together than that (one waits on a busy connection, the next does not), and a server
+# held at exactly zero refuses the early one. Kept in the server's bucket, this costs no throughput.
+_JITTER_SECONDS = 0.1
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
@@ -94,11 +98,12 @@ class _Bucket:
         self.stamp = now
 
     def wait_for(self, amount: float) -> float:
-        """Seconds until `amount` can be taken. A request larger than the bucket may go once it is full
-        (leaving a debt), so it waits for the budget rather than forever."""
+        """Seconds until `amount` can be taken, leaving `_JITTER_SECONDS` of refill behind. A request
+        larger than the bucket may go once it is full (leaving a debt), so it waits for the budget rather
+        than forever."""
         if not self.per_minute:
             return 0.0
-        need = min(amount, self.capacity)
+        need = min(amount + self.rate * _JITTER_SECONDS, self.capacity)
         return 0.0 if self.level >= need else (need - self.level) / self.rate
 
     def set_limit(self, per_minute: float) -> None:

@@ -16,7 +16,7 @@ from stream.endpoints import detect_kind, endpoint_url, family_of
 from stream.errors import APIStatusError
 from stream.negotiate import Lesson, lesson_from, overflow_numbers
 from stream.tokens import PRICES, PRICES_DATE, Prices
-from tests.fakeserver import FakeOpenAI
+from tests.fakeserver import FakeOpenAI, Scripted
 from tests.helpers import run_args, snipstream
 from tests.providers import Azure, ContextWindow, OpenAIReasoning, RefusesStructured
 
@@ -236,7 +236,6 @@ def test_the_same_400_for_every_request_stops_the_run_and_a_rerun_goes_on(tree, 
 
 
 def test_a_stray_400_among_answers_and_transient_faults_never_trip_the_breaker(tree, tmp_path):
-    from tests.fakeserver import Scripted
 
     many = tmp_path / "many"
     many.mkdir()
@@ -348,7 +347,8 @@ def test_azure_without_its_key_stops_at_once_naming_the_variable(tree, tmp_path)
     assert "$AZURE_OPENAI_API_KEY" in r.stderr and "not-the-key-123" not in r.stderr
 
 
-def test_llamacpp_kind_reads_the_context_size_from_props_and_sends_nothing_that_cannot_fit(tmp_path):
+@pytest.mark.parametrize("told", [True, False], ids=["endpoint-kind", "server-header"])
+def test_llamacpp_context_size_is_read_from_props_and_nothing_that_cannot_fit_is_sent(tmp_path, told):
     src = tmp_path / "src"
     src.mkdir()
     small = "".join(f"def small_{i}(x):\n    return x + {i}\n\n" for i in range(4))
@@ -360,11 +360,16 @@ def test_llamacpp_kind_reads_the_context_size_from_props_and_sends_nothing_that_
     (src / "a.py").write_text(small + big)
     db = tmp_path / "c.db"
     with FakeOpenAI(chunks=4, provider=ContextWindow(n_ctx=300, style="llamacpp")) as server:
-        r = snipstream(*run_args(server, src, "--db", db, "--endpoint-kind", "llamacpp"), cwd=tmp_path)
+        if told:
+            extra = ["--endpoint-kind", "llamacpp"]
+        else:  # llama.cpp's server names itself in every answer's Server header
+            extra = ["--concurrency", "1"]
+            server.script(Scripted(headers={"Server": "llama.cpp"}))
+        r = snipstream(*run_args(server, src, "--db", db, *extra), cwd=tmp_path)
         paths = [q.path for q in server.requests]
         codes = statuses(server)
     assert r.code == 1, r.stderr
-    assert paths[0] == "/props" and paths.count("/props") == 1
+    assert paths.index("/props") == (0 if told else 1) and paths.count("/props") == 1
     assert 400 not in codes and len(r.records) == 4
     assert reasons(db) == {"big": "too_long_for_model"}
     assert "300 tokens (llama.cpp's /props)" in r.stderr
