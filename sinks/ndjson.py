@@ -48,7 +48,8 @@ class NDJSONSink:
             self._fd = sys.stdout.fileno()
             return self
         try:
-            fd = os.open(self.target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            # read as well: a file this checkpoint never wrote is checked for a final newline (pread)
+            fd = os.open(self.target, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as exc:
             raise SinkError(f"cannot open output {self.target}: {exc.strerror}") from None
         self._fd, self._owned = fd, True

@@ -855,6 +855,10 @@ class _Run:
             async with sink as out:
                 for note in out.notes:
                     self.err(f"note: {note}")
+                if out.key is not None and sink.resume_offset is None:
+                    # Where this checkpoint's lines start, known before the first is written: a crash
+                    # before the first confirmation is then cut back to it like any other.
+                    await ckpt.mark_emitted([], out.key, out.offset)
                 self.out = out
                 entered: list[Sink] = []
                 try:

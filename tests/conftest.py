@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 import pytest
 
 from tests.fakeserver import FakeOpenAI
+from tests.helpers import REPO, Result, read_ndjson, snipstream
 
-REPO = Path(__file__).resolve().parent.parent
+# REPO, Result, read_ndjson and snipstream live in tests.helpers; they are re-exported here for the files
+# that import them from conftest.
+__all__ = ["EXPECTED", "REPO", "Result", "make_tree", "read_ndjson", "snipstream"]
 
 SHAPES = '''\
 """Shapes and helpers."""
@@ -117,40 +115,3 @@ def tree(tmp_path: Path) -> Path:
 def server() -> Iterator[FakeOpenAI]:
     with FakeOpenAI(chunks=8) as srv:
         yield srv
-
-
-@dataclass
-class Result:
-    code: int
-    stdout: bytes
-    stderr: str
-
-    @property
-    def records(self) -> list[dict]:
-        return [orjson.loads(line) for line in self.stdout.splitlines()]
-
-
-def snipstream(
-    *args: str | Path,
-    cwd: Path,
-    env: dict[str, str] | None = None,
-    timeout: float = 60,
-    input: bytes | None = None,
-) -> Result:
-    """Run the real command line in a subprocess, as a user would."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    full_env["PYTHONPATH"] = str(REPO)
-    full_env.update(env or {})
-    proc = subprocess.run(
-        [sys.executable, "-m", "stream", *map(str, args)],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        timeout=timeout,
-        input=input,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace"))
-
-
-def read_ndjson(path: Path) -> list[dict]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]

@@ -732,10 +732,13 @@ def test_parse_retry_after_seconds(value: str, expected: float) -> None:
     assert parse_retry_after(httpx.Headers({"retry-after": value})) == expected
 
 
-def test_parse_retry_after_http_date_in_the_future_gives_seconds_until_then() -> None:
-    date = email.utils.formatdate(time.time() + 30, usegmt=True)
-    got = parse_retry_after(httpx.Headers({"retry-after": date}))
-    assert got is not None and 27 <= got <= 31
+def test_parse_retry_after_http_date_in_the_future_gives_seconds_until_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = 1_800_000_000.0  # a whole second: HTTP dates have no fractions
+    monkeypatch.setattr(time, "time", lambda: now)
+    date = email.utils.formatdate(now + 30, usegmt=True)
+    assert parse_retry_after(httpx.Headers({"retry-after": date})) == 30.0
 
 
 def test_parse_retry_after_http_date_in_the_past_gives_zero() -> None:
@@ -803,21 +806,23 @@ async def test_pool_waits_what_the_server_asks_before_retrying(sleeps: list[floa
 async def test_429_pauses_every_worker_for_the_servers_retry_time() -> None:
     """A 429 starts one shared cool-down: requests from all workers wait it out, then go."""
     api = FakeAPI(reply_raw(429, b"slow down", {"retry-after-ms": "300"}), ok_stream(), ok_stream())
-    async with pool_for(api) as pool:
-        started = anyio.current_time()
-        done: list[float] = []
+    sent_at: list[float] = []  # when each request reached the server, on the loop's clock
 
-        async def one(worker: int) -> None:
-            await pool.complete(chat_body(), reserve_tokens=10, worker=worker)
-            done.append(anyio.current_time() - started)
+    async def handler(request: httpx.Request) -> httpx.Response:
+        sent_at.append(anyio.current_time())
+        return await api(request)
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(one, 0)
-            await anyio.sleep(0.05)  # the 429 has come back by now
-            tg.start_soon(one, 1)
+    async with pool_for(handler) as pool:  # type: ignore[arg-type]
+        with anyio.fail_after(10):  # a safety net only
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: pool.complete(chat_body(), reserve_tokens=10, worker=0))
+                while pool.limits.rate_limited == 0:  # until the 429 has come back and been seen
+                    await anyio.sleep(0.001)
+                tg.start_soon(lambda: pool.complete(chat_body(), reserve_tokens=10, worker=1))
     assert api.count == 3
-    assert pool.limits.rate_limited == 1
-    assert min(done) >= 0.3  # the second worker, which never saw a 429, waited too
+    assert pool.limits.rate_limited == 1  # only the first request met a 429
+    # both later requests, the second worker's too (it never saw a 429), went after the server's 300 ms
+    assert min(sent_at[1:]) - sent_at[0] >= 0.3
 
 
 async def test_pool_backs_off_exponentially_without_server_hint(sleeps: list[float]) -> None:
@@ -865,13 +870,11 @@ async def test_transport_timeout_on_every_attempt_raises_api_timeout() -> None:
 async def test_stalled_stream_hits_request_timeout_and_raises_api_timeout() -> None:
     async def stalls() -> AsyncIterator[bytes]:
         yield sse(chat_chunk("half"), done=False)
-        await anyio.sleep(30)
+        await anyio.sleep(5)  # waited out (no timeout), this attempt would be answered
         yield sse(chat_chunk(None, "stop"))
 
     api = FakeAPI(reply_sse(stalls))
-    started = time.monotonic()
     exc = await failure(api, max_attempts=2, request_timeout=0.05)
-    assert time.monotonic() - started < 5
     assert type(exc) is APITimeout
     assert exc.attempts == 2 and api.count == 2  # type: ignore[attr-defined]
     assert all("within --request-timeout 0.05s" in h for h in exc.history)  # type: ignore[attr-defined]
@@ -880,7 +883,7 @@ async def test_stalled_stream_hits_request_timeout_and_raises_api_timeout() -> N
 async def test_stalled_stream_then_good_answer_succeeds() -> None:
     async def stalls() -> AsyncIterator[bytes]:
         yield b": ping\n\n"
-        await anyio.sleep(30)
+        await anyio.sleep(5)  # waited out (no timeout), this attempt would end as a cut stream
         yield b""
 
     api = FakeAPI(reply_sse(stalls), ok_stream())

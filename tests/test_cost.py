@@ -6,11 +6,15 @@ import sqlite3
 from pathlib import Path
 
 import orjson
+import pytest
 
-from tests.conftest import EXPECTED, read_ndjson, snipstream
+from stream.tokens import PRICES_DATE, load_prices
+from tests.conftest import EXPECTED
 from tests.fakeserver import FakeOpenAI
+from tests.helpers import read_ndjson, server_usage, snipstream
 
 PRICES = 'date = "2026-11"\n[models]\n"m" = { input = 1000, output = 2000 }\n'  # USD per million tokens
+IN, OUT = 1000, 2000
 
 
 def prices(tmp_path: Path) -> Path:
@@ -20,7 +24,10 @@ def prices(tmp_path: Path) -> Path:
 
 
 def test_plan_prints_a_table_by_task_language_and_kind_and_sends_nothing(tree, tmp_path):
-    r = snipstream("plan", tree, "--model", "gpt-4o-mini", "--max-tokens", "100", cwd=tmp_path)
+    # a dear model, so that the table's four decimals show each row's input and output price
+    price = load_prices(None).get("gpt-4-turbo")
+    assert price is not None
+    r = snipstream("plan", tree, "--model", "gpt-4-turbo", "--max-tokens", "100", cwd=tmp_path)
     assert r.code == 0, r.stderr
     assert r.stdout == b""  # a table is for people
     lines = r.stderr.splitlines()
@@ -30,16 +37,27 @@ def test_plan_prints_a_table_by_task_language_and_kind_and_sends_nothing(tree, t
         if line.startswith("-"):
             break
         task, language, kind, requests, prompt, output, cost = line.split()
-        rows[(task, language, kind)] = (int(requests), int(prompt.replace(",", "")), int(output), float(cost))
+        rows[(task, language, kind)] = (int(requests), int(prompt.replace(",", "")), int(output), cost)
+    total = next(line for line in lines[head + 2 :] if line.startswith("total")).split()
     kinds: dict[str, int] = {}
     for kind in EXPECTED.values():
         kinds[kind] = kinds.get(kind, 0) + 1
     assert {k[2]: v[0] for k, v in rows.items()} == kinds
     assert all(k[:2] == ("annotate", "python") for k in rows)
+    costs = []
     for requests, prompt, output, cost in rows.values():
         assert output == 50 * requests  # no history: half of --max-tokens
-        assert abs(cost - (prompt * 0.15 + output * 0.60) / 1e6) < 1e-4
-    assert "prices of 2025-06 (built-in)" in r.stderr
+        costs.append((prompt * price.input + output * price.output) / 1_000_000)
+        assert cost == f"{costs[-1]:.4f}"  # exact, to the table's precision
+        assert costs[-1] >= 0.001
+    prompt_total = sum(v[1] for v in rows.values())
+    assert total[1:] == [
+        str(len(EXPECTED)),
+        f"{prompt_total:,}",
+        f"{50 * len(EXPECTED):,}",
+        f"{sum(costs):.4f}",
+    ]
+    assert f"prices of {PRICES_DATE} (built-in)" in r.stderr
     assert "expected output tokens from: 0.5 x max_tokens" in r.stderr
 
 
@@ -86,6 +104,14 @@ def test_bad_price_files_are_refused(tree, tmp_path):
     assert r.code == 2 and "cannot read --prices" in r.stderr
 
 
+def ran_cost(db: Path, run_id: int) -> float:
+    """The cost a run reported in its stored summary."""
+    with sqlite3.connect(db) as conn:
+        (summary,) = conn.execute("SELECT summary FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    conn.close()
+    return orjson.loads(summary)["cost"]
+
+
 def test_max_cost_stops_before_the_budget_is_passed_and_a_rerun_goes_on(tree, tmp_path):
     out, db = tmp_path / "out.ndjson", tmp_path / "s.db"
     with FakeOpenAI(chunks=4) as server:
@@ -96,17 +122,23 @@ def test_max_cost_stops_before_the_budget_is_passed_and_a_rerun_goes_on(tree, tm
         assert "could pass --max-cost 0.3" in r.stderr and "stopped: --max-cost 0.3 reached" in r.stderr
         first = read_ndjson(out)
         assert 0 < len(first) < len(EXPECTED)
-        spent = sum(
-            (u["prompt_tokens"] * 1000 + u["completion_tokens"] * 2000) / 1e6
-            for u in (rec["response"]["usage"] for rec in first)
-        )
-        assert spent <= 0.3
-        assert f"cost ${spent:,.4f}" in r.stderr
         sent = len(server.requests)
         assert sent == len(first)
+        # the spend, from the usage the server reported and the price file
+        usage = [server_usage(server, req) for req in server.requests]
+        prompt, completion = sum(u[0] for u in usage), sum(u[1] for u in usage)
+        assert prompt == sum(rec["response"]["usage"]["prompt_tokens"] for rec in first)
+        assert completion == sum(rec["response"]["usage"]["completion_tokens"] for rec in first)
+        spent = (prompt * IN + completion * OUT) / 1_000_000
+        assert spent <= 0.3
+        assert ran_cost(db, 1) == pytest.approx(spent, rel=1e-9, abs=0)
+        assert f"cost ${spent:,.4f}" in r.stderr
         again = snipstream(*base, cwd=tmp_path)
         assert again.code == 0, again.stderr
         assert len(server.requests) == sent + len(EXPECTED) - len(first)  # nothing asked twice
+        rest = [server_usage(server, req) for req in server.requests[sent:]]
+        rest_cost = (sum(u[0] for u in rest) * IN + sum(u[1] for u in rest) * OUT) / 1_000_000
+        assert ran_cost(db, 2) == pytest.approx(rest_cost, rel=1e-9, abs=0)
     assert len(read_ndjson(out)) == len(EXPECTED)
 
 

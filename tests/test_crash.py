@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import os
+import functools
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.conftest import REPO, read_ndjson, snipstream
 from tests.fakeserver import ALL_FAULTS, FakeOpenAI, Scripted
+from tests.helpers import read_ndjson, run_args, running, snipstream, wait_until
 
 TEMPLATE = (
     "Please provide a complete annotation for the following Python code snippet that includes information "
@@ -36,53 +34,112 @@ def committed_prompts(db: Path) -> set[str]:
     """The prompts whose answers the checkpoint holds (rebuilt from the stored lines' code)."""
     if not db.exists():
         return set()
-    with sqlite3.connect(db) as conn:
+    conn = sqlite3.connect(db)
+    try:
         lines = [row[0] for row in conn.execute("SELECT line FROM occurrences")]
+    except sqlite3.OperationalError:  # a first run is still creating it
+        return set()
+    finally:
+        conn.close()
     return {TEMPLATE.format(code=orjson.loads(line)["code"]) for line in lines}
 
 
-def test_ten_hard_kills_and_reruns_leave_each_record_once(tmp_path):
+def output_state(db: Path, out: Path) -> tuple[int, int, int | None, int]:
+    """(places committed, of them not yet marked written, the confirmed offset of `out` or None, its size).
+
+    The size is read first and the checkpoint in one statement after it, so ``size > offset`` means that
+    lines were written but not yet confirmed at the moment the checkpoint was read."""
+    size = out.stat().st_size if out.exists() else 0
+    if not db.exists():
+        return 0, 0, None, size
+    conn = sqlite3.connect(db)
+    try:
+        committed, unwritten, offset = conn.execute(
+            "SELECT (SELECT count(*) FROM occurrences), "
+            "(SELECT count(*) FROM occurrences WHERE emitted = 0), (SELECT offset FROM outputs)"
+        ).fetchone()
+    except sqlite3.OperationalError:  # a first run is still creating it
+        return 0, 0, None, size
+    finally:
+        conn.close()
+    return committed, unwritten, offset, size
+
+
+def kill_point(srv: FakeOpenAI, db: Path, out: Path, stage: str, k: int, start: tuple[int, int]) -> object:
+    """Whether a run begun at `start` (requests sent, places committed) has reached `stage`:
+
+    * ``requests``: it has sent `k` requests and the newest are unanswered: their prompts (arrived within
+      20 ms: no answer can have come back, the server waits `latency` first);
+    * ``unconfirmed``: it has committed answers of its own and written lines past the confirmed offset
+      (committed places not yet marked written), after a first confirmed offset (see the test
+      below for a kill before it)."""
+    requests, committed_before = start
+    if stage == "requests":
+        log = srv.requests
+        now = time.monotonic()
+        fresh = [r.prompt_text for r in log[requests:] if r.status == 0 and now - r.time < 0.02]
+        return len(log) - requests >= k and fresh
+    committed, unwritten, offset, size = output_state(db, out)
+    return offset is not None and committed > committed_before and size > offset and unwritten > 0
+
+
+def test_hard_kills_at_each_stage_and_reruns_leave_each_record_once(tmp_path):
+    """SIGKILLs, each on a running process with work pending, two at each stage: requests in flight
+    (nothing of them committed); lines written but not yet confirmed (the next run must cut them and
+    write them again from the checkpoint). Nothing committed is asked again; a last run finishes with
+    every record exactly once."""
     src = many_functions(tmp_path / "src")
+    total = 80
     out, db = tmp_path / "out.ndjson", tmp_path / "snipstream.db"
     rng = random.Random(20261125)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    with FakeOpenAI(chunks=4, latency=0.01, chunk_delay=0.005) as srv:
-        args = [
-            sys.executable,
-            "-m",
-            "stream",
-            "run",
-            str(src),
-            "--base-url",
-            srv.url,
-            "--model",
-            "m",
-            "-o",
-            str(out),
-            "--concurrency",
-            "4",
-            "--progress",
-            "off",
-        ]
-        for _ in range(10):
-            before = committed_prompts(db)
-            seen = len(srv.requests)
-            proc = subprocess.Popen(
-                args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            time.sleep(rng.uniform(0.3, 1.2))
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-            again = [r.prompt_text for r in srv.requests[seen:] if r.prompt_text in before]
-            assert again == [], "an answer already committed was requested again"
+    with FakeOpenAI(chunks=4, chunk_delay=0.005) as srv:
+        args = [*run_args(srv, src), "-o", out, "--concurrency", "4", "--progress", "off"]
+        hits = {"requests": 0, "unconfirmed": 0}
+        kills = 0
+        for stage in ("requests", "unconfirmed") * 2:
+            # another kill at the same stage when its moment (a few ms) passed before the kill landed
+            for _ in range(5):
+                before = committed_prompts(db)
+                seen = len(srv.requests)
+                # the first run's kill comes before any answer: the first batch of 4 is still in flight
+                k = rng.randint(1, 4 if kills == 0 else 8)
+                srv.latency = 0.1 if stage == "requests" else 0.02  # only `requests` needs the wait
+                with running(*args, cwd=tmp_path, stderr=False) as proc:
+                    fresh = wait_until(
+                        functools.partial(kill_point, srv, db, out, stage, k, (seen, len(before))),
+                        f"the run reaches stage {stage}",
+                        proc=proc,
+                    )
+                    proc.signal(signal.SIGKILL)
+                    code, _ = proc.finish()
+                kills += 1
+                assert code == -signal.SIGKILL, "the kill landed on a running process"
+                after = committed_prompts(db)
+                _, unwritten, offset, size = output_state(db, out)
+                assert before <= after
+                assert len(after) < total, "work was pending when the kill landed"
+                again = [r.prompt_text for r in srv.requests[seen:] if r.prompt_text in before]
+                assert again == [], "an answer already committed was requested again"
+                if stage == "requests":
+                    assert not set(fresh) & after, "the requests in flight were unanswered at the kill"
+                    hit = True
+                else:  # lines the next run must cut, and write again
+                    hit = offset is not None and size > offset and unwritten > 0
+                if hit:
+                    hits[stage] += 1
+                    break
+        assert hits == {"requests": 2, "unconfirmed": 2}, hits
         before = committed_prompts(db)
         seen = len(srv.requests)
-        final = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, timeout=120)
-        assert final.returncode == 0, final.stderr.decode()
-        assert not [r.prompt_text for r in srv.requests[seen:] if r.prompt_text in before]
-    records = read_ndjson(out)  # every line is whole JSON: torn tails were cut back
+        srv.latency = srv.chunk_delay = 0.0
+        final = snipstream(*args, "--concurrency", "16", cwd=tmp_path, timeout=120)
+        assert final.code == 0, final.stderr
+        asked = [r.prompt_text for r in srv.requests[seen:]]
+    records = read_ndjson(out)  # every line is whole JSON: unconfirmed tails were cut back
     keys = [(r["record_id"], r["path"], r["qualname"]) for r in records]
-    assert len(keys) == len(set(keys)) == 80, "each record exactly once"
+    assert len(keys) == len(set(keys)) == total, "each record exactly once"
+    # the last run asked exactly for what no earlier run had committed, each once
+    assert sorted(asked) == sorted({TEMPLATE.format(code=r["code"]) for r in records} - before)
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert conn.execute("SELECT count(*) FROM occurrences WHERE emitted = 0").fetchone() == (0,)
@@ -92,6 +149,30 @@ def test_ten_hard_kills_and_reruns_leave_each_record_once(tmp_path):
         (offset,) = conn.execute("SELECT offset FROM outputs").fetchone()
     assert stored == set(keys)
     assert offset == out.stat().st_size
+
+
+def test_a_kill_before_the_first_confirmed_line_is_resumed(tmp_path):
+    src = many_functions(tmp_path / "src", files=1, per_file=12)
+    out, db = tmp_path / "out.ndjson", tmp_path / "snipstream.db"
+    with FakeOpenAI(chunks=4, latency=0.02) as srv:
+        args = [*run_args(srv, src), "-o", out, "--concurrency", "4", "--progress", "off"]
+        for _ in range(5):  # until a kill lands between the first lines and their confirmation
+            out.unlink(missing_ok=True)
+            for path in tmp_path.glob("snipstream.db*"):
+                path.unlink()
+            with running(*args, cwd=tmp_path, stderr=False) as proc:
+                wait_until(lambda: output_state(db, out)[3] > 0, "the first lines are written", proc=proc)
+                proc.signal(signal.SIGKILL)
+                proc.finish()
+            committed, unwritten, _, size = output_state(db, out)
+            if size > 0 and unwritten == committed > 0:  # lines written, none yet marked so
+                break
+        else:
+            pytest.skip("no kill landed before the first confirmation")
+        r = snipstream(*args, cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    keys = [(x["path"], x["qualname"]) for x in read_ndjson(out)]
+    assert len(keys) == len(set(keys)) == 12
 
 
 def test_a_full_disk_is_a_clear_error_and_nothing_paid_for_is_lost(tree, tmp_path):

@@ -2,172 +2,32 @@
 
 The checkpoint is built by running the real tool against the loopback fake server (annotate answers), plus
 answers of the structured and documentation tasks written with the checkpoint's own API (those tasks are
-not wired into the run yet). `store` and `make_record` are shared with tests/test_status.py.
+not wired into the run yet), with `store` and `make_record` from tests/helpers.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sqlite3
-import subprocess
-import sys
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio
 import orjson
 import pytest
 
 from stream import export as export_mod
 from stream.export import check_example, check_openai_chat, parse_split, split_of, split_targets
-from stream.model import snippet_id, stable_hash
-from tests.conftest import REPO, make_tree, snipstream
+from tests.conftest import make_tree
 from tests.fakeserver import FakeOpenAI
+from tests.helpers import checkpoint_held, make_record, read_ndjson, snipstream, store
 
-from sinks.sqlite import Checkpoint, Done, Failed  # isort: skip  (after stream: sinks imports stream)
-
-# --- building checkpoints ----------------------------------------------------------------------------------
-
-
-def make_record(
-    qualname: str,
-    *,
-    path: str = "pkg/mod.py",
-    template: str = "annotate",
-    model: str = "m",
-    fingerprint: str | None = None,
-    annotation: str | None = None,
-    data: Any = None,
-    truncated: bool = False,
-    code: str | None = None,
-    kind: str = "function",
-    language: str = "python",
-    start_line: int = 1,
-    usage: tuple[int, int] = (100, 20),
-    usage_estimated: bool = False,
-) -> dict[str, Any]:
-    """A done record shaped like the NDJSON line `snipstream run` writes (with the new `data` field)."""
-    code = code if code is not None else f"def {qualname}(x):\n    return x\n"
-    fingerprint = fingerprint or stable_hash("task", template, model)
-    sid = snippet_id(language, code)
-    if annotation is None:
-        annotation = orjson.dumps(data).decode() if data is not None else f"About {qualname}."
-    return {
-        "schema_version": 1,
-        "record_id": stable_hash(sid, fingerprint),
-        "snippet_id": sid,
-        "path": path,
-        "language": language,
-        "kind": kind,
-        "qualname": qualname,
-        "parent": None,
-        "start_line": start_line,
-        "end_line": start_line + code.count("\n") - 1,
-        "signature": f"def {qualname}(x)",
-        "docstring": None,
-        "code": code,
-        "task": {
-            "template": template,
-            "fingerprint": fingerprint,
-            "api": "chat",
-            "model": model,
-            "params": {},
-        },
-        "annotation": annotation,
-        "data": data,
-        "truncated": truncated,
-        "response": {
-            "id": "r-" + qualname,
-            "model": model,
-            "created": 1,
-            "finish_reason": "length" if truncated else "stop",
-            "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)},
-            "usage_estimated": usage_estimated,
-            "system_fingerprint": None,
-        },
-        "attempts": 1,
-        "latency_s": 0.1,
-        "annotated_at": "2026-01-01T00:00:00+00:00",
-    }
+# --- building checkpoints (make_record and store: tests/helpers.py) --------------------------------------
 
 
 def elsewhere(rec: dict[str, Any], path: str, start_line: int = 1) -> dict[str, Any]:
     """The same answer found at another place (same record id)."""
     return {**rec, "path": path, "start_line": start_line}
-
-
-_RESULT_KEYS = (
-    "task",
-    "annotation",
-    "data",
-    "truncated",
-    "response",
-    "attempts",
-    "latency_s",
-    "annotated_at",
-)
-
-
-def store(
-    db: Path,
-    records: Sequence[dict[str, Any]] = (),
-    *,
-    failed: Sequence[tuple[str, str, str, str]] = (),  # (template, model, reason, "path:qualname")
-    skips: Sequence[tuple[str, str]] = (),  # (path, reason)
-    unwritten: int = 0,
-) -> None:
-    """Commit records (grouped into answers by record id), failures and skips through `Checkpoint`.
-
-    The last `unwritten` places are left unemitted; the others are marked written."""
-
-    async def main() -> None:
-        by_id: dict[str, list[dict[str, Any]]] = {}
-        for rec in records:
-            by_id.setdefault(rec["record_id"], []).append(rec)
-        done = [
-            Done(
-                rid,
-                places[0]["snippet_id"],
-                places[0]["task"]["fingerprint"],
-                places[0]["task"]["model"],
-                orjson.dumps({k: places[0][k] for k in _RESULT_KEYS}),
-                1,
-                [
-                    (
-                        stable_hash(rid, p["path"], p["qualname"]),
-                        p["path"],
-                        p["qualname"],
-                        orjson.dumps(p) + b"\n",
-                    )
-                    for p in places
-                ],
-            )
-            for rid, places in by_id.items()
-        ]
-        fails = [
-            Failed(
-                stable_hash("failed", place, template),
-                stable_hash("snippet", place),
-                stable_hash("task", template, model),
-                model,
-                reason,
-                f"attempt 1: {reason}: the server said no\nattempt 2: {reason}: the server said no again",
-                2,
-                place.split(":")[0],
-                place.split(":")[1],
-            )
-            for template, model, reason, place in failed
-        ]
-        async with Checkpoint(db) as ckpt:
-            await ckpt.commit(done, fails, [(f"/src/{p}", p, r, "detail") for p, r in skips], None)
-            places = [o[0] for d in done for o in d.occurrences]
-            if places:
-                await ckpt.mark_emitted(places[: len(places) - unwritten], None, None)
-
-    anyio.run(main)
 
 
 # --- running the command -----------------------------------------------------------------------------------
@@ -182,10 +42,6 @@ def export(*argv: str | Path, capsysbinary: pytest.CaptureFixture[bytes]) -> tup
     code = export_mod.run(args)
     out, err = capsysbinary.readouterr()
     return code, out, err.decode()
-
-
-def lines(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
 def stored_line(db: Path, qualname: str) -> dict[str, Any]:
@@ -308,7 +164,7 @@ def test_every_format_is_written_with_exact_examples(ckpt, tmp_path, capsysbinar
         code, stdout, err = export("--db", ckpt, "--format", fmt, "-o", out, capsysbinary=capsysbinary)
         assert code == 0, err
         assert stdout == b"", "examples go to the file only"
-        rows = lines(out)
+        rows = read_ndjson(out)
         assert len(rows) == EXAMPLES, fmt
         assert example in rows, fmt
         assert f"examples written: all {EXAMPLES} → {out}" in err
@@ -318,7 +174,7 @@ def test_every_format_is_written_with_exact_examples(ckpt, tmp_path, capsysbinar
         "--db", ckpt, "--format", "jsonl", "-o", tmp_path / "all.jsonl", capsysbinary=capsysbinary
     )
     assert code == 0, err
-    stored = lines(tmp_path / "all.jsonl")
+    stored = read_ndjson(tmp_path / "all.jsonl")
     assert len(stored) == STORED
     assert plain in stored, "jsonl writes the record exactly as stored"
     assert "format check" not in err and "tokens per example" not in err
@@ -329,14 +185,14 @@ def test_answers_come_in_path_then_line_order(ckpt, tmp_path, capsysbinary):
         "--db", ckpt, "--format", "jsonl", "-o", tmp_path / "a.jsonl", capsysbinary=capsysbinary
     )
     assert code == 0, err
-    keys = [(r["path"], r["start_line"]) for r in lines(tmp_path / "a.jsonl")]
+    keys = [(r["path"], r["start_line"]) for r in read_ndjson(tmp_path / "a.jsonl")]
     assert keys == sorted(keys)
 
 
 def test_each_task_maps_to_its_examples(ckpt, tmp_path, capsysbinary):
     out = tmp_path / "chat.jsonl"
     assert export("--db", ckpt, "--format", "openai-chat", "-o", out, capsysbinary=capsysbinary)[0] == 0
-    pairs = {(m["messages"][0]["content"], m["messages"][1]["content"]) for m in lines(out)}
+    pairs = {(m["messages"][0]["content"], m["messages"][1]["content"]) for m in read_ndjson(out)}
     parse = f"```python\n{PARSE}```"
     guide = f"```markdown\n{GUIDE}```"
     context = f"The Python function `parse` from `pkg/qa.py`:\n\n{parse}\n\n"
@@ -358,12 +214,12 @@ def test_each_task_maps_to_its_examples(ckpt, tmp_path, capsysbinary):
         "instruction": "What does parse return?",
         "input": f"The Python function `parse` from `pkg/qa.py`:\n\n{parse}",
         "output": "An int.",
-    } in lines(out)
+    } in read_ndjson(out)
     assert {
         "instruction": "Write a function that caches results.",
         "input": "",
         "output": "Use functools.cache.",
-    } in lines(out)
+    } in read_ndjson(out)
 
 
 def test_system_message_goes_where_each_format_keeps_it(ckpt, tmp_path, capsysbinary):
@@ -385,7 +241,7 @@ def test_system_message_goes_where_each_format_keeps_it(ckpt, tmp_path, capsysbi
             capsysbinary=capsysbinary,
         )
         assert code == 0, err
-        (found[fmt],) = lines(out)
+        (found[fmt],) = read_ndjson(out)
     assert found["openai-chat"]["messages"][0] == {"role": "system", "content": system}
     assert found["sharegpt"]["conversations"][0] == {"from": "system", "value": system}
     assert found["alpaca"]["system"] == system
@@ -395,7 +251,7 @@ def test_system_message_goes_where_each_format_keeps_it(ckpt, tmp_path, capsysbi
 def test_openai_chat_output_passes_the_fine_tuning_format_checks(ckpt, tmp_path, capsysbinary):
     out = tmp_path / "chat.jsonl"
     assert export("--db", ckpt, "--format", "openai-chat", "-o", out, capsysbinary=capsysbinary)[0] == 0
-    for example in lines(out):
+    for example in read_ndjson(out):
         assert check_openai_chat(example) == []
         assert set(example) == {"messages"}
         roles = [m["role"] for m in example["messages"]]
@@ -453,7 +309,7 @@ def test_an_empty_answer_is_not_written_and_counted_as_a_problem(tmp_path, capsy
     out = tmp_path / "chat.jsonl"
     code, _, err = export("--db", db, "--format", "openai-chat", "-o", out, capsysbinary=capsysbinary)
     assert code == 0, err
-    assert len(lines(out)) == 1
+    assert len(read_ndjson(out)) == 1
     assert "format check (openai-chat): 2 examples, 1 with problems (not written): empty_content 1" in err
 
 
@@ -475,7 +331,7 @@ def test_an_answer_in_several_places_is_exported_once_at_its_first_place(tmp_pat
         "--db", db, "--format", "jsonl", "-o", tmp_path / "x.jsonl", capsysbinary=capsysbinary
     )
     assert code == 0, err
-    rows = lines(tmp_path / "x.jsonl")
+    rows = read_ndjson(tmp_path / "x.jsonl")
     assert [(r["path"], r["qualname"], r["start_line"]) for r in rows] == [
         ("b/a.py", "twin", 3),
         ("other.py", "other", 1),
@@ -484,7 +340,7 @@ def test_an_answer_in_several_places_is_exported_once_at_its_first_place(tmp_pat
     code, _, err = export(
         "--db", db, "--format", "sharegpt", "-o", tmp_path / "s.jsonl", capsysbinary=capsysbinary
     )
-    assert len(lines(tmp_path / "s.jsonl")) == 2
+    assert len(read_ndjson(tmp_path / "s.jsonl")) == 2
 
 
 def test_truncated_answers_are_left_out_unless_asked_for(ckpt, tmp_path, capsysbinary):
@@ -496,7 +352,7 @@ def test_truncated_answers_are_left_out_unless_asked_for(ckpt, tmp_path, capsysb
         "--db", ckpt, "--format", "openai-chat", "-o", out, "--include-truncated", capsysbinary=capsysbinary
     )
     assert code == 0, err
-    assert len(lines(out)) == EXAMPLES + 1
+    assert len(read_ndjson(out)) == EXAMPLES + 1
     assert "This is cut sho" in out.read_text()
 
 
@@ -506,7 +362,7 @@ def test_task_selection_and_custom_templates(ckpt, tmp_path, capsysbinary):
         "--db", ckpt, "--format", "alpaca", "-o", out, "--task", "qa", capsysbinary=capsysbinary
     )
     assert code == 0, err
-    assert [r["output"] for r in lines(out)] == ["An int.", "int() raises ValueError."]
+    assert [r["output"] for r in read_ndjson(out)] == ["An int.", "int() raises ValueError."]
     assert "task_not_selected" in err
     # a custom template is left out by default (its prompt is unknown) and exported when named
     code, _, err = export(
@@ -522,7 +378,7 @@ def test_task_selection_and_custom_templates(ckpt, tmp_path, capsysbinary):
         capsysbinary=capsysbinary,
     )
     assert code == 0, err
-    ((user, assistant),) = [[m["content"] for m in r["messages"]] for r in lines(out)]
+    ((user, assistant),) = [[m["content"] for m in r["messages"]] for r in read_ndjson(out)]
     assert user.startswith("Explain the Python function `review_me` from `pkg/custom.py`: what it does")
     assert assistant == "Fine."
     assert "note: --task nosuch matched no answer" in err
@@ -531,7 +387,7 @@ def test_task_selection_and_custom_templates(ckpt, tmp_path, capsysbinary):
     code, _, err = export(
         "--db", ckpt, "--format", "jsonl", "-o", out, "--task", prefix, capsysbinary=capsysbinary
     )
-    assert len(lines(out)) == 13
+    assert len(read_ndjson(out)) == 13
 
 
 def test_split_keeps_each_file_in_one_split_with_the_ratio(tmp_path, capsysbinary):
@@ -549,7 +405,7 @@ def test_split_keeps_each_file_in_one_split_with_the_ratio(tmp_path, capsysbinar
     )
     assert code == 0, err
     assert not out.exists()
-    train, valid = lines(tmp_path / "data.train.jsonl"), lines(tmp_path / "data.valid.jsonl")
+    train, valid = read_ndjson(tmp_path / "data.train.jsonl"), read_ndjson(tmp_path / "data.valid.jsonl")
 
     def files(rows: list[dict[str, Any]]) -> Counter[str]:
         return Counter(r["messages"][0]["content"].split("`")[3] for r in rows)
@@ -562,7 +418,7 @@ def test_split_keeps_each_file_in_one_split_with_the_ratio(tmp_path, capsysbinar
     assert f"train {len(train):,} → {tmp_path / 'data.train.jsonl'}, valid {len(valid):,} →" in err
     # the same export again puts every file in the same split
     export("--db", db, "--format", "openai-chat", "-o", out, "--split", "90/10", capsysbinary=capsysbinary)
-    assert lines(tmp_path / "data.valid.jsonl") == valid
+    assert read_ndjson(tmp_path / "data.valid.jsonl") == valid
 
 
 def test_split_assignment_is_stable_and_named():
@@ -681,7 +537,7 @@ def test_long_examples_are_dropped_and_lengths_reported(ckpt, tmp_path, capsysbi
         capsysbinary=capsysbinary,
     )
     assert code == 0, err
-    written = len(lines(out))
+    written = len(read_ndjson(out))
     (stats,) = [line for line in err.splitlines() if line.startswith("tokens per example")]
     dropped = int(stats.split("; ")[1].split()[0])
     assert dropped > 0 and written + dropped == EXAMPLES
@@ -690,33 +546,11 @@ def test_long_examples_are_dropped_and_lengths_reported(ckpt, tmp_path, capsysbi
 
 
 def test_export_reads_while_a_run_holds_the_checkpoint(ckpt, tmp_path, capsysbinary):
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, anyio, stream\n"
-            "from sinks.sqlite import Checkpoint\n"
-            "async def main():\n"
-            f"    async with Checkpoint({str(ckpt)!r}):\n"
-            "        print('locked', flush=True)\n"
-            "        await anyio.to_thread.run_sync(sys.stdin.readline)\n"
-            "anyio.run(main)\n",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+    with checkpoint_held(ckpt):
         out = tmp_path / "chat.jsonl"
         code, _, err = export("--db", ckpt, "--format", "openai-chat", "-o", out, capsysbinary=capsysbinary)
         assert code == 0, err
-        assert len(lines(out)) == EXAMPLES
-    finally:
-        assert holder.stdin is not None
-        holder.stdin.close()
-        holder.wait(10)
-        holder.stdout.close()  # type: ignore[union-attr]
+        assert len(read_ndjson(out)) == EXAMPLES
 
 
 def test_datasets_loads_every_format(ckpt, tmp_path, capsysbinary, monkeypatch):

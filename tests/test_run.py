@@ -7,25 +7,25 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.conftest import EXPECTED, REPO, read_ndjson, snipstream
+from tests.conftest import EXPECTED
 from tests.fakeserver import FakeOpenAI, Scripted, default_reply
+from tests.helpers import (
+    cli_env,
+    count_lines,
+    db_rows,
+    read_ndjson,
+    run_args,
+    running,
+    snipstream,
+    wait_until,
+)
 
 COMPLETIONS = "chat/completions"
-
-
-def run_args(server: FakeOpenAI, tree: Path, *extra: str) -> list[str]:
-    return ["run", str(tree), "--base-url", server.url, "--model", "m", "--backoff", "0.01", *extra]
-
-
-def db_rows(db: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql).fetchall()
 
 
 def test_every_definition_appears_once_with_its_exact_source(tree, server, tmp_path):
@@ -111,7 +111,7 @@ def test_stdout_carries_only_ndjson(tree, server, tmp_path):
 
 
 def test_closed_pipe_stops_cleanly_and_a_rerun_emits_the_rest(tree, server, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = cli_env()
     cmd = (
         f"{sys.executable} -m stream "
         + " ".join(run_args(server, tree, "--concurrency", "1"))
@@ -275,6 +275,15 @@ def test_dry_run_counts_code_repeated_across_files_once(tmp_path):
     assert next(line["path"] for line in lines if line["qualname"] == "helper") == "m00.py"
 
 
+def test_an_output_file_with_lines_of_its_own_is_appended_to(tree, server, tmp_path):
+    out = tmp_path / "out.ndjson"
+    out.write_bytes(b'{"from": "elsewhere"}\n')
+    r = snipstream(*run_args(server, tree, "-o", out), cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    records = read_ndjson(out)
+    assert records[0] == {"from": "elsewhere"} and len(records) == 1 + len(EXPECTED)
+
+
 def test_torn_tail_is_cut_back_and_unconfirmed_lines_written_once(tree, server, tmp_path):
     out = tmp_path / "out.ndjson"
     db = tmp_path / "snipstream.db"
@@ -339,58 +348,44 @@ def test_plugin_sink_receives_every_record(tree, server, tmp_path):
 
 def test_a_second_run_on_the_same_checkpoint_is_refused(tree, tmp_path):
     with FakeOpenAI(latency=0.3) as srv:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        first = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "stream",
-                *run_args(srv, tree, "-o", tmp_path / "a.ndjson", "--concurrency", "1"),
-            ],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            deadline = time.monotonic() + 20
-            while not srv.requests and time.monotonic() < deadline:
-                time.sleep(0.05)
+        args = run_args(srv, tree, "-o", tmp_path / "a.ndjson", "--concurrency", "1")
+        with running(*args, cwd=tmp_path) as first:
+            wait_until(lambda: srv.requests, "the first run sends a request", proc=first)
             r = snipstream(*run_args(srv, tree, "-o", tmp_path / "b.ndjson"), cwd=tmp_path)
             assert r.code == 3
             assert "in use by another snipstream run" in r.stderr
-        finally:
-            first.terminate()
-            first.communicate(timeout=30)
+            assert first.running(), "refused while the first run still held the checkpoint"
+            first.signal(signal.SIGTERM)
+            first.finish()
+        # the refused run asked for nothing: each request is the first run's, one snippet at a time
+        assert len({req.prompt_text for req in srv.requests}) == len(srv.requests)
 
 
 def test_sigint_keeps_what_was_answered_and_a_rerun_finishes(tree, tmp_path):
     out = tmp_path / "out.ndjson"
     with FakeOpenAI(latency=0.2) as srv:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "stream",
-                *run_args(srv, tree, "-o", out, "--concurrency", "2", "--grace", "5"),
-            ],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 20
-        while len(srv.requests) < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=30)
-        assert proc.returncode == 130, stderr.decode()
-        assert b"Traceback" not in stderr
+        args = run_args(srv, tree, "-o", out, "--concurrency", "2", "--grace", "5", "--progress", "off")
+
+        def in_flight() -> list[str]:
+            """Once a line is written: the prompts of the 2 requests waiting for their answers ([] until)."""
+            flying = [r.prompt_text for r in srv.requests if r.status == 0]
+            return flying if len(flying) == 2 and count_lines(out) >= 1 else []
+
+        with running(*args, cwd=tmp_path) as run:
+            flying = wait_until(in_flight, "a line is written and 2 requests are in flight", proc=run)
+            run.signal(signal.SIGINT)
+            run.wait_for("SIGINT: finishing in-flight requests")
+            code, stderr = run.finish()
+        assert code == 130, stderr
+        assert "Traceback" not in stderr
         first = read_ndjson(out)
-        assert 0 < len(first) < len(EXPECTED)
+        assert 0 < len(first) < len(EXPECTED), "work was pending"
+        # the requests in flight at the interrupt were finished within --grace and written
+        assert {default_reply(p) for p in flying} <= {rec["annotation"] for rec in first}
         assert db_rows(tmp_path / "snipstream.db", "PRAGMA integrity_check") == [("ok",)]
         sent = len(srv.requests)
+        assert sent == len(first), "every request sent before the run stopped was answered and written"
+        srv.latency = 0.0
         r = snipstream(*run_args(srv, tree, "-o", out), cwd=tmp_path)
         assert r.code == 0, r.stderr
         assert sorted((x["path"], x["qualname"]) for x in read_ndjson(out)) == sorted(EXPECTED)
@@ -475,17 +470,17 @@ def test_max_failures_stops_the_run_cleanly(tree, server, tmp_path):
 
 
 def test_a_stalled_stream_is_abandoned_and_retried(tree, server, tmp_path):
+    # No wall-clock bound: a stalled attempt that was waited out would finish as one attempt, not two.
     server.script(Scripted(stall=5.0))
     out = tmp_path / "out.ndjson"
-    started = time.monotonic()
     r = snipstream(
         *run_args(server, tree, "-o", out, "--concurrency", "2", "--stall-timeout", "0.3"), cwd=tmp_path
     )
     assert r.code == 0, r.stderr
-    assert time.monotonic() - started < 5
     records = read_ndjson(out)
     assert len(records) == len(EXPECTED)
-    assert max(rec["attempts"] for rec in records) == 2
+    assert sorted(rec["attempts"] for rec in records) == [1] * (len(EXPECTED) - 1) + [2]
+    assert len(server.requests) == len(EXPECTED) + 1
 
 
 def test_unchanged_files_are_not_parsed_again(tree, server, tmp_path):
@@ -546,27 +541,20 @@ def test_parsing_in_processes_gives_the_same_records(tree, server, tmp_path):
 
 
 def test_a_second_interrupt_stops_at_once_and_the_checkpoint_stays_whole(tree, tmp_path):
+    # Answers take 20 s and --grace is 60 s: a run that stops before any answer came back did not wait
+    # for them, whatever the clock says.
     with FakeOpenAI(latency=20) as srv:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        args = run_args(srv, tree, "-o", tmp_path / "out.ndjson", "--grace", "60")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stream", *args],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 20
-        while len(srv.requests) < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        started = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=30)
-        assert time.monotonic() - started < 10  # not the 60 s grace, nor the 20 s answers
-        assert proc.returncode == 130, stderr.decode()
-        assert b"second interrupt" in stderr and b"Traceback" not in stderr
+        args = run_args(srv, tree, "-o", tmp_path / "out.ndjson", "--grace", "60", "--progress", "off")
+        with running(*args, cwd=tmp_path) as run:
+            wait_until(lambda: len(srv.requests) >= 3, "3 requests are in flight", proc=run)
+            run.signal(signal.SIGINT)
+            run.wait_for("SIGINT: finishing in-flight requests (up to 60s)")
+            run.signal(signal.SIGINT)
+            code, stderr = run.finish(timeout=30)  # a safety net: the answers would come after 20 s
+            unanswered = [r for r in srv.requests if r.status == 0]
+        assert code == 130, stderr
+        assert "second interrupt" in stderr and "Traceback" not in stderr
+        assert len(unanswered) == len(srv.requests) >= 3, "it stopped before any answer came back"
     assert db_rows(tmp_path / "snipstream.db", "PRAGMA integrity_check") == [("ok",)]
 
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +13,9 @@ import pytest
 from stream import status as status_mod
 from stream.model import stable_hash
 from stream.tokens import estimate_cost
-from tests.conftest import REPO, make_tree, snipstream
+from tests.conftest import make_tree
 from tests.fakeserver import FakeOpenAI, Scripted
-from tests.test_export import make_record, store
+from tests.helpers import checkpoint_held, make_record, server_usage, snipstream, store
 
 T0 = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 
@@ -117,7 +114,7 @@ def test_status_prints_the_known_numbers(known, capsysbinary):
         line.split()[0] + " " + line.split()[1]: line.split() for line in out.splitlines() if line.strip()
     }
     annotate = fingerprint("annotate", "gpt-4o-mini")[:8]
-    assert rows[f"annotate {annotate}"][2:] == ["gpt-4o-mini", "3", "2", "1", "600", "120", "$0.0002"]
+    assert rows[f"annotate {annotate}"][2:] == ["gpt-4o-mini", "3", "2", "1", "600", "120", "0", "$0.0002"]
     assert rows[f"qa {fingerprint('qa', 'local-llama')[:8]}"][2:] == [
         "local-llama",
         "1",
@@ -125,6 +122,7 @@ def test_status_prints_the_known_numbers(known, capsysbinary):
         "0",
         "50",
         "10",
+        "0",
         "n/a",
     ]
     # a task with failures only is named from the runs' stored settings
@@ -135,9 +133,10 @@ def test_status_prints_the_known_numbers(known, capsysbinary):
         "0",
         "0",
         "0",
+        "0",
         "$0.0000",
     ]
-    assert rows["total 4"] == ["total", "4", "4", "1", "650", "130", "$0.0002"]
+    assert rows["total 4"] == ["total", "4", "4", "1", "650", "130", "0", "$0.0002"]
     assert "n/a: model not in the price table (local-llama)" in out
     assert "1 answer without usage from the API: tokens counted locally" in out
     tasks = [line.split()[0] for line in out.split("\n\n")[1].splitlines()[1:4]]
@@ -214,37 +213,13 @@ def test_missing_or_foreign_database_exits_2(tmp_path, capsysbinary):
 
 def test_status_reads_while_a_run_holds_the_checkpoint(known, capsysbinary):
     """The run's flock and its open write connection do not stop a report, and the report sees its commits."""
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, anyio, stream\n"
-            "from sinks.sqlite import Checkpoint\n"
-            "async def main():\n"
-            f"    async with Checkpoint({str(known)!r}) as ckpt:\n"
-            "        await ckpt.start_run({'model': 'gpt-4o-mini'})\n"
-            "        print('locked', flush=True)\n"
-            "        await anyio.to_thread.run_sync(sys.stdin.readline)\n"
-            "anyio.run(main)\n",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+    with checkpoint_held(known, {"model": "gpt-4o-mini"}):
         code, out, err = status("--db", known, capsysbinary=capsysbinary)
         assert code == 0, err
         assert "a run holds it now" in out
         assert "runs: 3" in out and "last run #3" in out and "(running now)" in out
         code, out, _ = status("--db", known, "--json", capsysbinary=capsysbinary)
         assert orjson.loads(out)["running"] is True
-    finally:
-        assert holder.stdin is not None
-        holder.stdin.close()
-        holder.wait(10)
-        holder.stdout.close()  # type: ignore[union-attr]
-    assert holder.returncode == 0
 
 
 def test_status_after_a_real_run_matches_its_summary(tmp_path, capsysbinary):
@@ -263,18 +238,22 @@ def test_status_after_a_real_run_matches_its_summary(tmp_path, capsysbinary):
             cwd=tmp_path,
         )
         sent = len(srv.requests)
+        # the usage the server reported for the answers it gave (the 400 has none)
+        usage = [server_usage(srv, req) for req in srv.requests if req.status == 200]
     assert r.code == 1, r.stderr
+    assert len(usage) == 12
+    prompt, completion = sum(u[0] for u in usage), sum(u[1] for u in usage)
     code, out, _ = status("--db", tmp_path / "snipstream.db", "--json", capsysbinary=capsysbinary)
     assert code == 0
     s: dict[str, Any] = orjson.loads(out)
     summary = s["runs"]["last"]["summary"]
     assert s["totals"]["done"] == summary["annotated"] == 12
     assert s["totals"]["failed"] == 1 and s["failures"][0]["reason"] == "http_400"
-    assert s["totals"]["prompt_tokens"] == summary["prompt_tokens"]
-    assert s["totals"]["completion_tokens"] == summary["completion_tokens"]
-    assert s["totals"]["cost_usd"] == pytest.approx(
-        estimate_cost("gpt-4o-mini", summary["prompt_tokens"], summary["completion_tokens"])
-    )
+    assert s["totals"]["prompt_tokens"] == summary["prompt_tokens"] == prompt
+    assert s["totals"]["completion_tokens"] == summary["completion_tokens"] == completion
+    cost = estimate_cost("gpt-4o-mini", prompt, completion)
+    assert cost is not None and cost > 0
+    assert s["totals"]["cost_usd"] == pytest.approx(cost, rel=1e-9, abs=0)
     assert s["runs"]["requests"] == sent
     assert s["skipped"] == {"binary": 1, "syntax_error": 1}
     assert s["running"] is False

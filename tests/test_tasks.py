@@ -10,12 +10,9 @@ import orjson
 import pytest
 
 from stream.prompt import TASKS, StructuredError, parse_structured
-from tests.conftest import EXPECTED, read_ndjson, snipstream
+from tests.conftest import EXPECTED
 from tests.fakeserver import FakeOpenAI, LoggedRequest, Scripted, default_reply
-
-
-def run_args(server: FakeOpenAI, tree: Path, *extra: str) -> list[str]:
-    return ["run", str(tree), "--base-url", server.url, "--model", "m", "--backoff", "0.01", *extra]
+from tests.helpers import read_ndjson, run_args, snipstream
 
 
 def failures(db: Path) -> dict[str, tuple[str, str]]:
