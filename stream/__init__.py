@@ -6,12 +6,15 @@ The library in one call::
     from stream import Config, run
 
     summary = anyio.run(run, Config(paths=("src",), output="out.ndjson").resolve())
+
+The names below are loaded on first use (PEP 562), so importing one submodule (``stream.errors`` from a
+plug-in sink, ``stream.status`` from the command line) does not pull in the pipeline, httpx or the extractors.
 """
 
-from .config import Config
-from .errors import SnipstreamError
-from .model import Snippet, SourceFile
-from .pipeline import SCHEMA_VERSION, Summary, run
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -25,3 +28,28 @@ __all__ = [
     "run",
     "__version__",
 ]
+
+_WHERE = {
+    "Config": "config",
+    "SnipstreamError": "errors",
+    "Snippet": "model",
+    "SourceFile": "model",
+    "SCHEMA_VERSION": "pipeline",
+    "Summary": "pipeline",
+    "run": "pipeline",
+}
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .errors import SnipstreamError
+    from .model import Snippet, SourceFile
+    from .pipeline import SCHEMA_VERSION, Summary, run
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stream' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
