@@ -164,8 +164,9 @@ class Asker:
             return Failure(job, "exceeds_tpm", str(exc), trace.attempts)
 
     async def _props(self) -> None:
-        """llama.cpp's server tells its context size at ``GET /props``
-        (``default_generation_settings.n_ctx``, per slot); asked once, before the first request."""
+        """llama.cpp's server tells its context size at ``GET /props`` (``default_generation_settings.n_ctx``,
+        per slot); asked once: before the first request with ``--endpoint-kind llamacpp``, else after the
+        first answer that names the server."""
         async with self._probe:  # the other workers wait here until it is known
             if self._probed:
                 return

@@ -4,8 +4,8 @@ Budgets are token buckets that refill continuously (per minute, as providers sta
 one second of budget, since providers enforce per-minute limits over short windows: "60,000
 requests/minute may be enforced as 1,000 requests/second" (https://help.openai.com/en/articles/6891753).
 
-What a request costs. A request reserves its prompt tokens plus ``max_tokens`` before it is sent, which is
-what OpenAI charges when it admits the request: "Your rate limit is calculated as the maximum of max_tokens
+What a request costs. A request reserves its prompt tokens plus ``max_tokens`` before it is sent, at least
+what OpenAI counts when it admits the request: "Your rate limit is calculated as the maximum of max_tokens
 and the estimated number of tokens based on the character count of your request. Try to set the
 max_tokens value as close to your expected response size as possible."
 (https://platform.openai.com/docs/guides/rate-limits); Azure OpenAI's TPM limit is "based on the maximum
@@ -25,7 +25,8 @@ The server's count is the truth. Three sources set the budget, the lowest winnin
 ``reset-*`` adds nothing; `parse_duration` reads it for tools that want it). Against a server that keeps
 the whole charge that is exact; against one that refunds, its next headers show the refund and we use it.
 With no headers at all we keep the whole charge (conservative: a refunding server is then used below its
-limit, never over it).
+limit, never over it). Each request also leaves a tenth of a second of refill in the bucket
+(`_JITTER_SECONDS`), so requests that reach the server closer together than they were sent find room.
 
 A 429 starts one shared cool-down: every worker waits until the server's retry time instead of each
 retrying on its own; the pause grows while 429s repeat and shrinks again with successes. When the server
@@ -137,6 +138,7 @@ class Limits:
         self._episode = -1  # requests sent when the last cool-down began
         self._probing = False  # the request rate was learned from 429s, not set or told
         self._probe_step = 0.0  # requests/min added per answer while probing
+        self._newest_seen = 0  # the newest request whose answer's remaining-* headers were applied
         self.refunds_withheld = 0  # unused tokens answers reported, never given back on their word
         self._send_times: deque[float] = deque(maxlen=4096)
         self._outcomes: deque[tuple[float, bool]] = deque(maxlen=4096)  # (time, was a 429)
@@ -195,7 +197,8 @@ class Limits:
         not in that count yet, so it is taken off, and our bucket is set to the rest, down or up (capped
         at its capacity): down when the server charged more than we reckoned (a prompt it counts longer,
         an answer over its reservation), up when it charged less or gave tokens back. The refill between
-        the server's count and now is not credited, which errs on the safe side."""
+        the server's count and now is not credited, which errs on the safe side. The ``remaining`` of an
+        answer to an older request than the newest already applied is left out (it knows less)."""
         if not self.adapt or (
             "x-ratelimit-limit-requests" not in headers
             and "x-ratelimit-remaining-requests" not in headers
@@ -209,6 +212,11 @@ class Limits:
             if ticket is None
             else Ticket(self._sent.requests - ticket.requests, self._sent.tokens - ticket.tokens)
         )
+        # An answer to an older request than one already heard from (a long prompt's first byte comes
+        # late) knows less: the newer count holds every charge it held, and every refund since.
+        stale = ticket is not None and ticket.requests < self._newest_seen
+        if ticket is not None and not stale:
+            self._newest_seen = ticket.requests
         for bucket, kind, sent_since in (
             (self.requests, "requests", later.requests),
             (self.tokens, "tokens", later.tokens),
@@ -218,7 +226,7 @@ class Limits:
                 bucket.refill(now)
                 bucket.set_limit(limit)
             remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
-            if remaining is not None and bucket.per_minute:
+            if remaining is not None and bucket.per_minute and not stale:
                 bucket.refill(now)
                 # The server's count is the truth; answers sent since were already taken from ours.
                 bucket.level = min(bucket.capacity, remaining - sent_since)

@@ -20,7 +20,10 @@ normal answer is produced.
 
 Rate limits follow OpenAI's conventions: two token buckets (requests, tokens) refilling continuously, 429s
 with ``retry-after``/``retry-after-ms``, and ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``
-headers on every response (durations in OpenAI's format, see `format_duration`/`parse_duration`).
+headers (durations in OpenAI's format, see `format_duration`/`parse_duration`). Two documented behaviours
+are modes: the accounting (`refund_unused`: OpenAI charges prompt + ``max_tokens`` at admission and gives
+nothing back, the default; or the unused part is given back when the answer ends) and where the headers
+go (`ratelimit_headers`: every answer, only 429s, or none). See `FakeOpenAI` for the providers' words.
 
 HTTP parsing is a small strict HTTP/1.1 parser on asyncio streams (keep-alive, pipelining, chunked or
 Content-Length request bodies, ``Expect: 100-continue``); JSON goes through orjson and stream chunks are
@@ -112,6 +115,7 @@ class LoggedRequest:
     body: dict[str, Any] | None
     time: float
     status: int = 0
+    query: str = ""  # the query string, without the "?"
 
     @property
     def prompt_text(self) -> str:
@@ -402,6 +406,18 @@ def _chunk(data: bytes) -> bytes:
 
 
 _TERMINATOR = b"0\r\n\r\n"
+_HEADER_MODES = {True: "all", False: "none", "all": "all", "429": "429", "none": "none"}
+
+
+def _headers_mode(value: bool | str) -> str:
+    """`FakeOpenAI.ratelimit_headers` as one of ``"all"``, ``"429"``, ``"none"`` (a bool is accepted:
+    True = all, False = none)."""
+    try:
+        return _HEADER_MODES[value]
+    except (KeyError, TypeError):
+        raise ValueError(f"ratelimit_headers must be 'all', '429', 'none' or a bool, not {value!r}") from None
+
+
 _ROUTES = {
     ("POST", "/v1/chat/completions"): "chat",
     ("POST", "/v1/completions"): "text",
@@ -411,9 +427,9 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class _Charge:
-    """The refund of an admitted answer that is written over time; `settle` gives it back once, just
-    before the last bytes of the answer are written (so a client that has the whole answer also sees the
-    refund in `stats` and in the next response's headers)."""
+    """The settlement of an admitted answer that is written over time; `settle` calls `_finish` once,
+    just before the last bytes of the answer are written (so a client that has the whole answer also sees
+    any refund, see `FakeOpenAI.refund_unused`, in `stats` and in the next response's headers)."""
 
     __slots__ = ("server", "refund", "settled")
 
@@ -457,19 +473,49 @@ class FakeOpenAI:
     and ``prompt_tokens + max_tokens`` tokens (``max_completion_tokens``/``max_tokens`` from the body,
     `_DEFAULT_MAX_TOKENS` = 16 when absent; prompt tokens = whitespace-separated words of the prompt text).
     A request needing more tokens than the bucket holds is admitted once the bucket is full and leaves it
-    in debt. When the answer has been written, ``max_tokens - completion_tokens`` goes back to the token
-    bucket (negative when the answer outgrew the default reservation). Otherwise: 429 with an OpenAI-style
-    body (``type`` ``"requests"`` or ``"tokens"``, code ``rate_limit_exceeded``), ``retry-after`` (whole
-    seconds, rounded up) and ``retry-after-ms`` (the wait until both buckets have room, rounded up to a
-    whole ms); nothing is deducted. With `ratelimit_headers` and a limit set, every response carries
+    in debt. Otherwise: 429 with an OpenAI-style body (``type`` ``"requests"`` or ``"tokens"``, code
+    ``rate_limit_exceeded``), ``retry-after`` (whole seconds, rounded up) and ``retry-after-ms`` (the wait
+    until both buckets have room, rounded up to a whole ms); nothing is deducted.
+
+    Accounting, `refund_unused`: what happens to the reservation when the answer has been written.
+
+    * ``False`` (the default, OpenAI's documented behaviour): the admission charge stands; nothing comes
+      back when the answer is shorter than ``max_tokens`` (an answer that outgrew the default reservation
+      of a request without ``max_tokens`` is still charged the excess). OpenAI's rate-limit guide
+      (https://platform.openai.com/docs/guides/rate-limits, "Reduce the max_tokens to match the size of
+      your completions"): "Your rate limit is calculated as the maximum of max_tokens and the estimated
+      number of tokens based on the character count of your request. Try to set the max_tokens value as
+      close to your expected response size as possible." Its help centre
+      (https://help.openai.com/en/articles/6891753-rate-limit-advice): "Usage needs are estimated from
+      this value" (``max_tokens``). Azure OpenAI (https://learn.microsoft.com/azure/ai-services/openai/
+      how-to/quota): TPM limits are "based on the maximum tokens estimated to be processed when the
+      request is received", from the prompt, ``max_tokens`` and ``best_of``, and differ from "the token
+      count used for billing, which is computed after all processing is completed". This server charges
+      the prompt and ``max_tokens`` added up, the reading Azure's list gives.
+    * ``True``: ``max_tokens - completion_tokens`` goes back to the token bucket just before the answer's
+      last bytes are written (so a client holding the whole answer sees it in `stats` and in the next
+      response's headers). Servers that settle on the real usage work this way: OpenAI's own Realtime API
+      (``rate_limits.updated``: tokens are "reserved" for the output when a response is created, "which
+      is then adjusted accordingly once the Response is completed"), and LiteLLM's proxy, whose limiter
+      adds ``usage.total_tokens`` to a key's count after a successful call
+      (``litellm/proxy/hooks/parallel_request_limiter.py``).
+
+    Headers, `ratelimit_headers` (when a limit is set): ``"all"`` (or ``True``, the default) puts
     ``x-ratelimit-limit-*`` (the per-minute limits), ``x-ratelimit-remaining-*`` (bucket level after this
     request's deduction, floored, never negative) and ``x-ratelimit-reset-*`` (time until the bucket is
-    full again, `format_duration`), for each bucket whose limit is set.
+    full again, `format_duration`) on every response, for each bucket whose limit is set, as OpenAI
+    documents; ``"429"`` only on 429s (a proxy or a provider that says nothing until it refuses);
+    ``"none"`` (or ``False``) never (vLLM and llama.cpp's servers enforce no per-minute limits and send
+    no such headers; the retry time of a 429 is then all a client learns).
 
     Faults: each completion request that is admitted and not answered by a scripted answer is hit with
     probability `fault_rate` by one fault drawn uniformly from `faults` (see `ALL_FAULTS`), with
     ``random.Random(seed)``, so a sequential run is reproducible. `stall_seconds` is the pause of the
     ``"stall"`` fault. `finish_reason` forces that finish reason on every generated answer.
+
+    Provider behaviours: `provider` is a mode or a list of modes from `tests.providers` (OpenAI's
+    reasoning-model rules, Azure's URLs and header, llama.cpp's refusal of grammars, context windows),
+    each documented there with the provider's own words.
 
     Counters: `stats`, `reset_stats()`.
 
@@ -494,18 +540,21 @@ class FakeOpenAI:
         rpm: float | None = None,
         tpm: float | None = None,
         burst_seconds: float = 1.0,
-        ratelimit_headers: bool = True,
+        ratelimit_headers: bool | str = "all",
+        refund_unused: bool = False,
         fault_rate: float = 0.0,
         faults: Sequence[str] = ALL_FAULTS,
         seed: int = 0,
         stall_seconds: float = 2.0,
         finish_reason: str | None = None,
+        provider: Any = (),
     ) -> None:
         for name, limit in (("rpm", rpm), ("tpm", tpm)):
             if limit is not None and not limit > 0:
                 raise ValueError(f"{name} must be positive or None, not {limit!r}")
         if not burst_seconds > 0:
             raise ValueError(f"burst_seconds must be positive, not {burst_seconds!r}")
+        _headers_mode(ratelimit_headers)  # raises on an unknown mode
         if not 0.0 <= fault_rate <= 1.0:
             raise ValueError(f"fault_rate must be within [0, 1], not {fault_rate!r}")
         faults = tuple(faults)
@@ -526,11 +575,13 @@ class FakeOpenAI:
         self.tpm = tpm
         self.burst_seconds = burst_seconds
         self.ratelimit_headers = ratelimit_headers
+        self.refund_unused = refund_unused
         self.fault_rate = fault_rate
         self.faults: tuple[str, ...] = faults
         self.seed = seed
         self.stall_seconds = stall_seconds
         self.finish_reason = finish_reason
+        self.provider: tuple[Any, ...] = tuple(provider) if isinstance(provider, list | tuple) else (provider,)
         self._rng = random.Random(seed)
         self._rb = _Bucket(1.0)  # requests
         self._tb = _Bucket(1.0)  # tokens
@@ -538,6 +589,9 @@ class FakeOpenAI:
         self._rejected = 0
         self._tokens_charged = 0  # gross: reservations at admission (minus the baseline, see reset_stats)
         self._refunded = 0  # given back since start (written on the loop thread only)
+        # (monotonic time, requests, tokens) taken from (or, negative, given back to) the buckets, while a
+        # limit is set: the server's own account, for measuring the rate it was held to (`charges`)
+        self._ledger: list[tuple[float, int, int]] = []
         self._first_admit: float | None = None
         self._last_done: float | None = None
         self._fault_counts: dict[str, int] = {}
@@ -700,8 +754,9 @@ class FakeOpenAI:
           answer: scripted answers and injected faults count, except 429s, which are never charged);
         * ``rejected_429``: completion requests the rate limiter answered with 429 (injected or scripted
           429s are not counted here; ``LoggedRequest.status`` shows every 429);
-        * ``tokens_charged``: tokens taken net of refunds (prompt + completion tokens per finished answer,
-          prompt + reservation while an answer is in flight), counted even without a ``tpm`` limit;
+        * ``tokens_charged``: tokens the token bucket was charged, net of refunds: prompt + reservation
+          per admitted answer, or with `refund_unused` prompt + completion tokens per finished answer
+          (prompt + reservation while it is in flight); counted even without a ``tpm`` limit;
         * ``first_admit``/``last_done``: ``time.monotonic()`` of the first admission and of the end of the
           latest finished admitted answer (None until then): the achieved rate is about
           ``admitted / (last_done - first_admit)``;
@@ -717,13 +772,24 @@ class FakeOpenAI:
                 "faults": dict(self._fault_counts),
             }
 
+    @property
+    def charges(self) -> list[tuple[float, int, int]]:
+        """The server's own account of its rate-limit buckets since start (or `reset_stats`), recorded
+        while `rpm` or `tpm` is set: one ``(time.monotonic(), requests, tokens)`` entry per admission
+        (``1, prompt + reservation``) and per refund or excess charge when an answer ends (``0, -refund``).
+        Sums over a time window are what the server counted against its limits in that window."""
+        with self._lock:
+            return list(self._ledger)
+
     def reset_stats(self) -> None:
-        """Zero the counters of `stats` (the buckets, the log and the fault random sequence are kept)."""
+        """Zero the counters of `stats` and `charges` (the buckets, the log and the fault random sequence
+        are kept)."""
         with self._lock:
             self._admitted = self._rejected = 0
             self._tokens_charged = self._refunded  # so that tokens_charged - refunded starts at 0
             self._first_admit = self._last_done = None
             self._fault_counts = {}
+            self._ledger = []
 
     # ---- connection handling ------------------------------------------------------------------------
 
@@ -876,13 +942,20 @@ class FakeOpenAI:
             except orjson.JSONDecodeError:
                 bad_json = True
         body = data if isinstance(data, dict) else None
-        req = LoggedRequest(method, path, headers, body, time.monotonic())
+        req = LoggedRequest(method, path, headers, body, time.monotonic(), query=target.partition("?")[2])
         with self._lock:
             self._log.append(req)
         if self.verbose:
             print(f"fakeserver: {method} {target}", file=sys.stderr, flush=True)
         if self.latency > 0:
             await asyncio.sleep(self.latency)
+
+        for mode in self.provider:  # provider modes (tests/providers.py) may route or refuse first
+            routed = mode.route(method, path, req.query, headers)
+            if not isinstance(routed, tuple):
+                req.status = routed.status
+                return await self._send_json(writer, routed.status, routed.body, keep, None)
+            path, headers = routed
 
         if self.api_key is not None and not self._authorized(headers):
             if "authorization" in headers:
@@ -971,6 +1044,13 @@ class FakeOpenAI:
 
         # rate limiter, scripted answer, random fault: decided together, atomically
         prompt_tokens = len(req.prompt_text.split())
+        for mode in self.provider:  # a 400 the provider gives before admitting the request
+            refusal = mode.refuse(kind, body, prompt_tokens)
+            if refusal is not None:
+                req.status = refusal.status
+                return await self._send_json(
+                    writer, refusal.status, refusal.body, keep, self._current_ratelimit_headers()
+                )
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0:
             max_tokens = None
@@ -984,6 +1064,7 @@ class FakeOpenAI:
         wait = 0.0
         which = ""
         charged = False
+        headers_mode = _headers_mode(self.ratelimit_headers)
         with self._lock:
             now = time.monotonic() if limited or self._first_admit is None else 0.0
             if limited:
@@ -1009,19 +1090,23 @@ class FakeOpenAI:
                             rb.level -= 1
                         if tb.per_minute is not None:
                             tb.level -= cost
+                        self._ledger.append((now, 1, cost))
                     self._admitted += 1
                     self._tokens_charged += cost
                     if self._first_admit is None:
                         self._first_admit = now
-            if limited and self.ratelimit_headers:
+            if limited and headers_mode != "none":
                 rl = self._ratelimit_headers()
         if wait:
             return await self._send_rate_limited(writer, req, model, which, wait, cost, rl, keep)
         if fault == "429":
             return await self._send_fault_429(writer, req, rl, keep)
+        if headers_mode == "429" and (scripted is None or scripted.status != 429):
+            rl = {}  # the headers go on refusals only
 
-        # An admitted answer gives back `reserve - completion` tokens (`_finish`) right before its last
-        # bytes are written: inline when it is written at once, else through a `_Charge` (`charge`).
+        # An admitted answer settles its charge (`_finish`: with `refund_unused`, `reserve - completion`
+        # tokens go back) right before its last bytes are written: inline when it is written at once,
+        # else through a `_Charge` (`charge`).
         completion = 0
         charge: _Charge | None = None
         try:
@@ -1077,11 +1162,14 @@ class FakeOpenAI:
                 pieces = pieces[: len(pieces) // 2]
                 finish = None
             completion = len(pieces)
-            usage = {
+            usage: dict[str, Any] = {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion,
                 "total_tokens": prompt_tokens + completion,
             }
+            for mode in self.provider:  # e.g. reasoning tokens spent out of the answer's budget
+                pieces, finish, usage = mode.shape(body, pieces, finish, usage)
+                completion = usage["completion_tokens"]
             if fault == "reset":
                 completion = min(completion, reset_after) if stream else 0  # what gets out
             if charged and (scripted is not None or fault is not None or (stream and self.chunk_delay > 0)):
@@ -1204,17 +1292,22 @@ class FakeOpenAI:
                 charge.settle()
 
     def _finish(self, refund: int) -> None:
-        """An admitted answer is over: give back the unused reservation (or charge the excess).
+        """An admitted answer is over: `refund` is its reservation minus what it used. With
+        `refund_unused` the unused part goes back to the token bucket; without it (OpenAI's accounting)
+        the admission charge stands. An excess (negative `refund`: an answer longer than the default
+        reservation of a request without ``max_tokens``) is charged either way.
 
         Runs on the loop thread, without the lock: the buckets are only touched on the loop thread, and
         `_refunded` is only written here (`reset_stats` moves a baseline instead of zeroing it)."""
         now = time.monotonic()
         self._last_done = now
-        if refund:
+        if refund < 0 or (refund and self.refund_unused):
             self._refunded += refund
             tb = self._tb
             if tb.per_minute is not None and tb.per_minute == self.tpm:
                 tb.give_back(refund, now)
+            if self.rpm is not None or self.tpm is not None:
+                self._ledger.append((now, 0, -refund))
 
     def _ratelimit_headers(self) -> dict[str, str]:
         """The x-ratelimit-* headers for the buckets as they are (call with the lock held, after sync)."""
@@ -1235,8 +1328,9 @@ class FakeOpenAI:
         return h
 
     def _current_ratelimit_headers(self) -> dict[str, str] | None:
-        """The x-ratelimit-* headers for a response that takes nothing from the buckets (None if off)."""
-        if not self.ratelimit_headers or (self.rpm is None and self.tpm is None):
+        """The x-ratelimit-* headers for a response that takes nothing from the buckets (None unless they
+        go on every response)."""
+        if _headers_mode(self.ratelimit_headers) != "all" or (self.rpm is None and self.tpm is None):
             return None
         with self._lock:
             now = time.monotonic()
@@ -1275,7 +1369,7 @@ class FakeOpenAI:
         self, writer: asyncio.StreamWriter, req: LoggedRequest, rl: dict[str, str], keep: bool
     ) -> bool:
         headers = {"retry-after": "1", "retry-after-ms": str(_FAULT_RETRY_MS)}
-        if self.ratelimit_headers:
+        if _headers_mode(self.ratelimit_headers) != "none":
             headers |= rl
             headers["x-ratelimit-remaining-requests"] = "0"
             headers["x-ratelimit-reset-requests"] = format_duration(_FAULT_RETRY_MS / 1000)
@@ -1569,7 +1663,23 @@ def main(argv: list[str] | None = None) -> int:
         default=1.0,
         help="seconds of refill the rate-limit buckets hold (default 1)",
     )
-    parser.add_argument("--no-ratelimit-headers", action="store_true", help="send no x-ratelimit-* headers")
+    parser.add_argument(
+        "--ratelimit-headers",
+        choices=("all", "429", "none"),
+        default="all",
+        help="where x-ratelimit-* headers go: every response (default), only 429s, or nowhere",
+    )
+    parser.add_argument(
+        "--no-ratelimit-headers",
+        action="store_true",
+        help="send no x-ratelimit-* headers (= --ratelimit-headers none)",
+    )
+    parser.add_argument(
+        "--refund-unused",
+        action="store_true",
+        help="give the unused part of max_tokens back to the token bucket when an answer ends "
+        "(default: OpenAI's accounting, the admission charge stands)",
+    )
     parser.add_argument("--fault-rate", type=float, default=0.0, help="probability of a random fault")
     parser.add_argument(
         "--faults", default=",".join(ALL_FAULTS), help="comma-separated faults to draw from (default: all)"
@@ -1577,6 +1687,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
     parser.add_argument("--stall-seconds", type=float, default=2.0, help="pause of the 'stall' fault")
     parser.add_argument("--finish-reason", default=None, help="force this finish_reason on every answer")
+    from tests.providers import MODE_NAMES, modes_from_names
+
+    parser.add_argument(
+        "--provider",
+        action="append",
+        default=[],
+        choices=MODE_NAMES,
+        help="behave as a provider documents (repeatable; see tests/providers.py); azure takes --api-key "
+        "as its api-key header",
+    )
+    parser.add_argument("--n-ctx", type=int, default=4096, help="context size of the context-* modes")
     args = parser.parse_args(argv)
 
     def on_term(signum: int, frame: object) -> None:
@@ -1597,12 +1718,14 @@ def main(argv: list[str] | None = None) -> int:
         rpm=args.rpm,
         tpm=args.tpm,
         burst_seconds=args.burst_seconds,
-        ratelimit_headers=not args.no_ratelimit_headers,
+        ratelimit_headers="none" if args.no_ratelimit_headers else args.ratelimit_headers,
+        refund_unused=args.refund_unused,
         fault_rate=args.fault_rate,
         faults=[f for f in args.faults.split(",") if f],
         seed=args.seed,
         stall_seconds=args.stall_seconds,
         finish_reason=args.finish_reason,
+        provider=modes_from_names(args.provider, n_ctx=args.n_ctx, key=args.api_key),
     )
     server.start()
     try:

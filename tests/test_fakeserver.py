@@ -569,7 +569,10 @@ def test_rpm_enforced_then_admitted_after_retry_after() -> None:
 def test_tpm_enforced_with_refund() -> None:
     # 1200 tokens/min = 20/s; burst 5 s = 100 tokens. Each request reserves 8 + 40 = 48 tokens and uses
     # 8 + 8 (chunks=8), so 32 come back when the answer is complete.
-    with FakeOpenAI(chunks=8, tpm=1200, burst_seconds=5) as srv, httpx.Client(base_url=srv.url) as c:
+    with (
+        FakeOpenAI(chunks=8, tpm=1200, burst_seconds=5, refund_unused=True) as srv,
+        httpx.Client(base_url=srv.url) as c,
+    ):
         body = {**CHAT, "max_tokens": 40}
         remaining = []
         for i in range(4):
@@ -615,7 +618,10 @@ def test_tpm_enforced_with_refund() -> None:
 
 def test_token_reservation_defaults_and_reset_header() -> None:
     # 600 tokens/min = 10/s, 10 s burst = 100 tokens
-    with FakeOpenAI(chunks=8, tpm=600, burst_seconds=10) as srv, httpx.Client(base_url=srv.url) as c:
+    with (
+        FakeOpenAI(chunks=8, tpm=600, burst_seconds=10, refund_unused=True) as srv,
+        httpx.Client(base_url=srv.url) as c,
+    ):
         resp = c.post("/chat/completions", json=CHAT)  # no max_tokens: 16 reserved
         assert int(resp.headers["x-ratelimit-remaining-tokens"]) == 100 - PROMPT_TOKENS - 16
         assert resp.headers["x-ratelimit-reset-tokens"] == "2.4s"  # 24 tokens at 10/s
@@ -628,7 +634,7 @@ def test_token_reservation_defaults_and_reset_header() -> None:
 
 def test_oversized_request_waits_for_a_full_bucket() -> None:
     # 600 tokens/min = 10/s, so the bucket holds 10 tokens; a request of 8 + 16 goes when it is full
-    with FakeOpenAI(chunks=8, tpm=600) as srv, httpx.Client(base_url=srv.url) as c:
+    with FakeOpenAI(chunks=8, tpm=600, refund_unused=True) as srv, httpx.Client(base_url=srv.url) as c:
         first = c.post("/chat/completions", json=CHAT)
         assert first.status_code == 200
         assert first.headers["x-ratelimit-remaining-tokens"] == "0"
@@ -651,7 +657,7 @@ def test_rejected_request_costs_nothing() -> None:
             assert int(rejected.headers["x-ratelimit-remaining-tokens"]) >= tokens_after_ok
             assert 500 <= int(rejected.headers["retry-after-ms"]) <= 1000
         assert srv.stats["admitted"] == 1 and srv.stats["rejected_429"] == 3
-        assert srv.stats["tokens_charged"] == PROMPT_TOKENS + 8
+        assert srv.stats["tokens_charged"] == PROMPT_TOKENS + 16  # the one admission's charge, unrefunded
 
 
 def test_ratelimit_headers_on_every_response_or_none() -> None:
@@ -686,11 +692,90 @@ def test_ratelimit_headers_on_every_response_or_none() -> None:
         assert srv.stats["admitted"] == 1  # counted without limits too
 
 
+def test_by_default_the_admission_charge_stands() -> None:
+    # OpenAI's accounting: prompt + max_tokens at admission, nothing back for a shorter answer.
+    # 1200 tokens/min = 20/s; burst 5 s = 100 tokens; each request reserves 8 + 40 = 48 and uses 8 + 8.
+    with FakeOpenAI(chunks=8, tpm=1200, burst_seconds=5) as srv, httpx.Client(base_url=srv.url) as c:
+        body = {**CHAT, "max_tokens": 40}
+        first = c.post("/chat/completions", json=body)
+        resp, chunks = stream_chunks(c, "/chat/completions", stream_body(body))
+        assert (first.status_code, resp.status_code, chunks[-1]) == (200, 200, "[DONE]")
+        assert first.json()["usage"]["completion_tokens"] == 8
+        assert 52 <= int(first.headers["x-ratelimit-remaining-tokens"]) <= 54
+        assert int(resp.headers["x-ratelimit-remaining-tokens"]) <= 4 + 3  # with a refund it would be 36
+        rejected = c.post("/chat/completions", json=body)
+        assert rejected.status_code == 429 and rejected.json()["error"]["type"] == "tokens"
+        assert int(rejected.headers["x-ratelimit-remaining-tokens"]) < 48
+        assert srv.stats["tokens_charged"] == 2 * (PROMPT_TOKENS + 40)
+        assert [(r, t) for _, r, t in srv.charges] == [(1, PROMPT_TOKENS + 40)] * 2
+
+
+def test_charges_log_admissions_and_refunds_in_order() -> None:
+    with (
+        FakeOpenAI(chunks=8, rpm=600, tpm=60_000, refund_unused=True) as srv,
+        httpx.Client(base_url=srv.url) as c,
+    ):
+        c.post("/chat/completions", json={**CHAT, "max_tokens": 40})
+        c.post("/chat/completions", json={**CHAT, "max_tokens": 4})  # cut at 4 tokens: nothing to give back
+        log = srv.charges
+        assert [(r, t) for _, r, t in log] == [(1, PROMPT_TOKENS + 40), (0, -32), (1, PROMPT_TOKENS + 4)]
+        assert [t for t, _, _ in log] == sorted(t for t, _, _ in log)
+        assert sum(t for _, _, t in log) == srv.stats["tokens_charged"] == 2 * PROMPT_TOKENS + 8 + 4
+        srv.reset_stats()
+        assert srv.charges == []
+    with FakeOpenAI(chunks=8) as srv, httpx.Client(base_url=srv.url) as c:
+        c.post("/chat/completions", json=CHAT)
+        assert srv.charges == []  # no limit, no account (the stats still count)
+
+
+def test_ratelimit_headers_only_on_429s() -> None:
+    with FakeOpenAI(rpm=60, tpm=60_000, ratelimit_headers="429") as srv, httpx.Client(base_url=srv.url) as c:
+        models, ok = c.get("/models"), c.post("/chat/completions", json=CHAT)
+        srv.script(Scripted(status=429, headers={"retry-after-ms": "7"}))
+        scripted_429 = c.post("/chat/completions", json=CHAT)
+        rejected = c.post("/chat/completions", json=CHAT)
+        assert (ok.status_code, scripted_429.status_code, rejected.status_code) == (200, 429, 429)
+        for resp in (models, ok):
+            assert not any(k.startswith("x-ratelimit") for k in resp.headers)
+        for resp in (scripted_429, rejected):
+            assert resp.headers["x-ratelimit-limit-requests"] == "60"
+            assert resp.headers["x-ratelimit-remaining-requests"] == "0"
+            assert resp.headers["x-ratelimit-limit-tokens"] == "60000"
+        assert int(rejected.headers["retry-after-ms"]) > 0
+    for mode, expected in ((True, True), ("all", True), (False, False), ("none", False)):
+        with FakeOpenAI(rpm=60, ratelimit_headers=mode) as srv, httpx.Client(base_url=srv.url) as c:
+            resp = c.post("/chat/completions", json=CHAT)
+            assert ("x-ratelimit-limit-requests" in resp.headers) is expected, mode
+
+
+def test_cli_rate_limit_modes() -> None:
+    args = ["--port", "0", "--chunks", "3", "--tpm", "600", "--ratelimit-headers", "429", "--refund-unused"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "tests.fakeserver", *args],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stderr is not None
+            url = proc.stderr.readline().strip()
+            with httpx.Client(base_url=url) as c:
+                ok, refused = c.post("/chat/completions", json=CHAT), c.post("/chat/completions", json=CHAT)
+            assert (ok.status_code, refused.status_code) == (200, 429)
+            assert not any(k.startswith("x-ratelimit") for k in ok.headers)
+            assert refused.headers["x-ratelimit-limit-tokens"] == "600"
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=10) == 0
+
+
 def test_bad_settings_rejected() -> None:
     for kwargs in [
         {"rpm": 0},
         {"tpm": -1},
         {"burst_seconds": 0},
+        {"ratelimit_headers": "some"},
         {"fault_rate": 1.5},
         {"fault_rate": 0.5, "faults": ["400"]},
         {"faults": ["nope"]},
