@@ -1,11 +1,12 @@
 """Shared helpers of the benchmark suite: rows, measured subprocesses, the fake server in its own process,
 source trees.
 
-Everything the suite measures runs in a child process of the runner: the fake server (`Server`, which is
+Everything the suite measures runs in a child process: the fake server (`Server`, which is
 ``python -m bench._server``, the project's ``tests.fakeserver`` with an in-flight counter and a stats
-endpoint) and each client under test (`run_proc` / `Proc`). A child's CPU time and peak RSS come from
-``os.wait4``'s rusage for exactly that pid, so two children never mix, and the runner's own work is never
-counted.
+endpoint) and each client under test (`run_proc` / `Proc`). Each is spawned by its own small launcher
+(``bench/_exec.py``) and its CPU time and peak RSS come from ``os.wait4``'s rusage for exactly that pid,
+taken by the launcher: two children never mix, and the runner's own work and peak RSS are never counted
+(a child spawned by the runner itself would inherit the runner's peak as its own ``ru_maxrss``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import sysconfig
@@ -21,7 +23,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ import orjson
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
+EXEC = Path(__file__).resolve().parent / "_exec.py"  # the launcher of every measured child
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 MODEL = "bench"
 # What `--no-default-excludes` turns off (stream/walk.py's DEFAULT_EXCLUDES; copied so that the suite's own
@@ -106,6 +109,47 @@ def mb(kb: int | float | None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# rounds: a figure measured several times, and its spread
+
+
+@dataclass(slots=True)
+class Spread:
+    """The median of a figure over rounds, its interquartile range and its range."""
+
+    median: float
+    q1: float
+    q3: float
+    lo: float
+    hi: float
+    n: int
+
+
+def spread(values: Sequence[float]) -> Spread:
+    xs = sorted(v for v in values if v == v)
+    if not xs:
+        nan = float("nan")
+        return Spread(nan, nan, nan, nan, nan, 0)
+    if len(xs) == 1:
+        return Spread(xs[0], xs[0], xs[0], xs[0], xs[0], 1)
+    q1, q2, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    return Spread(q2, q1, q3, xs[0], xs[-1], len(xs))
+
+
+def fspread(values: Sequence[float], fmt: Callable[[float], str] = fratio, unit: str = "") -> str:
+    """``0.70 (median of 9; IQR 0.68–0.72, range 0.64–0.75)``: the form the README's verdicts read (a
+    verdict is only given when the whole IQR is on one side of the target, see bench/readme.py)."""
+    sp = spread(values)
+    if sp.n == 0:
+        return "n/a"
+    if sp.n == 1:
+        return f"{fmt(sp.median)}{unit} (1 round)"
+    return (
+        f"{fmt(sp.median)}{unit} (median of {sp.n}; IQR {fmt(sp.q1)}–{fmt(sp.q3)}{unit}, "
+        f"range {fmt(sp.lo)}–{fmt(sp.hi)}{unit})"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
 # measured child processes
 
 
@@ -123,10 +167,10 @@ def child_env(**extra: str) -> dict[str, str]:
 class ProcResult:
     argv: list[str]
     returncode: int | None
-    wall: float  # seconds from just before the fork to the reaping of the child
+    wall: float  # seconds from just before the spawn to the reaping of the child (both by the launcher)
     user: float  # CPU seconds of the child (wait4 rusage: that pid only, its threads included)
     sys: float
-    maxrss_kb: int  # peak resident set of the child, KiB
+    maxrss_kb: int  # peak resident set of the child, KiB: its own (spawned from the small launcher)
     stdout: bytes
     stderr: bytes
     timed_out: bool = False
@@ -154,8 +198,12 @@ class ProcResult:
 
 
 class Proc:
-    """A child process whose exit is collected with ``os.wait4`` (in a thread, so the wall time is exact)
-    to get its own rusage. stdout/stderr go to temporary files (no pipe can fill up and block it)."""
+    """A measured child process. It is spawned by a small launcher (``bench/_exec.py``, a bare interpreter
+    started for it) rather than by the runner, so that its peak RSS is its own: a child spawned by the
+    runner itself would inherit the runner's peak (see that module). The launcher reaps it with
+    ``os.wait4`` and reports its pid, its wait status, its own CPU time and peak RSS, and the monotonic
+    times of the spawn and of the exit, so the wall time is exactly the child's. stdout/stderr go to
+    temporary files (no pipe can fill up and block it)."""
 
     def __init__(
         self,
@@ -169,12 +217,16 @@ class Proc:
         self.cwd = cwd
         self.env = env if env is not None else child_env()
         self._stdout_target = stdout
-        self.popen: subprocess.Popen[bytes] | None = None
-        self.started = 0.0  # perf_counter just before the fork
-        self.started_mono = 0.0  # time.monotonic() just before the fork (comparable with the server's)
+        self.popen: subprocess.Popen[bytes] | None = None  # the launcher (bench/_exec.py)
+        # time.monotonic() just before the launcher spawned the child (comparable with the server's clock);
+        # `started` is the same figure (kept for callers that used perf_counter: the same clock on Linux)
+        self.started_mono = self.started = 0.0
+        self.returncode: int | None = None
+        self._pid = 0
+        self._report: IO[bytes] | None = None
         self._out: IO[bytes] | None = None
         self._err: IO[bytes] | None = None
-        self._status: tuple[int, Any] | None = None
+        self._usage: tuple[float, float, int] | None = None  # utime, stime, maxrss KiB of the child
         self._ended = 0.0
         self._reaper: threading.Thread | None = None
 
@@ -182,38 +234,51 @@ class Proc:
         log_command(self.argv)
         self._out = tempfile.TemporaryFile() if self._stdout_target is None else None
         self._err = tempfile.TemporaryFile()
-        self.started_mono = time.monotonic()
-        self.started = time.perf_counter()
-        self.popen = subprocess.Popen(
-            self.argv,
-            cwd=self.cwd,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._out if self._out is not None else self._stdout_target,
-            stderr=self._err,
-        )
-        self._reaper = threading.Thread(target=self._reap, name=f"reap-{self.popen.pid}", daemon=True)
+        rfd, wfd = os.pipe()
+        try:
+            self.popen = subprocess.Popen(
+                [PY, "-I", "-S", str(EXEC), str(wfd), "--", *self.argv],
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._out if self._out is not None else self._stdout_target,
+                stderr=self._err,
+                pass_fds=(wfd,),
+            )
+        finally:
+            os.close(wfd)
+        self._report = os.fdopen(rfd, "rb")
+        first = self._report.readline().split()  # the launcher writes it right after the spawn
+        if first[:1] != [b"pid"] or len(first) != 3:
+            rest = b" ".join(first[1:]).decode("utf-8", "replace") or "no report"
+            self._report.close()
+            self.popen.wait(30)
+            raise RuntimeError(f"could not start {' '.join(self.argv[:4])}: {rest}")
+        self._pid = int(first[1])
+        self.started_mono = self.started = float(first[2])
+        self._reaper = threading.Thread(target=self._reap, name=f"reap-{self._pid}", daemon=True)
         self._reaper.start()
         return self
 
     def _reap(self) -> None:
-        assert self.popen is not None
-        while True:
-            try:
-                _, status, usage = os.wait4(self.popen.pid, 0)
-            except InterruptedError:
-                continue
-            except ChildProcessError:  # reaped elsewhere (should not happen)
-                status, usage = 0, None
-            break
-        self._ended = time.perf_counter()
-        self._status = (status, usage)
-        self.popen.returncode = os.waitstatus_to_exitcode(status) if usage is not None else -1
+        assert self.popen is not None and self._report is not None
+        last = self._report.read().split()  # EOF once the launcher has reaped the child and exited
+        self._report.close()
+        self._ended = time.monotonic()
+        self.popen.wait()  # the launcher itself; its own rusage (the runner's peak) is never used
+        if last[:1] == [b"exit"] and len(last) == 6:
+            status = int(last[1])
+            self._usage = (float(last[2]), float(last[3]), int(last[4]))
+            self._ended = float(last[5])
+            self.returncode = os.waitstatus_to_exitcode(status)
+        else:  # the launcher died without a report (killed): no figures
+            self._usage = None
+            self.returncode = -1
 
     @property
     def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
+        """The measured child's pid (not the launcher's): signals go to it."""
+        return self._pid
 
     def running(self) -> bool:
         return self._reaper is not None and self._reaper.is_alive()
@@ -254,7 +319,7 @@ class Proc:
         return self._result(False)
 
     def _result(self, timed_out: bool) -> ProcResult:
-        _status, usage = self._status if self._status is not None else (0, None)
+        usage = self._usage
         out = err = b""
         for f, which in ((self._out, "out"), (self._err, "err")):
             if f is None:
@@ -269,11 +334,11 @@ class Proc:
         self._out = self._err = None
         return ProcResult(
             argv=self.argv,
-            returncode=self.popen.returncode if self.popen is not None else None,
-            wall=(self._ended or time.perf_counter()) - self.started,
-            user=usage.ru_utime if usage is not None else float("nan"),
-            sys=usage.ru_stime if usage is not None else float("nan"),
-            maxrss_kb=usage.ru_maxrss if usage is not None else 0,
+            returncode=self.returncode,
+            wall=(self._ended or time.monotonic()) - self.started,
+            user=usage[0] if usage is not None else float("nan"),
+            sys=usage[1] if usage is not None else float("nan"),
+            maxrss_kb=usage[2] if usage is not None else 0,
             stdout=out,
             stderr=err,
             timed_out=timed_out,

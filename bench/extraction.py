@@ -2,20 +2,21 @@
 
 The tree: the stdlib directory (``sysconfig.get_paths()["stdlib"]``) with the default excludes (so without
 site-packages), every ``.py`` file up to --max-file-bytes; the bytes are read into memory first (not
-timed). Single-threaded, in one process, each timed after a ``gc.collect()``, interleaved, best of 2 (quick:
-1, on the first 100 files):
+timed). In ROUNDS rounds (quick: 1, on the first 100 files), each step timed after a ``gc.collect()``:
 
-* floor: ``ast.parse`` of every file's bytes;
+* floor: ``ast.parse`` of every file's bytes, single-threaded, in process;
 * ``stream.extract.python.extract`` on every file (what snipstream does per file);
-* the naive way: ``ast.parse``, ``ast.walk`` over FunctionDef/AsyncFunctionDef/ClassDef, ``ast.unparse`` each;
+* snipstream's whole extraction stage, in process: ``stream.scan.scan`` over the tree with ``jobs=2`` (a
+  pool of 2 spawned processes, pool start-up included: each reads its files, extracts, filters and scans
+  for secrets, and pickles the snippets back) and with ``jobs=1`` (one thread, for reference). The floor
+  does less than the stage (no reading, no filters, no secrets scan);
 
-then snipstream's whole extraction stage, in process: ``stream.scan.scan`` over the tree with ``jobs=2`` (a
-pool of 2 spawned processes, pool start-up included: each reads its files, extracts, filters and scans for
-secrets, and pickles the snippets back) and with ``jobs=1`` (one thread, for reference). The floor does
-less than the stage (no reading, no filters, no secrets scan). Last, as whole processes: ``snipstream run
-<stdlib> --dry-run -o /dev/null --jobs 2``, and the same without ``--jobs`` (a dry run also renders every
-prompt and counts its tokens). Targets: extract/floor time <= 1.1; the stage with jobs=2 faster than the
-floor.
+and, in the first NAIVE_ROUNDS rounds only, the naive way: ``ast.parse``, ``ast.walk`` over
+FunctionDef/AsyncFunctionDef/ClassDef, ``ast.unparse`` each. Ratios to the floor are taken per round
+(against that round's floor) and printed as median, IQR and range. Last, as whole processes, once:
+``snipstream run <stdlib> --dry-run -o /dev/null --jobs 2``, and the same without ``--jobs`` (a dry run also
+renders every prompt and counts its tokens). Targets: extract/floor time <= 1.1; the stage with jobs=2
+faster than the floor.
 
     python -m bench extraction [--quick]
 """
@@ -35,12 +36,14 @@ from bench._common import (
     dry_run_counts,
     fnum,
     fratio,
+    fspread,
     has_option,
     link_tree,
     python_files,
     rate,
     run_proc,
     snipstream,
+    spread,
     workdir,
 )
 
@@ -98,40 +101,41 @@ def measure(
     datas: list[tuple[str, bytes]], reps: int, which: Sequence[str] = ("floor", "extract", "naive")
 ) -> dict[str, tuple[float, int]]:
     """Best time (s) and snippet count of each approach over `datas`, interleaved `reps` times."""
-    fns: dict[str, Callable[[list[tuple[str, bytes]]], int]] = {
-        "floor": _floor,
-        "extract": _extract,
-        "naive": _naive,
-    }
     best: dict[str, tuple[float, int]] = {}
     for _ in range(reps):
         for name in which:
-            gc.collect()
-            t = time.perf_counter()
-            count = fns[name](datas)
-            elapsed = time.perf_counter() - t
+            elapsed, count = _time(name, datas)
             if name not in best or elapsed < best[name][0]:
                 best[name] = (elapsed, count)
     return best
 
 
-def _scan(tree: Path, jobs: int, reps: int) -> tuple[float, int, int]:
-    """Best time of snipstream's extraction stage over `tree`, with its snippet and file counts."""
+_FNS: dict[str, Callable[[list[tuple[str, bytes]]], int]] = {
+    "floor": _floor,
+    "extract": _extract,
+    "naive": _naive,
+}
+
+
+def _time(name: str, datas: list[tuple[str, bytes]]) -> tuple[float, int]:
+    gc.collect()
+    t = time.perf_counter()
+    count = _FNS[name](datas)
+    return time.perf_counter() - t, count
+
+
+def _scan_once(tree: Path, jobs: int) -> tuple[float, int, int]:
+    """Time of snipstream's extraction stage over `tree`, with its snippet and file counts."""
     from stream.scan import Scanned, scan
 
-    best = (float("inf"), 0, 0)
-    for _ in range(reps):
-        gc.collect()
-        t = time.perf_counter()
-        count = nfiles = 0
-        for item in scan([tree], jobs=jobs):
-            if isinstance(item, Scanned):
-                count += len(item.snippets)
-                nfiles += 1
-        elapsed = time.perf_counter() - t
-        if elapsed < best[0]:
-            best = (elapsed, count, nfiles)
-    return best
+    gc.collect()
+    t = time.perf_counter()
+    count = nfiles = 0
+    for item in scan([tree], jobs=jobs):
+        if isinstance(item, Scanned):
+            count += len(item.snippets)
+            nfiles += 1
+    return time.perf_counter() - t, count, nfiles
 
 
 def extract_seconds(tree: Path, files: Sequence[Path], reps: int = 1) -> tuple[float, int]:
@@ -142,58 +146,67 @@ def extract_seconds(tree: Path, files: Sequence[Path], reps: int = 1) -> tuple[f
     return SHARED[key]
 
 
+ROUNDS = 4
+NAIVE_ROUNDS = 2
+
+
 def run(quick: bool) -> list[Row]:
-    reps = 1 if quick else 2
+    rounds = 1 if quick else ROUNDS
     timeout = 120 if quick else 1800
     files = python_files(STDLIB)
     if quick:
         files = files[:100]
     datas = load(files, STDLIB)
     size = sum(len(d) for _, d in datas)
-    best = measure(datas, reps)
-    SHARED[f"extract:{STDLIB}:{len(files)}"] = best["extract"]
-    floor_t = best["floor"][0]
-    snippets = best["extract"][1]
-    rows = [
-        Row(
-            TITLE,
-            "tree",
-            f"{len(datas):,} files, {size / 1e6:.1f} MB, {snippets:,} snippets",
-            note=f"{STDLIB}, default excludes{', first 100 files (quick)' if quick else ''}",
-        )
-    ]
-    labels = {
-        "floor": "floor: ast.parse of every file, one core",
-        "extract": "stream.extract.python.extract on every file, one thread",
-        "naive": "naive: ast.walk + ast.unparse of every def/class, one thread",
-    }
-    for name in ("floor", "extract", "naive"):
-        t, count = best[name]
-        rows.append(
-            Row(
-                TITLE,
-                labels[name],
-                f"{fnum(rate(snippets, t))} snippets/s",
-                note=f"{t:.2f} s{'' if name == 'floor' else f', {count:,} snippets'}; best of {reps}",
-            )
-        )
-
+    times: dict[str, list[float]] = {"floor": [], "extract": [], "naive": [], "stage2": [], "stage1": []}
+    counts: dict[str, int] = {}
+    scanned: dict[str, tuple[int, int]] = {}
     with workdir(NAME) as work:
         tree = link_tree(files, STDLIB, work / "tree") if quick else STDLIB
-        stage: dict[int, float] = {}
-        for jobs in (2, 1):
-            t, count, nfiles = _scan(tree, jobs, reps)
-            stage[jobs] = t
-            rows.append(
-                Row(
-                    TITLE,
-                    f"extraction stage: stream.scan.scan(<stdlib>, jobs={jobs}), reading, filters and secrets "
-                    "scan included",
-                    f"{fnum(rate(count, t))} snippets/s",
-                    note=f"{t:.2f} s, {count:,} snippets kept in {nfiles:,} files; best of {reps}"
-                    + (" (pool start-up included)" if jobs > 1 else " (one thread, for reference)"),
-                )
+        for i in range(rounds):
+            steps = ["floor", "extract", "stage2", "stage1"] + (["naive"] if i < NAIVE_ROUNDS else [])
+            if i % 2:
+                steps.reverse()
+            for step in steps:
+                if step.startswith("stage"):
+                    t, count, nfiles = _scan_once(tree, int(step[-1]))
+                    scanned[step] = (count, nfiles)
+                else:
+                    t, count = _time(step, datas)
+                    counts[step] = count
+                times[step].append(t)
+        best_extract = min(times["extract"])
+        SHARED[f"extract:{STDLIB}:{len(files)}"] = (best_extract, counts["extract"])
+        snippets = counts["extract"]
+        rows = [
+            Row(
+                TITLE,
+                "tree",
+                f"{len(datas):,} files, {size / 1e6:.1f} MB, {snippets:,} snippets",
+                note=f"{STDLIB}, default excludes{', first 100 files (quick)' if quick else ''}",
             )
+        ]
+        labels = {
+            "floor": "floor: ast.parse of every file, one core",
+            "extract": "stream.extract.python.extract on every file, one thread",
+            "naive": "naive: ast.walk + ast.unparse of every def/class, one thread",
+            "stage2": "extraction stage: stream.scan.scan(<stdlib>, jobs=2), reading, filters and secrets "
+            "scan included",
+            "stage1": "extraction stage: stream.scan.scan(<stdlib>, jobs=1), reading, filters and secrets "
+            "scan included",
+        }
+        for name in ("floor", "extract", "naive", "stage2", "stage1"):
+            ts = times[name]
+            sp = spread(ts)
+            n = scanned[name][0] if name.startswith("stage") else snippets
+            note = f"{sp.median:.2f} s median of {sp.n} (" + ", ".join(f"{t:.2f}" for t in ts) + ")"
+            if name.startswith("stage"):
+                note += f", {scanned[name][0]:,} snippets kept in {scanned[name][1]:,} files"
+                note += " (pool start-up included)" if name == "stage2" else " (one thread, for reference)"
+            elif name != "floor":
+                note += f", {counts[name]:,} snippets"
+            rows.append(Row(TITLE, labels[name], f"{fnum(rate(n, sp.median))} snippets/s", note=note))
+
         cli: dict[str, float | None] = {}
         for key, extra in (("jobs2", ["--jobs", "2"]), ("default", [])):
             if key == "jobs2" and not has_option("--jobs"):
@@ -215,7 +228,7 @@ def run(quick: bool) -> list[Row]:
             cli[key] = res.wall if res.returncode == 0 and not res.timed_out else None
             note = (
                 f"whole process: wall {res.wall:.2f} s, CPU {res.cpu:.2f} s ({res.cpu / res.wall:.0%} of a "
-                f"core), RSS {res.maxrss_kb / 1024:.0f} MB; {fnum(n)} snippets in {fnum(nfiles)} files"
+                f"core), RSS {res.maxrss_kb / 1024:.0f} MB; {fnum(n)} snippets in {fnum(nfiles)} files; 1 run"
             )
             if cli[key] is None:
                 note += f"; exit {res.returncode}: {res.tail(200)}"
@@ -229,25 +242,31 @@ def run(quick: bool) -> list[Row]:
                 )
             )
 
-    rows.append(Row(TITLE, "extract ÷ floor (time)", fratio(best["extract"][0] / floor_t), "≤ 1.1"))
-    rows.append(Row(TITLE, "naive ÷ floor (time)", fratio(best["naive"][0] / floor_t)))
+    def per_round(name: str) -> list[float]:
+        return [t / f for t, f in zip(times[name], times["floor"], strict=False)]
+
+    floor_med = spread(times["floor"]).median
+    rows.append(Row(TITLE, "extract ÷ floor (time, per round)", fspread(per_round("extract")), "≤ 1.1"))
+    rows.append(Row(TITLE, "naive ÷ floor (time, per round)", fspread(per_round("naive"))))
     rows.append(
         Row(
             TITLE,
-            "extraction stage with jobs=2 ÷ floor (time)",
-            fratio(stage[2] / floor_t),
+            "extraction stage with jobs=2 ÷ floor (time, per round)",
+            fspread(per_round("stage2")),
             "< 1 (faster than the floor)",
-            note=f"jobs=1: {fratio(stage[1] / floor_t)}",
+            note=f"jobs=1: {fspread(per_round('stage1'))}",
         )
     )
     jobs2 = cli.get("jobs2")
     rows.append(
         Row(
             TITLE,
-            "--jobs 2 dry run ÷ floor (time)",
-            "n/a (no --jobs yet)" if jobs2 is None else fratio(jobs2 / floor_t),
+            "--jobs 2 dry run ÷ floor (time; the floor's median)",
+            "n/a (no --jobs yet)" if jobs2 is None else fratio(jobs2 / floor_med),
             "",
-            note="" if cli.get("default") is None else f"without --jobs: {fratio(cli['default'] / floor_t)}",
+            note=""
+            if cli.get("default") is None
+            else f"without --jobs: {fratio(cli['default'] / floor_med)}",
         )
     )  # type: ignore[operator]
     return rows

@@ -4,9 +4,11 @@ The tree is the largest at hand: the Python installation's lib directory with it
 (``sysconfig.get_paths()["stdlib"]``, ``--no-default-excludes``, ~13k files). The fake server (its own
 process) holds every answer back for a long time, so the run cannot finish first; it records when the
 first request has been read (``time.monotonic()``, the clock this process read just before forking the
-client). Then the client gets SIGINT, and SIGKILL a few seconds later. Full mode: 3 runs, the median
-counts. For scale, the same is measured for an empty interpreter (``python -c pass``) and for importing
-the command's modules. Target: < 1 s.
+client). Then the client gets SIGINT, and SIGKILL a few seconds later. Full mode: 5 runs, the median
+counts (IQR and range printed). For scale, the same is measured for an empty interpreter (``python -c
+pass``) and for importing the command's modules, with their peak RSS (the floor of every RSS figure in
+the suite: each child is spawned by a bare launcher, bench/_exec.py, and its peak is its own). Target:
+< 1 s.
 
     python -m bench first_request [--quick]
 """
@@ -17,14 +19,26 @@ import signal
 import statistics
 import time
 
-from bench._common import PY, REPO, STDLIB, Proc, Row, Server, python_files, run_proc, snipstream, workdir
+from bench._common import (
+    PY,
+    REPO,
+    STDLIB,
+    Proc,
+    Row,
+    Server,
+    fspread,
+    python_files,
+    run_proc,
+    snipstream,
+    workdir,
+)
 
 NAME = "first_request"
 TITLE = "3 first request"
 
 
 def run(quick: bool) -> list[Row]:
-    reps = 1 if quick else 3
+    reps = 1 if quick else 5
     firsts: list[float] = []
     problems: list[str] = []
     nfiles = len(python_files(STDLIB, default_excludes=False))
@@ -56,20 +70,22 @@ def run(quick: bool) -> list[Row]:
             else:
                 firsts.append(first)
     floors = {}
+    rss = {}
     for label, code in (
         ("python -c pass", "pass"),
         ("import stream.cli, stream.pipeline", "import stream.cli, stream.pipeline"),
     ):
-        walls = [run_proc([PY, "-c", code], timeout=60, cwd=REPO).check().wall for _ in range(reps)]
-        floors[label] = statistics.median(walls)
+        runs = [run_proc([PY, "-c", code], timeout=60, cwd=REPO).check() for _ in range(reps)]
+        floors[label] = statistics.median(r.wall for r in runs)
+        rss[label] = max(r.maxrss_kb for r in runs)
     rows = [
         Row(
             TITLE,
             f"process start → first request at the server, `snipstream run` on {STDLIB} "
             f"--no-default-excludes ({nfiles:,} .py files)",
-            f"{statistics.median(firsts):.3f} s" if firsts else "n/a",
+            fspread(firsts, lambda x: f"{x:.3f}", " s"),
             "< 1 s",
-            note=(f"median of {len(firsts)}: " + ", ".join(f"{x:.3f}" for x in firsts) if firsts else "")
+            note=(", ".join(f"{x:.3f}" for x in firsts) if firsts else "")
             + ("; " + "; ".join(problems) if problems else ""),
         )
     ]
@@ -79,7 +95,9 @@ def run(quick: bool) -> list[Row]:
             "for scale: process start → exit of `python -c pass` / of importing stream.cli and "
             "stream.pipeline",
             " / ".join(f"{v:.3f} s" for v in floors.values()),
-            note=f"median of {reps}",
+            note=f"median of {reps}; peak RSS "
+            + " / ".join(f"{v / 1024:.1f} MB" for v in rss.values())
+            + " (the floor of the suite's RSS figures)",
         )
     )
     return rows

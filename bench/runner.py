@@ -27,6 +27,7 @@ import traceback
 from pathlib import Path
 
 from bench._common import COMMANDS, PY, REPO, Row, benchmark, versions
+from bench.readme import verdict
 
 BENCHMARKS = ("throughput", "concurrency", "first_request", "memory", "extraction", "rerun")
 RESULTS = REPO / "bench" / "RESULTS.md"
@@ -50,11 +51,14 @@ def _cell(text: str) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| benchmark | measurement | result | target | notes |", "| --- | --- | --- | --- | --- |"]
+    """The results table; the verdict column is computed from the result and the target (bench/readme.py)."""
+    lines = [
+        "| benchmark | measurement | result | target | verdict | notes |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
-        lines.append(
-            "| " + " | ".join(_cell(x) for x in (r.bench, r.case, r.result, r.target, r.note)) + " |"
-        )
+        cells = (r.bench, r.case, r.result, r.target, verdict(r.result, r.target), r.note)
+        lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
     return "\n".join(lines)
 
 
@@ -146,7 +150,8 @@ def results_md(
         f"{elapsed / 60:.1f} min{' (QUICK mode: smoke figures, not meaningful)' if quick else ''}.",
         "",
         f"- machine: {mach['cpu']}, {mach['cores']} cores, {mach['ram']} RAM; {mach['os']}; "
-        f"load average at start {mach['load']} (other work may share the machine: compare within a run)",
+        f"load average at start {mach['load']}, at the end {mach.get('load_end', 'n/a')} (other work may "
+        "share the machine: compare within a run)",
         f"- Python {platform.python_version()} ({platform.python_implementation()}, {PY})",
         "- packages: " + ", ".join(f"{k} {v}" for k, v in vers.items()),
         f"- code: commit {commit}"
@@ -157,9 +162,16 @@ def results_md(
         "",
         "Method: every client and the fake server run in their own processes (the server is "
         "`python -m bench._server`, i.e. `tests.fakeserver` plus an in-flight counter and a stats endpoint). "
-        "Client wall time is fork to exit; CPU time and peak RSS come from `wait4`'s rusage of that child "
-        "alone. Server-side figures (arrivals, in flight, span from first arrival to last answer) come from "
-        "the server's own counters. Targets are printed, never asserted.",
+        "Each is spawned by a bare launcher (`bench/_exec.py`, ~9 MB), not by the runner: a child spawned "
+        "by a large process inherits that process's peak as its own `ru_maxrss`. Client wall time is spawn "
+        "to exit; CPU time and peak RSS come from `wait4`'s rusage of that child alone, taken by its "
+        "launcher. Server-side figures (arrivals, in flight, span from first arrival to last answer) come "
+        "from the server's own counters. Figures measured in rounds are medians with their interquartile "
+        "range (IQR) and range; a ratio is taken within each round, between runs made side by side. "
+        "Targets are printed, never asserted; the verdict column is computed from the result and the "
+        "target by `bench/readme.py` (with an IQR, met or missed only when all of it is on one side of the "
+        "target, else undecided). A full run also rewrites the table in README.md's Performance section "
+        "(`python -m bench.readme`).",
         "",
         "## Commands",
         "",
@@ -220,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
         print(f"bench: {name} done in {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - t0
+    mach["load_end"] = machine()["load"]
     text = table(rows)
     print(text)
     if out is not None:
@@ -227,6 +240,14 @@ def main(argv: list[str] | None = None) -> int:
             results_md(rows, argv=argv, quick=args.quick, started=started, elapsed=elapsed, mach=mach)
         )
         print(f"bench: wrote {out}", file=sys.stderr)
+        if out == RESULTS and not args.quick:
+            from bench import readme
+
+            try:
+                changed = readme.update(results=RESULTS)
+                print(f"bench: README.md table {'updated' if changed else 'unchanged'}", file=sys.stderr)
+            except ValueError as exc:
+                print(f"bench: README.md not updated: {exc}", file=sys.stderr)
     if failed:
         print(f"bench: failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

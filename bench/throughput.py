@@ -11,12 +11,17 @@ its own process, send the same N requests with 64 in flight:
   (d) a bare aiohttp loop (one ClientSession, TCPConnector(limit=64)).
 
 (b)-(d) send exactly snipstream's bodies (taken from its --dry-run output, not timed). Figures:
-snippets/s over the client process's whole life (fork to exit: startup and imports included), the same
+snippets/s over the client process's whole life (spawn to exit: startup and imports included), the same
 over the server-side span (first request arrival to last answer finished: the steady state), client CPU
-ms per request (wait4 rusage of the client process) and its peak RSS. In full mode each client runs twice,
-interleaved (a b c d a b c d), and the faster run counts.
+ms per request (wait4 rusage of the client process) and its peak RSS (its own: see bench/_exec.py).
 
-    python -m bench throughput [--quick]          # N = 5,000 (quick: 300)
+Rounds: in full mode every client runs ROUNDS times, interleaved, the order reversed every other round
+(a b c d, d c b a, ...), so that load drift on a shared machine hits neighbours alike. A ratio is taken
+per round between the two runs of that round (a_i / b_i), and its median, interquartile range and range
+over the rounds are printed; a verdict against a target is only given when the whole IQR is on one side
+of it (bench/readme.py). Absolute figures are medians over the rounds.
+
+    python -m bench throughput [--quick]          # N = 2,000 x 9 rounds (quick: 300 x 2)
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ from bench._common import (
     db_count,
     fnum,
     fratio,
+    fspread,
     installed,
     make_tree,
     mb,
     rate,
     run_proc,
     snipstream,
+    spread,
     workdir,
 )
 
@@ -117,9 +124,28 @@ def _measure(
     }
 
 
+ROUNDS = 9
+N = 2000
+# (c) takes several times as long as the others and is far from its target: it runs every 3rd round only.
+SPARSE = {"c": 3}
+
+
+def _gap(sp_median: float, q1: float, q3: float, target: str) -> str:
+    """How the spread compares with the distance to the target (printed next to every headline ratio)."""
+    try:
+        value = float(target.split()[-1])
+    except (ValueError, IndexError):
+        return ""
+    gap = abs(sp_median - value)
+    width = q3 - q1
+    return f"IQR width {width:.2f} {'<' if width < gap else '≥'} gap to the target {gap:.2f}" + (
+        "" if width < gap else " (more rounds or a quieter machine needed)"
+    )
+
+
 def run(quick: bool) -> list[Row]:
-    n = 300 if quick else 5000
-    reps = 1 if quick else 2
+    n = 300 if quick else N
+    rounds = 2 if quick else ROUNDS
     timeout = 120 if quick else 600
     rows: list[Row] = []
     available = {kind: installed(kind) for _, _, kind in CASES if kind}
@@ -129,53 +155,90 @@ def run(quick: bool) -> list[Row]:
         nbodies = bodies_from_dry_run(tree, bodies, work, timeout=timeout)
         if nbodies != n:
             raise RuntimeError(f"the dry run of {n} generated functions would send {nbodies} requests")
-        results: dict[str, list[dict[str, Any]]] = {key: [] for key, _, _ in CASES}
+        results: dict[str, list[dict[str, Any] | None]] = {key: [] for key, _, _ in CASES}
         with Server(chunks=20) as server:
-            for rep in range(reps):
-                for key, _, kind in CASES:
+            for rep in range(rounds):
+                order = CASES if rep % 2 == 0 else tuple(reversed(CASES))
+                for key, _, kind in order:
                     if kind is not None and not available[kind]:
+                        results[key].append(None)
                         continue
-                    results[key].append(_measure(key, kind, server, tree, bodies, work, rep, n, timeout))
-    best: dict[str, dict[str, Any] | None] = {
-        key: (min(rs, key=lambda r: r["wall"]) if rs else None) for key, rs in results.items()
-    }
+                    if key in SPARSE and rep % SPARSE[key]:
+                        results[key].append(None)  # far from its target: fewer rounds do
+                        continue
+                    r = _measure(key, kind, server, tree, bodies, work, rep, n, timeout)
+                    (work / f"a-{rep}.db").unlink(missing_ok=True)
+                    results[key].append(r)
+
+    def good(r: dict[str, Any] | None) -> bool:
+        return r is not None and not r["errors"] and r["ok"] is not None and r["exit"] == 0
+
     for key, label, kind in CASES:
-        r = best[key]
+        rs = [r for r in results[key] if r is not None]
         case = f"{label}, {n:,} requests, {CONCURRENCY} in flight"
-        if r is None:
+        if not rs:
             rows.append(Row(TITLE, case, f"n/a ({kind} not installed)"))
             continue
-        result = f"{fnum(r['rate_wall'])} snippets/s · {r['cpu_ms']:.2f} CPU ms/req · RSS {mb(r['rss'])}"
+        result = fspread([r["rate_wall"] for r in rs], fnum, " snippets/s")
+        cpu = spread([r["cpu_ms"] for r in rs]).median
+        rss = spread([r["rss"] for r in rs])
+        server_cpu = spread([1000 * r["server_cpu"] / max(1, r["requests"]) for r in rs]).median
         note = (
-            f"span rate {fnum(r['rate_span'])}/s (first request to last answer); wall {r['wall']:.2f}s; "
-            f"server CPU {1000 * r['server_cpu'] / max(1, r['requests']):.2f} ms/req"
+            f"{cpu:.2f} CPU ms/req, RSS {mb(rss.median)} (max {mb(rss.hi)}), span rate "
+            f"{fnum(spread([r['rate_span'] for r in rs]).median)}/s (first request to last answer), "
+            f"server CPU {server_cpu:.2f} ms/req (medians); walls "
+            + ", ".join(f"{r['wall']:.2f}" for r in rs)
+            + "; CPU ms/req "
+            + ", ".join(f"{r['cpu_ms']:.2f}" for r in rs)
         )
-        if r["errors"] or r["ok"] is None or r["exit"] not in (0,):
-            note += f"; ok {r['ok']}, errors {r['errors']}, exit {r['exit']}: {r['first_error'][:200]}"
-        if reps > 1:
-            note += f"; best of {len(results[key])}: walls " + ", ".join(
-                f"{x['wall']:.2f}" for x in results[key]
+        bad = [r for r in rs if not good(r)]
+        if bad:
+            r = bad[0]
+            note += (
+                f"; {len(bad)} round(s) with errors, e.g. ok {r['ok']}, errors {r['errors']}, exit "
+                f"{r['exit']}: {r['first_error'][:200]}"
             )
         rows.append(Row(TITLE, case, result, note=note))
 
-    a = best["a"]
     for other, target, label in (
         ("b", "≥ 0.9", "a/b snipstream ÷ bare httpx"),
         ("c", "≥ 1.5", "a/c snipstream ÷ naive openai"),
-        ("d", "", "a/d snipstream ÷ bare aiohttp"),
+        ("d", "", "(for scale) a/d snipstream ÷ bare aiohttp"),
     ):
-        o = best[other]
-        if a is None or o is None:
-            rows.append(Row(TITLE, label, "n/a", target))
+        pairs = [(a, o) for a, o in zip(results["a"], results[other], strict=True) if good(a) and good(o)]
+        case = label + " (snippets/s, whole process, per round)"
+        if not pairs:
+            rows.append(Row(TITLE, case, "n/a", target))
             continue
+        ratios = [a["rate_wall"] / o["rate_wall"] for a, o in pairs]
+        sp = spread(ratios)
+        span = spread([a["rate_span"] / o["rate_span"] for a, o in pairs]).median
+        cpu = spread([o["cpu_ms"] / a["cpu_ms"] for a, o in pairs]).median
+        note = (
+            f"server-side span: {fratio(span)}; CPU per request {fratio(cpu)} (theirs ÷ ours) (medians of "
+            f"{len(pairs)} rounds)"
+        )
+        if target and sp.n > 1:
+            note += "; " + _gap(sp.median, sp.q1, sp.q3, target)
+        rows.append(Row(TITLE, case, fspread(ratios), target, note=note))
+        # The same ratio from CPU time: every client here is CPU-bound, so with a core to itself its
+        # throughput is 1 / (CPU per request). CPU time is far less disturbed than wall time by other work
+        # on a shared machine (it does not count the time the process waits for a core).
+        cpus = [o["cpu_ms"] / a["cpu_ms"] for a, o in pairs]
+        csp = spread(cpus)
+        cnote = (
+            "what the ratio above is when each client has a core to itself: the clients are CPU-bound "
+            "(client CPU ≈ wall in the quietest rounds), and CPU time does not count waiting for a core"
+        )
+        if target and csp.n > 1:
+            cnote += "; " + _gap(csp.median, csp.q1, csp.q3, target)
         rows.append(
             Row(
                 TITLE,
-                label + " (snippets/s, whole process)",
-                fratio(a["rate_wall"] / o["rate_wall"]),
+                label + " by CPU per request (theirs ÷ ours, per round)",
+                fspread(cpus),
                 target,
-                note=f"server-side span: {fratio(a['rate_span'] / o['rate_span'])}; "
-                f"CPU per request {fratio(o['cpu_ms'] / a['cpu_ms'])} (theirs ÷ ours)",
+                note=cnote,
             )
         )
     return rows
