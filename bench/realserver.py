@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stream.prompt import TASKS
+
 LLAMA_CPP_PYTHON = "0.3.36"  # the sdist whose vendor/llama.cpp is built
 CMAKE_FLAGS = (
     "-G",
@@ -600,21 +602,7 @@ def probe(server: RealServer, model: str = MODEL_NAME, repeats: int = 20) -> dic
             )
 
     # grammar-constrained JSON cut at max_tokens: how often each answer comes back, over `repeats` tries
-    qa = {
-        "type": "object",
-        "required": ["pairs"],
-        "properties": {
-            "pairs": {
-                "type": "array",
-                "minItems": 1,
-                "items": {
-                    "type": "object",
-                    "required": ["question", "answer"],
-                    "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
-                },
-            }
-        },
-    }
+    qa = TASKS["qa"].schema  # the qa task's own schema
     for stream in (False, True):
         seen: dict[str, int] = {}
         example: dict[str, Any] = {}
