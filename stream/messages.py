@@ -25,13 +25,12 @@ class Task:
 
 @dataclass(slots=True)
 class Job:
-    """One request to make: a snippet asked one task. `body` is the body as planned (what a dry run
-    shows); the asker builds each attempt's body afresh from the run's current shape."""
+    """One request to make: a snippet asked one task (the asker builds each attempt's body from the run's
+    current shape, `stream.request.Shape`)."""
 
     record_id: str
     snippet: Snippet
     occurrence_id: str
-    body: dict[str, Any]
     prompt_tokens: int | None
     system: str | None
     user: str

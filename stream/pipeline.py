@@ -463,8 +463,7 @@ class _Run:
             waiting.append((snippet, occurrence_id))
             return True
         system, user = task.template.render(snippet)
-        job = Job(record_id, snippet, occurrence_id, {}, None, system, user, task)
-        job.body = self._asker().body(job)
+        job = Job(record_id, snippet, occurrence_id, None, system, user, task)
         if cfg.max_prompt_tokens is not None:
             job.prompt_tokens = await self._count_prompt(job)
             if job.prompt_tokens > cfg.max_prompt_tokens:
@@ -491,7 +490,7 @@ class _Run:
                 "snippet_id": snippet.id,
                 **provenance(snippet),
                 "task": task.info,
-                "request": job.body,
+                "request": self._asker().body(job),
                 "prompt_tokens": prompt_tokens,
             }
             await outcomes.send(_DryLine(orjson.dumps(line) + b"\n"))
