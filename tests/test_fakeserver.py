@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -464,9 +465,12 @@ async def test_200_concurrent_streams() -> None:
         assert elapsed < 10
 
 
-def test_cli_subprocess() -> None:
+@contextmanager
+def served_by_cli(*args: str) -> Iterator[str]:
+    """``python -m tests.fakeserver ARGS`` in a subprocess: yields its URL (the first stderr line); on leaving,
+    Ctrl-C must stop it with exit 0."""
     with subprocess.Popen(
-        [sys.executable, "-m", "tests.fakeserver", "--port", "0", "--chunks", "3", "--rpm", "6000"],
+        [sys.executable, "-m", "tests.fakeserver", "--port", "0", *args],
         cwd=ROOT,
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
@@ -474,15 +478,19 @@ def test_cli_subprocess() -> None:
     ) as proc:
         try:
             assert proc.stderr is not None
-            url = proc.stderr.readline().strip()
-            assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", url)
-            with httpx.Client(base_url=url) as c:
-                resp, chunks = stream_chunks(c, "/chat/completions", stream_body(CHAT))
-            assert len(chunks) == 3 + 3  # content, final, usage, [DONE]
-            assert resp.headers["x-ratelimit-limit-requests"] == "6000"
+            yield proc.stderr.readline().strip()
         finally:
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=10) == 0
+
+
+def test_cli_subprocess() -> None:
+    with served_by_cli("--chunks", "3", "--rpm", "6000") as url:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", url)
+        with httpx.Client(base_url=url) as c:
+            resp, chunks = stream_chunks(c, "/chat/completions", stream_body(CHAT))
+        assert len(chunks) == 3 + 3  # content, final, usage, [DONE]
+        assert resp.headers["x-ratelimit-limit-requests"] == "6000"
 
 
 # ---- rate limits ------------------------------------------------------------------------------------------
@@ -749,25 +757,13 @@ def test_ratelimit_headers_only_on_429s() -> None:
 
 
 def test_cli_rate_limit_modes() -> None:
-    args = ["--port", "0", "--chunks", "3", "--tpm", "600", "--ratelimit-headers", "429", "--refund-unused"]
-    with subprocess.Popen(
-        [sys.executable, "-m", "tests.fakeserver", *args],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    ) as proc:
-        try:
-            assert proc.stderr is not None
-            url = proc.stderr.readline().strip()
-            with httpx.Client(base_url=url) as c:
-                ok, refused = c.post("/chat/completions", json=CHAT), c.post("/chat/completions", json=CHAT)
-            assert (ok.status_code, refused.status_code) == (200, 429)
-            assert not any(k.startswith("x-ratelimit") for k in ok.headers)
-            assert refused.headers["x-ratelimit-limit-tokens"] == "600"
-        finally:
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=10) == 0
+    args = ["--chunks", "3", "--tpm", "600", "--ratelimit-headers", "429", "--refund-unused"]
+    with served_by_cli(*args) as url:
+        with httpx.Client(base_url=url) as c:
+            ok, refused = c.post("/chat/completions", json=CHAT), c.post("/chat/completions", json=CHAT)
+        assert (ok.status_code, refused.status_code) == (200, 429)
+        assert not any(k.startswith("x-ratelimit") for k in ok.headers)
+        assert refused.headers["x-ratelimit-limit-tokens"] == "600"
 
 
 def test_bad_settings_rejected() -> None:
