@@ -4,6 +4,9 @@
 SnipstreamError
 ├── ConfigError            bad flags, template or missing key: message and exit 2 before any work
 ├── SourceError            unreadable, binary or unparsable file: recorded as skipped, the run goes on
+├── BudgetExceeded         one request needs more tokens than --tpm allows a minute: it fails, never sent
+├── StructuredError        a structured reply that is not JSON or not valid for its schema: re-asked
+├── ExampleSkipped         export: a stored answer that gives no training example (counted by reason)
 ├── APIError               anything the API did wrong; translated once, in stream.client
 │   ├── AuthError          401/403: aborts the run
 │   ├── NotFoundError      404: aborts the run (model or URL wrong)
@@ -20,16 +23,23 @@ SnipstreamError
 ```
 
 Messages never contain the API key: the key is only ever placed in request headers.
+
+`ExitCode` is the one table of the process's exit statuses; every command returns one of them.
 """
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Any
 
 __all__ = [
+    "ExitCode",
     "SnipstreamError",
     "ConfigError",
     "SourceError",
+    "BudgetExceeded",
+    "StructuredError",
+    "ExampleSkipped",
     "APIError",
     "AuthError",
     "NotFoundError",
@@ -44,6 +54,17 @@ __all__ = [
     "SinkError",
     "CheckpointError",
 ]
+
+
+class ExitCode(IntEnum):
+    """How a snipstream command ends; the CLI's epilog explains each to the user."""
+
+    OK = 0  # everything done (or already done); also when the output pipe was closed early
+    FAILED = 1  # finished, but some snippets failed (stored with their reasons) or --max-failures hit
+    USAGE = 2  # usage or configuration error, found before any request
+    ABORTED = 3  # the API, the checkpoint or a sink made going on pointless
+    INTERNAL = 70  # a bug (EX_SOFTWARE)
+    INTERRUPTED = 130  # Ctrl-C / SIGTERM (128 + SIGINT)
 
 
 class SnipstreamError(Exception):
@@ -61,6 +82,27 @@ class SourceError(SnipstreamError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class BudgetExceeded(SnipstreamError):
+    """A single request needs more tokens than the per-minute budget allows: it can never be sent."""
+
+
+class StructuredError(SnipstreamError, ValueError):
+    """A structured reply that is not JSON, or not valid for the task's schema. `reason` is
+    ``invalid_json`` or ``schema_mismatch``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ExampleSkipped(SnipstreamError):
+    """A stored answer that gives no training example; `reason` is the key it is counted under."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class APIError(SnipstreamError):

@@ -46,6 +46,8 @@ from dataclasses import dataclass
 
 import anyio
 
+from .errors import BudgetExceeded
+
 __all__ = ["Limits", "Ticket", "BudgetExceeded", "parse_duration"]
 
 _BURST_SECONDS = 1.0
@@ -68,10 +70,6 @@ def parse_duration(text: str) -> float | None:
     if not parts or "".join(a + b for a, b in parts) != text:
         return None
     return sum(float(value) * _UNIT[unit] for value, unit in parts)
-
-
-class BudgetExceeded(Exception):
-    """A single request needs more tokens than the per-minute budget allows: it can never be sent."""
 
 
 class _Bucket:

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from .errors import ConfigError
+from .errors import ConfigError, StructuredError
 from .model import Snippet, stable_hash
 
 __all__ = [
@@ -194,15 +194,6 @@ def instructions(template: Template) -> str:
     if template.schema is None:
         return ""
     return _JSON_ONLY.format(schema=orjson.dumps(template.schema).decode())
-
-
-class StructuredError(ValueError):
-    """A structured reply that is not JSON, or not valid for the task's schema. `reason` is
-    ``invalid_json`` or ``schema_mismatch``."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 _FENCE = re.compile(r"^\s*```[\w-]*\s*\n(.*?)\n?```\s*$", re.S)
