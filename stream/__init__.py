@@ -34,7 +34,7 @@ _WHERE = {
     "SnipstreamError": "errors",
     "Snippet": "model",
     "SourceFile": "model",
-    "SCHEMA_VERSION": "pipeline",
+    "SCHEMA_VERSION": "record",
     "Summary": "pipeline",
     "run": "pipeline",
 }
@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     from .config import Config
     from .errors import SnipstreamError
     from .model import Snippet, SourceFile
-    from .pipeline import SCHEMA_VERSION, Summary, run
+    from .pipeline import Summary, run
+    from .record import SCHEMA_VERSION
 
 
 def __getattr__(name: str) -> Any:

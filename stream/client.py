@@ -1,19 +1,15 @@
-"""Talking to an OpenAI-compatible API: the client pool and retries (bodies: `stream.request`; SSE: `stream.sse`).
+"""Talking to an OpenAI-compatible API: the client pool and retries.
 
-httpx exceptions and HTTP statuses are translated into `stream.errors` here and nowhere else
-(`_translate`), so the rest of the program only sees `APIError` subclasses.
+Bodies are built by `stream.request`, event streams read by `stream.sse`, and httpx's exceptions and HTTP
+statuses become ours in `stream.translate`, the one place they are translated.
 """
 
 from __future__ import annotations
 
-import email.utils
 import math
 import random
-import socket
-import ssl
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,108 +21,16 @@ from .breaker import Breaker
 from .errors import (
     APIConnectionError,
     APIError,
-    APIStatusError,
     APITimeout,
-    AuthError,
-    ContextOverflow,
-    NotFoundError,
-    QuotaExceeded,
     RateLimited,
     StreamError,
 )
 from .limits import Limits, Ticket
-from .negotiate import overflow_numbers
 from .request import build_body
 from .sse import Assembler, Completion, iter_sse, parse_full, raise_for_error_object
+from .translate import parse_retry_after, status_error, translate
 
 __all__ = ["Completion", "ClientPool", "RetryPolicy", "build_body", "iter_sse", "parse_retry_after"]
-
-
-# --- errors ----------------------------------------------------------------------------------------------
-
-
-def parse_retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` (OpenAI), or ``retry-after`` (seconds or an HTTP date)."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
-
-
-def _error_message(content: bytes, scrub: Callable[[str], str]) -> tuple[str, dict[str, Any]]:
-    """The server's own words about an error, with the key scrubbed out *before* anything is cut short
-    (cutting first could leave a prefix of the key behind), and the error object itself (``{}`` when the
-    body had none): OpenAI's ``{"error": {"message", "type", "param", "code"}}``, which llama.cpp, vLLM and
-    LiteLLM imitate (llama.cpp adds ``n_ctx``/``n_prompt_tokens``; some put the status in ``code``)."""
-    try:
-        obj = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return scrub(content.decode("utf-8", "replace")).strip()[:300] or "(empty body)", {}
-    err = obj.get("error") if isinstance(obj, dict) else None
-    if isinstance(err, dict):
-        return scrub(str(err.get("message") or err))[:1000], err
-    if isinstance(obj, dict) and "message" in obj:  # FastAPI-style servers put it at the top
-        return scrub(str(obj["message"]))[:1000], obj
-    return scrub(str(err or obj))[:300], {}
-
-
-def _connect_cause(exc: BaseException) -> str:
-    """How a connection could not be made: refused, dns, tls or other (from the exception's chain)."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            break
-        if isinstance(seen, ConnectionRefusedError):
-            return "refused"
-        if isinstance(seen, socket.gaierror):
-            return "dns"
-        if isinstance(seen, ssl.SSLError):
-            return "tls"
-        seen = seen.__cause__ or seen.__context__
-    text = str(exc).lower()
-    if "connection refused" in text or "errno 111" in text:
-        return "refused"
-    if "name or service not known" in text or "nodename nor servname" in text or "name resolution" in text:
-        return "dns"
-    if "ssl" in text or "certificate" in text:
-        return "tls"
-    return "other"
-
-
-@contextmanager
-def _translate() -> Iterator[None]:
-    """The one place httpx's exceptions become ours."""
-    try:
-        yield
-    except httpx.ReadTimeout:
-        raise APITimeout("ReadTimeout: the API sent nothing for --stall-timeout seconds (stalled)") from None
-    except httpx.TimeoutException as exc:
-        raise APITimeout(f"{type(exc).__name__}: the API did not answer in time") from None
-    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-        raise StreamError(f"the connection broke mid-response ({type(exc).__name__})") from None
-    except httpx.ConnectError as exc:
-        raise APIConnectionError(
-            f"cannot reach the API ({type(exc).__name__}: {exc})", cause=_connect_cause(exc)
-        ) from None
-    except httpx.TransportError as exc:
-        raise APIConnectionError(f"cannot reach the API ({type(exc).__name__}: {exc})") from None
-    except httpx.DecodingError as exc:
-        raise StreamError(f"the response body could not be decoded ({exc})") from None
-    except orjson.JSONDecodeError as exc:
-        raise StreamError(f"malformed JSON from the API ({exc})") from None
 
 
 # --- retries ---------------------------------------------------------------------------------------------
@@ -161,7 +65,8 @@ class ClientPool:
     One client with hundreds of connections spends its time searching its own pool; several small
     clients keep that search short. `url` is where completions are posted (default: `base_url` plus the
     route of `api`; see `stream.endpoints.endpoint_url` for Azure's), `auth` the headers carrying the key
-    (default ``Authorization: Bearer``). Every attempt's outcome is told to `breaker`.
+    (default ``Authorization: Bearer``). Every attempt's outcome is told to `breaker`. `transport` replaces
+    httpx's own (tests inject an `httpx.MockTransport`).
     """
 
     def __init__(
@@ -182,6 +87,7 @@ class ClientPool:
         url: str | None = None,
         auth: dict[str, str] | None = None,
         breaker: Breaker | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
@@ -209,6 +115,7 @@ class ClientPool:
                 limits=httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client),
                 trust_env=trust_env,
                 verify=verify,
+                transport=transport,
             )
             for _ in range(n)
         ]
@@ -253,30 +160,11 @@ class ClientPool:
             started = time.perf_counter()
             attempt += 1
             try:
-                self.requests_sent += 1
-                if on_attempt:
-                    on_attempt()
-                try:
-                    with anyio.fail_after(self.request_timeout):
-                        completion = await self._once(client, body, ticket)
-                except TimeoutError:
-                    raise APITimeout(
-                        f"no complete answer within --request-timeout {self.request_timeout:g}s"
-                    ) from None
+                completion = await self._attempt(client, body, ticket, on_attempt)
             except APIError as exc:
-                exc.args = (self.scrub(str(exc)),)
-                history.append(f"attempt {attempt}: {exc.reason}: {exc}")
-                if isinstance(exc, APIConnectionError):
-                    self.breaker.failure(exc)  # (4xx are told by the caller, which may learn from them)
+                self._failed_attempt(exc, attempt, history, reserve_tokens, ticket)
                 if isinstance(exc, RateLimited):
                     limited += 1
-                    self.limits.rate_limited_for(
-                        exc.retry_after,
-                        exc.headers,
-                        reserved=reserve_tokens,
-                        base=self.retry.base,
-                        ticket=ticket,
-                    )
                     if limited < self.retry.rate_limit_allowance:
                         continue
                 # --max-attempts bounds the errors other than 429 (those have their own allowance).
@@ -297,10 +185,42 @@ class ClientPool:
             completion.latency_s = time.perf_counter() - started
             return completion
 
+    async def _attempt(
+        self,
+        client: httpx.AsyncClient,
+        body: dict[str, Any],
+        ticket: Ticket,
+        on_attempt: Callable[[], None] | None,
+    ) -> Completion:
+        """One request, bounded by --request-timeout as a whole."""
+        self.requests_sent += 1
+        if on_attempt:
+            on_attempt()
+        try:
+            with anyio.fail_after(self.request_timeout):
+                return await self._once(client, body, ticket)
+        except TimeoutError:
+            raise APITimeout(
+                f"no complete answer within --request-timeout {self.request_timeout:g}s"
+            ) from None
+
+    def _failed_attempt(
+        self, exc: APIError, attempt: int, history: list[str], reserved: int, ticket: Ticket
+    ) -> None:
+        """Note a failed attempt (its message scrubbed of the key); a 429 starts the shared cool-down."""
+        exc.args = (self.scrub(str(exc)),)
+        history.append(f"attempt {attempt}: {exc.reason}: {exc}")
+        if isinstance(exc, APIConnectionError):
+            self.breaker.failure(exc)  # (4xx are told by the caller, which may learn from them)
+        if isinstance(exc, RateLimited):
+            self.limits.rate_limited_for(
+                exc.retry_after, exc.headers, reserved=reserved, base=self.retry.base, ticket=ticket
+            )
+
     async def get_json(self, url: str) -> Any:
         """GET a JSON document from the server (llama.cpp's ``/props``); None when there is none to have."""
         try:
-            with _translate():
+            with translate():
                 response = await self._clients[0].get(url)
                 if response.status_code != 200:
                     return None
@@ -310,7 +230,7 @@ class ClientPool:
 
     async def _once(self, client: httpx.AsyncClient, body: dict[str, Any], ticket: Ticket) -> Completion:
         content = orjson.dumps(body)
-        with _translate():
+        with translate():
             async with client.stream("POST", self.url, content=content) as response:
                 if self.server is None:
                     self.server = response.headers.get("server", "")
@@ -318,7 +238,14 @@ class ClientPool:
                     self.limits.observe(response.headers, ticket)
                 if response.status_code >= 400:
                     await response.aread()
-                    raise self._status_error(response, body)
+                    raise status_error(
+                        response,
+                        body,
+                        url=self.url,
+                        base_url=self.base_url,
+                        api_key_env=self.api_key_env,
+                        scrub=self.scrub,
+                    )
                 if body.get("stream"):
                     ctype = response.headers.get("content-type", "")
                     if "text/event-stream" in ctype:
@@ -360,37 +287,3 @@ class ClientPool:
                 )
             if isinstance(chunk, dict):
                 acc.feed(chunk)
-
-    def _status_error(self, response: httpx.Response, body: dict[str, Any]) -> APIError:
-        status = response.status_code
-        msg, obj = _error_message(response.content, self.scrub)
-        retry_after = parse_retry_after(response.headers)
-        where = f"{status} from {self.url}"
-        headers = {k: v for k, v in response.headers.items() if k.startswith("x-ratelimit-")}
-        code = obj.get("code")
-        param = obj.get("param")
-        context: dict[str, Any] = {
-            "status": status,
-            "code": str(code) if code is not None and not isinstance(code, int) else None,
-            "param": param if isinstance(param, str) else None,
-            "detail": obj,
-        }
-        if status in (401, 403):
-            return AuthError(
-                f"{where}: {msg} (check the key in ${self.api_key_env} and --base-url)", **context
-            )
-        if status == 404:
-            return NotFoundError(
-                f"{where}: {msg} (is model {body.get('model')!r} served at {self.base_url}?)", **context
-            )
-        if status == 429:
-            if b"insufficient_quota" in response.content:
-                return QuotaExceeded(
-                    f"{where}: {msg} (the account behind ${self.api_key_env} is out of quota)", **context
-                )
-            return RateLimited(f"{where}: {msg}", retry_after=retry_after, headers=headers, **context)
-        overflow = overflow_numbers(status, obj, msg)
-        if overflow is not None:
-            limit, prompt = overflow
-            return ContextOverflow(f"{where}: {msg}", limit=limit, prompt_tokens=prompt, **context)
-        return APIStatusError(f"{where}: {msg}", retry_after=retry_after, headers=headers, **context)

@@ -32,6 +32,9 @@ A 429 starts one shared cool-down: every worker waits until the server's retry t
 retrying on its own; the pause grows while 429s repeat and shrinks again with successes. When the server
 sends no limit headers and 429s become a real share of the answers, the request rate is cut to 70% and
 raised again by a fixed step per answer (additive increase, multiplicative decrease: AIMD).
+
+These buckets are not aiolimiter's: its `AsyncLimiter` has a rate fixed at construction and a level only its
+own `acquire` moves, so neither the server's headers nor AIMD could steer it (README, "Dependencies").
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, TextIO
 import anyio
 
 if TYPE_CHECKING:
-    from .pipeline import Summary
+    from .pipeline.summary import Summary
 
 __all__ = ["show_progress", "format_summary"]
 
@@ -66,7 +66,7 @@ async def show_progress(s: Summary, *, mode: str, interval: float, stream: TextI
 
 def format_summary(s: Summary, *, model: str, dry_run: bool, prices_date: str = "") -> str:
     if not prices_date:
-        from .tokens import PRICES_DATE
+        from .prices import PRICES_DATE
 
         prices_date = PRICES_DATE
     lines = []

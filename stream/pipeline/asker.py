@@ -21,25 +21,26 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .errors import (
+from ..errors import (
     APIConnectionError,
     APIError,
     AuthError,
+    BudgetExceeded,
     CircuitOpen,
     ContextOverflow,
     NotFoundError,
     QuotaExceeded,
+    StructuredError,
 )
-from .limits import BudgetExceeded
+from ..negotiate import ContextBudget, FormatLadder, lesson_from
+from ..prompt import parse_structured
+from ..request import Shape, build_body
 from .messages import Answered, Failure, Job
-from .negotiate import ContextBudget, FormatLadder, lesson_from
-from .prompt import StructuredError, parse_structured
-from .request import Shape, build_body
 
 if TYPE_CHECKING:
-    from .client import ClientPool
-    from .config import Config
-    from .sse import Completion
+    from ..client import ClientPool
+    from ..config import Config
+    from ..sse import Completion
 
 __all__ = ["Asker", "reasoning_tokens", "cached_tokens"]
 

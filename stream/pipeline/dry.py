@@ -1,0 +1,68 @@
+"""The dry run's route: each record that would be sent is counted, priced and written as a request line.
+
+Nothing is asked and nothing is written to the checkpoint. A record is counted once however many places
+hold its code: the ids counted by earlier files live in a temporary on-disk set (memory stays flat), the
+current file's in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from anyio.abc import ObjectSendStream
+
+from sinks.idset import DiskIdSet
+
+from ..model import Snippet
+from ..record import dry_line
+from .counting import TokenCounter
+from .messages import DryLine, Job, Outcome, Task
+from .summary import Summary
+
+__all__ = ["DryRoute"]
+
+
+class DryRoute:
+    def __init__(
+        self,
+        *,
+        counted: DiskIdSet,
+        counter: TokenCounter,
+        summary: Summary,
+        body: Callable[[Job], dict[str, Any]],
+        outcomes: ObjectSendStream[Outcome],
+    ) -> None:
+        self.counted = counted
+        self.counter = counter
+        self.summary = summary
+        self.body = body
+        self.outcomes = outcomes
+        self.planned: set[str] = set()  # of the current file's records, those counted (by any file)
+        self.planned_new: list[str] = []  # of those, the ones this file counted first
+
+    async def begin_file(self, key: str, row: tuple, record_ids: set[str]) -> None:
+        self.planned = self.counted.which(record_ids) if record_ids else set()
+
+    async def answered(self, record_id: str, snippet: Snippet, occurrence_id: str, task: Task) -> None:
+        """Done already: a run would not send it."""
+
+    async def ask(self, job: Job) -> None:
+        if job.record_id in self.planned:
+            return
+        self.planned.add(job.record_id)
+        self.planned_new.append(job.record_id)
+        prompt_tokens = await self.counter.prompt_of(job)
+        summary, snippet = self.summary, job.snippet
+        summary.would_send += 1
+        summary.prompt_tokens += prompt_tokens
+        row = summary.plan.setdefault(f"{job.task.template.name}/{snippet.language}/{snippet.kind}", [0, 0])
+        row[0] += 1
+        row[1] += prompt_tokens
+        line = dry_line(job.record_id, snippet, job.task.info, self.body(job), prompt_tokens)
+        await self.outcomes.send(DryLine(line))
+
+    async def end_file(self, key: str) -> None:
+        if self.planned_new:
+            self.counted.add(self.planned_new)
+            self.planned_new = []

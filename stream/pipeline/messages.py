@@ -1,0 +1,86 @@
+"""The typed values that travel between the run's stages.
+
+```
+feed ──Scanned/Unchanged/Skipped──▶ planner ──Job──▶ workers ──Answered/Failure──▶ writer
+                                        └──── Reuse, FilesDone, DryLine, Skipped ─────▶ writer
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..model import Snippet
+from ..prompt import Template
+from ..scan import Skipped
+
+if TYPE_CHECKING:
+    from ..sse import Completion
+
+__all__ = ["Task", "Job", "Answered", "Failure", "Reuse", "FilesDone", "DryLine", "Outcome"]
+
+
+@dataclass(slots=True)
+class Task:
+    """One task of the run: its template, fingerprint and the ``task`` object its records carry."""
+
+    template: Template
+    fingerprint: str
+    info: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Job:
+    """One request to make: a snippet asked one task (the asker builds each attempt's body from the run's
+    current shape, `stream.request.Shape`)."""
+
+    record_id: str
+    snippet: Snippet
+    occurrence_id: str
+    prompt_tokens: int | None
+    system: str | None
+    user: str
+    task: Task
+
+
+@dataclass(slots=True)
+class Answered:
+    job: Job
+    completion: Completion
+    data: Any = None  # the parsed reply of a structured task
+
+
+@dataclass(slots=True)
+class Failure:
+    job: Job
+    reason: str
+    error: str
+    attempts: int
+
+
+@dataclass(slots=True)
+class Reuse:
+    """A new place of code already answered: its line is made from the stored answer, without a request."""
+
+    record_id: str
+    snippet: Snippet
+    occurrence_id: str
+    task: Task
+
+
+@dataclass(slots=True)
+class FilesDone:
+    """Rows for the file index: files whose snippets are all done (see `stream.scan`)."""
+
+    rows: list[tuple[Any, ...]]
+
+
+@dataclass(slots=True)
+class DryLine:
+    """A dry run's line: the request that would be sent."""
+
+    line: bytes
+
+
+Outcome = Answered | Failure | Reuse | Skipped | FilesDone | DryLine

@@ -1,0 +1,152 @@
+"""Planning: from a parsed file to what each of its snippets needs, per task.
+
+For each file, one look-up in the checkpoint (memory stays flat however large the tree) says which places
+are written already and which records are answered. Each new place then goes to the planner's route: in a
+real run (`Route` here) an answered record becomes a `Reuse`, a record in flight gets the place attached,
+and anything else becomes a `Job` for the workers; a dry run plugs in its own route (`stream.pipeline.dry`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from anyio.abc import ObjectSendStream
+
+from ..model import Snippet, stable_hash
+from ..scan import Scanned
+from .counting import TokenCounter
+from .ledger import Ledger
+from .messages import FilesDone, Job, Outcome, Reuse, Task
+from .summary import Summary
+
+__all__ = ["Planner", "Route", "RealRoute", "Lookup"]
+
+Lookup = Callable[[list[str], list[str]], Awaitable[tuple[set[str], set[str]]]]
+
+
+class Route(Protocol):
+    """Where a planned place goes: the one difference between a real run and a dry run."""
+
+    async def begin_file(self, key: str, row: tuple, record_ids: set[str]) -> None: ...
+
+    async def answered(self, record_id: str, snippet: Snippet, occurrence_id: str, task: Task) -> None:
+        """A new place of a record the checkpoint holds."""
+
+    async def ask(self, job: Job) -> None:
+        """A place whose record is not answered yet."""
+
+    async def end_file(self, key: str) -> None: ...
+
+
+class Planner:
+    def __init__(
+        self,
+        tasks: list[Task],
+        *,
+        lookup: Lookup,
+        ledger: Ledger,
+        counter: TokenCounter,
+        summary: Summary,
+        max_prompt_tokens: int | None,
+        route: Route,
+    ) -> None:
+        self.tasks = tasks
+        self.lookup = lookup
+        self.ledger = ledger
+        self.counter = counter
+        self.summary = summary
+        self.max_prompt_tokens = max_prompt_tokens
+        self.route = route
+
+    @staticmethod
+    def ids(snippet: Snippet, task: Task) -> tuple[str, str]:
+        """(record id, occurrence id): the record is the code asked one task; the occurrence its place."""
+        record_id = stable_hash(snippet.id, task.fingerprint, *task.template.location_key(snippet))
+        return record_id, stable_hash(record_id, snippet.path, snippet.qualname)
+
+    async def plan_file(self, item: Scanned) -> None:
+        self.summary.files += 1
+        self.summary.filtered.update(item.filtered)
+        self.summary.secrets.update(item.secrets)
+        planned = [
+            (snippet, task, *self.ids(snippet, task))
+            for snippet in item.snippets
+            for task in self.tasks
+            if task.template.applies(snippet)
+        ]
+        committed = self.ledger.committed_since = set()
+        done, seen = await self.lookup([p[2] for p in planned], [p[3] for p in planned])
+        key = str(item.file.path)
+        await self.route.begin_file(
+            key, self.ledger.file_row(item.file, item.hash, len(planned)), {p[2] for p in planned}
+        )
+        for snippet, task, record_id, occurrence_id in planned:
+            if occurrence_id in seen:
+                self.summary.unchanged += 1
+                continue
+            seen.add(occurrence_id)  # the same definition twice in one file is one place
+            self.summary.snippets += 1
+            # Answers committed since the look-up began were missed by it and may have left `inflight`
+            # already (planning this file's earlier snippets can wait on a full queue): without this
+            # check the same code would be asked about a second time.
+            if record_id in done or record_id in committed:
+                await self.route.answered(record_id, snippet, occurrence_id, task)
+            elif (job := await self._job(snippet, task, record_id, occurrence_id)) is not None:
+                await self.route.ask(job)
+        await self.route.end_file(key)
+
+    async def _job(self, snippet: Snippet, task: Task, record_id: str, oid: str) -> Job | None:
+        """The request for one place, or None when --max-prompt-tokens leaves it out."""
+        system, user = task.template.render(snippet)
+        job = Job(record_id, snippet, oid, None, system, user, task)
+        if self.max_prompt_tokens is not None and await self.counter.prompt_of(job) > self.max_prompt_tokens:
+            self.summary.filtered["too_many_tokens"] += 1
+            return None
+        return job
+
+
+class RealRoute:
+    """A real run's route: reuse what is answered, share what is in flight, ask the rest."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        summary: Summary,
+        jobs: ObjectSendStream[Job],
+        outcomes: ObjectSendStream[Outcome],
+    ) -> None:
+        self.ledger = ledger
+        self.summary = summary
+        self.jobs = jobs
+        self.outcomes = outcomes
+        self._file: tuple[str, tuple[set[str], tuple]] | None = None
+
+    async def begin_file(self, key: str, row: tuple, record_ids: set[str]) -> None:
+        self._file = (key, self.ledger.open_file(key, row))
+
+    def _expect(self, occurrence_id: str) -> None:
+        assert self._file is not None
+        key, entry = self._file
+        self.ledger.expect(entry, key, occurrence_id)
+
+    async def answered(self, record_id: str, snippet: Snippet, occurrence_id: str, task: Task) -> None:
+        self._expect(occurrence_id)
+        self.summary.reused += 1
+        await self.outcomes.send(Reuse(record_id, snippet, occurrence_id, task))
+
+    async def ask(self, job: Job) -> None:
+        self._expect(job.occurrence_id)
+        waiting = self.ledger.inflight.get(job.record_id)
+        if waiting is not None:  # the same code elsewhere is being asked about right now: share the answer
+            waiting.append((job.snippet, job.occurrence_id))
+            return
+        self.ledger.inflight[job.record_id] = [(job.snippet, job.occurrence_id)]
+        await self.jobs.send(job)
+
+    async def end_file(self, key: str) -> None:
+        assert self._file is not None
+        row = self.ledger.close_file(key, self._file[1])
+        self._file = None
+        if row is not None:
+            await self.outcomes.send(FilesDone([row]))

@@ -1,0 +1,114 @@
+"""What a run decides before it starts: its tasks, selection, prices, request shape and file-index key.
+
+Every check that can fail on the configuration alone fails here, before any file is read or request sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import orjson
+
+from ..config import Config
+from ..endpoints import family_of
+from ..errors import ConfigError
+from ..extract import check_languages
+from ..filters import Selection
+from ..model import stable_hash
+from ..negotiate import ContextBudget
+from ..request import Shape, initial_shape
+from ..scan import EXTRACTOR_VERSION, Known, Scanned, Skipped, Unchanged, scan
+from ..prices import Price, Prices, load_prices
+from .messages import Task
+
+__all__ = ["Setup", "prepare"]
+
+
+@dataclass
+class Setup:
+    tasks: list[Task]
+    selection: Selection
+    prices: Prices
+    price: Price | None  # the model's price (None: not in the table)
+    shape: Shape  # what requests look like; rewritten during the run by what servers refuse
+    budget: ContextBudget
+    file_task: str  # the file index's key: any change of tasks or selection looks at every file again
+
+    def scanner(
+        self, cfg: Config, known: dict[str, Known]
+    ) -> Callable[[], Iterator[Scanned | Unchanged | Skipped]]:
+        """The walk as the feed runs it (in its thread), skipping files `known` as done."""
+
+        def walk() -> Iterator[Scanned | Unchanged | Skipped]:
+            return scan(
+                cfg.paths,
+                excludes=cfg.excludes,
+                default_excludes=cfg.default_excludes,
+                max_file_bytes=cfg.max_file_bytes,
+                known=known,
+                jobs=cfg.jobs,
+                selection=self.selection,
+            )
+
+        return walk
+
+
+def _tasks(config: Config) -> list[Task]:
+    params = {k: v for k, v in config.params.items() if v is not None}
+    tasks = []
+    for t in config.tasks:
+        fingerprint = config.fingerprint(t)
+        info = {
+            "template": t.name,
+            "fingerprint": fingerprint,
+            "api": config.api,
+            "model": config.model,
+            "params": params,
+        }
+        tasks.append(Task(t, fingerprint, info))
+    return tasks
+
+
+def _selection(config: Config) -> Selection:
+    return Selection(
+        languages=check_languages(config.languages),
+        min_lines=config.min_lines,
+        max_lines=config.max_lines,
+        skip_tests=config.skip_tests,
+        keep_trivial=config.keep_trivial,
+        keep_generated=config.keep_generated,
+        on_secret=config.on_secret,
+        # a doc section longer than the prompt may hold is cut at paragraphs (about 3 characters a token)
+        doc_max_chars=min(6000, 3 * config.max_prompt_tokens) if config.max_prompt_tokens else 6000,
+    )
+
+
+def prepare(config: Config, note: Callable[[str], None]) -> Setup:
+    """The run's set-up; raises ConfigError for what cannot work."""
+    prices = load_prices(config.prices)
+    price = prices.get(config.model)
+    if config.max_cost is not None and price is None:
+        raise ConfigError(
+            f"--max-cost needs the price of {config.model!r}, which the price table does not list; "
+            "give it with --prices FILE"
+        )
+    # What requests look like: from the endpoint and model tables, then rewritten by what servers refuse.
+    shape, unsupported = initial_shape(
+        kind=config.endpoint_kind, api=config.api, model=config.model, response_format=config.response_format
+    )
+    for name in sorted(unsupported):
+        if config.params.get(name) is not None:
+            flag = "--" + name.replace("_", "-")
+            note(f"note: {config.model} does not take {flag} (only its default); not sending it")
+    family = family_of(config.model)
+    budget = ContextBudget(
+        family.context if family else None, f"the published context of {family.name}" if family else ""
+    )
+    tasks = _tasks(config)
+    file_task = stable_hash(
+        *sorted(t.fingerprint for t in tasks),
+        orjson.dumps(config.selection, option=orjson.OPT_SORT_KEYS).decode(),
+        EXTRACTOR_VERSION,
+    )
+    return Setup(tasks, _selection(config), prices, price, shape, budget, file_task)

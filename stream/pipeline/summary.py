@@ -1,0 +1,72 @@
+"""What a run did: the counters every stage adds to, shown by the progress line and the final summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .asker import cached_tokens, reasoning_tokens
+
+if TYPE_CHECKING:
+    from ..prices import Price
+
+__all__ = ["Summary"]
+
+
+@dataclass
+class Summary:
+    """What a run did. Counts are per run; `failed` and `skipped` are grouped by reason."""
+
+    files: int = 0
+    snippets: int = 0  # snippets to ask about, counted once per task that applies to them
+    requests: int = 0  # HTTP requests sent, retries included
+    annotated: int = 0  # new answers committed
+    reused: int = 0  # new places of already answered code: emitted without a request
+    unchanged: int = 0  # already answered and emitted: nothing to do
+    backlog: int = 0  # emitted from the checkpoint before the walk (earlier runs' unemitted lines)
+    emitted: int = 0  # NDJSON lines written
+    would_send: int = 0  # dry run
+    failed: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)  # files, by reason
+    filtered: Counter[str] = field(default_factory=Counter)  # snippets left out, by reason
+    secrets: Counter[str] = field(default_factory=Counter)  # secrets found, by kind (never the secret)
+    tasks: Counter[str] = field(default_factory=Counter)  # new answers by task
+    # dry run: "task/language/kind" -> [requests, prompt tokens]
+    plan: dict[str, list[int]] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0  # reasoning tokens included, as the API counts (and bills) them
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the provider served from its prompt cache (billed lower)
+    usage_estimated: int = 0
+    elapsed: float = 0.0
+    encoding: str = ""
+    estimated_cost: float | None = None
+    cost: float | None = None  # spent so far, from usage and the price table (None: model not priced)
+    walk_done: bool = False
+    stopped: str | None = None  # why the run stopped early: "interrupted", "output closed", an error
+    exit_code: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        for name in ("failed", "skipped", "filtered", "secrets", "tasks"):
+            data[name] = dict(data[name])
+        return data
+
+    def add_usage(self, usage: dict[str, Any] | None, price: Price | None) -> None:
+        """Count one answer's ``usage`` (paid for, whether or not the answer is kept)."""
+        usage = usage or {}
+        self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+        self.completion_tokens += int(usage.get("completion_tokens") or 0)
+        self.reasoning_tokens += reasoning_tokens(usage)
+        self.cached_tokens += cached_tokens(usage)
+        if price is not None:
+            self.cost = price.cost(self.prompt_tokens, self.completion_tokens, self.cached_tokens)
+
+    def spent(self, price: Price) -> float:
+        return price.cost(self.prompt_tokens, self.completion_tokens)
+
+    def finish(self) -> None:
+        """A run that finished with failures exits 1, unless something already set a code."""
+        if self.failed and self.exit_code == 0:
+            self.exit_code = 1

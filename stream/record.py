@@ -1,0 +1,82 @@
+"""The record: the one shape of an NDJSON line, built here and nowhere else.
+
+A line is the provenance of a snippet (where the code is, what it is, the code itself), the task that was
+asked, and either the answer with the API's response metadata or, in a dry run, the request that would be
+sent. The README documents the fields; `SCHEMA_VERSION` changes when they change incompatibly.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from .model import Snippet
+    from .sse import Completion
+
+__all__ = ["SCHEMA_VERSION", "provenance", "line", "answer", "dry_line"]
+
+SCHEMA_VERSION = 1
+
+
+def provenance(snippet: Snippet) -> dict[str, Any]:
+    """Where the code is and what it is: the same for every task asked about it."""
+    return {
+        "path": snippet.path,
+        "language": snippet.language,
+        "kind": snippet.kind,
+        "qualname": snippet.qualname,
+        "parent": snippet.parent,
+        "start_line": snippet.start_line,
+        "end_line": snippet.end_line,
+        "signature": snippet.signature,
+        "docstring": snippet.docstring,
+        "code": snippet.code,
+    }
+
+
+def line(record_id: str, snippet: Snippet, result: dict[str, Any]) -> bytes:
+    """One NDJSON line: ids and provenance, then `result` (an `answer`, stored in the checkpoint)."""
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "record_id": record_id,
+        "snippet_id": snippet.id,
+        **provenance(snippet),
+        **result,
+    }
+    return orjson.dumps(record) + b"\n"
+
+
+def answer(
+    task: dict[str, Any], completion: Completion, data: Any, usage: dict[str, Any], *, estimated: bool
+) -> dict[str, Any]:
+    """The part of a record that comes from the API: the checkpoint stores it once per record id, and
+    every place of the same code gets its own line from it (`line`)."""
+    c = completion
+    return {
+        "task": task,
+        "annotation": c.text,
+        "data": data,
+        "truncated": c.finish_reason == "length",
+        "response": {
+            "id": c.response_id,
+            "model": c.model,
+            "created": c.created,
+            "finish_reason": c.finish_reason,
+            "usage": usage,
+            "usage_estimated": estimated,
+            "system_fingerprint": c.system_fingerprint,
+        },
+        "attempts": c.attempts,
+        "latency_s": round(c.latency_s, 4),
+        "annotated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def dry_line(
+    record_id: str, snippet: Snippet, task: dict[str, Any], request: dict[str, Any], prompt_tokens: int
+) -> bytes:
+    """A dry run's line: the request that would be sent in place of the answer."""
+    return line(record_id, snippet, {"task": task, "request": request, "prompt_tokens": prompt_tokens})
