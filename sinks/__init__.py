@@ -1,7 +1,7 @@
 """Where records go. Every sink is an async context manager with ``write(record)`` and ``flush()``.
 
 Built-ins, registered by name like plug-ins: ``ndjson`` (annotated NDJSON, `sinks.ndjson`) and the SQLite
-checkpoint (`sinks.sqlite`, always on, written first). ``--sink NAME`` adds a sink by registered name, by
+checkpoint (`sinks.checkpoint`, always on, written first). ``--sink NAME`` adds a sink by registered name, by
 ``module:Class`` import path, or by an entry point in the ``snipstream.sinks`` group; the class is called
 with no arguments.
 

@@ -17,15 +17,38 @@ from .endpoints import KINDS, detect_kind, family_of
 from .errors import ConfigError
 from .prompt import DEFAULT_TASKS, TASKS, Template, task_fingerprint
 
-__all__ = ["Config", "DEFAULT_BASE_URL", "REASONING_EFFORTS", "is_loopback"]
+__all__ = [
+    "Config",
+    "DEFAULT_BASE_URL",
+    "REASONING_EFFORTS",
+    "APIS",
+    "RESPONSE_FORMATS",
+    "ON_SECRET",
+    "PROGRESS_MODES",
+    "MAX_TOKENS",
+    "REASONING_MAX_TOKENS",
+    "is_loopback",
+]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 #: OpenAI's documented values; each model takes some of them (gpt-5: minimal..high; o-series: low..high).
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
-_MAX_TOKENS = 512
+APIS = ("chat", "completions")  # /chat/completions with messages, or the legacy /completions with a prompt
+RESPONSE_FORMATS = ("auto", "json_schema", "json_object", "off")  # how structured tasks ask for JSON
+ON_SECRET = ("redact", "skip", "allow")  # what to do with a snippet holding a credential
+PROGRESS_MODES = ("auto", "tty", "plain", "off")
+#: max_tokens when none is given: 512, or for a reasoning model REASONING_MAX_TOKENS.
+MAX_TOKENS = 512
 # Reasoning tokens come out of the same budget as the answer (OpenAI's reasoning guide advises reserving
 # at least 25,000 for reasoning and outputs when starting out); 4,096 leaves an annotation room at low effort.
-_REASONING_MAX_TOKENS = 4096
+REASONING_MAX_TOKENS = 4096
+
+
+def _one_of(flag: str, value: object, choices: tuple[str, ...]) -> None:
+    """Raise ConfigError unless `value` is one of `choices` ("--api must be chat or completions, got ...")."""
+    if value not in choices:
+        names = f"{', '.join(choices[:-1])} or {choices[-1]}"
+        raise ConfigError(f"{flag} must be {names}, got {value!r}")
 
 
 def is_loopback(url: str) -> bool:
@@ -49,9 +72,9 @@ class Config:
     api_key_env: str | None = None  # None: the endpoint kind's (OPENAI_API_KEY, AZURE_OPENAI_API_KEY, ...)
     endpoint_kind: str = "auto"  # auto (from the base URL's host) or a name of stream.endpoints.KINDS
     api_version: str | None = None  # Azure's api-version; None: $OPENAI_API_VERSION, else the GA default
-    api: str = "chat"  # chat | completions
+    api: str = "chat"  # one of APIS
     model: str = "gpt-4o-mini"
-    max_tokens: int | None = None  # None: 512, or 4096 for reasoning models (their reasoning counts in it)
+    max_tokens: int | None = None  # None: MAX_TOKENS, or REASONING_MAX_TOKENS for reasoning models
     reasoning_effort: str | None = None  # sent only when given
     temperature: float | None = None
     top_p: float | None = None
@@ -59,7 +82,7 @@ class Config:
     seed: int | None = None
     stream: bool = True
     tasks: tuple[Template, ...] = tuple(TASKS[name] for name in DEFAULT_TASKS)
-    response_format: str = "auto"  # auto | json_schema | json_object | off (structured tasks)
+    response_format: str = "auto"  # one of RESPONSE_FORMATS (structured tasks)
     # throughput and reliability
     concurrency: int = 16
     clients: int = 0  # 0: one client per 8 concurrent requests
@@ -85,7 +108,7 @@ class Config:
     skip_tests: bool = False
     keep_trivial: bool = False
     keep_generated: bool = False
-    on_secret: str = "redact"  # redact | skip | allow
+    on_secret: str = "redact"  # one of ON_SECRET
     # cost
     max_cost: float | None = None  # USD
     prices: str | None = None  # TOML file overriding the price table
@@ -97,7 +120,7 @@ class Config:
     dry_run: bool = False
     # behaviour
     grace: float = 10.0
-    progress: str = "auto"  # auto | tty | plain | off
+    progress: str = "auto"  # one of PROGRESS_MODES
     progress_interval: float = 10.0  # seconds between plain progress lines
     quiet: bool = False
 
@@ -146,9 +169,7 @@ class Config:
         key_env = self.api_key_env or KINDS[kind].key_env
         key = self.api_key if self.api_key is not None else (env.get(key_env) or None)
         family = family_of(self.model)
-        max_tokens = self.max_tokens or (
-            _REASONING_MAX_TOKENS if family and family.reasoning else _MAX_TOKENS
-        )
+        max_tokens = self.max_tokens or (REASONING_MAX_TOKENS if family and family.reasoning else MAX_TOKENS)
         cfg = replace(
             self,
             base_url=base_url,
@@ -162,13 +183,21 @@ class Config:
         return cfg
 
     def _validate(self) -> None:
+        """Check every setting that can be checked before any work; raises ConfigError for the first bad one."""
+        self._check_endpoint()
+        self._check_numbers()
+        self._check_tasks()
+        self._check_selection()
+        _one_of("--progress", self.progress, PROGRESS_MODES)
+
+    def _check_endpoint(self) -> None:
+        """Paths, the URL, the API, the key and the reasoning effort."""
         if not self.paths:
             raise ConfigError("give at least one path to walk")
         parts = urlsplit(self.base_url or "")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"--base-url must be an http(s) URL, got {self.base_url!r}")
-        if self.api not in ("chat", "completions"):
-            raise ConfigError(f"--api must be chat or completions, got {self.api!r}")
+        _one_of("--api", self.api, APIS)
         if not self.dry_run and not self.api_key and not is_loopback(self.base_url or ""):
             raise ConfigError(
                 f"no API key: set ${self.api_key_env} (or name another variable with --api-key-env); "
@@ -178,6 +207,9 @@ class Config:
             raise ConfigError(
                 f"--reasoning-effort must be one of {', '.join(REASONING_EFFORTS)}, got {self.reasoning_effort!r}"
             )
+
+    def _check_numbers(self) -> None:
+        """Counts, rates, timeouts and the budget."""
         for name, value, low in (
             ("--concurrency", self.concurrency, 1),
             ("--max-tokens", self.max_tokens or 0, 1),
@@ -204,18 +236,20 @@ class Config:
         ):
             if seconds <= 0:
                 raise ConfigError(f"{name} must be positive, got {seconds:g}")
+
+    def _check_tasks(self) -> None:
+        """At least one task, each named once, and how structured ones ask for JSON."""
         if not self.tasks:
             raise ConfigError("no task: give --task or --template")
         names = [t.name for t in self.tasks]
         dup = next((n for n in names if names.count(n) > 1), None)
         if dup is not None:
             raise ConfigError(f"task {dup!r} given twice (each task needs its own name)")
-        if self.response_format not in ("auto", "json_schema", "json_object", "off"):
-            raise ConfigError(
-                f"--response-format must be auto, json_schema, json_object or off, got {self.response_format!r}"
-            )
-        if self.on_secret not in ("redact", "skip", "allow"):
-            raise ConfigError(f"--on-secret must be redact, skip or allow, got {self.on_secret!r}")
+        _one_of("--response-format", self.response_format, RESPONSE_FORMATS)
+
+    def _check_selection(self) -> None:
+        """Which snippets are sent: secrets, line counts, prompt size; and the spending limit."""
+        _one_of("--on-secret", self.on_secret, ON_SECRET)
         if self.min_lines < 1:
             raise ConfigError(f"--min-lines must be at least 1, got {self.min_lines}")
         if self.max_lines is not None and self.max_lines < self.min_lines:
@@ -224,8 +258,6 @@ class Config:
             raise ConfigError(f"--max-prompt-tokens must be at least 1, got {self.max_prompt_tokens}")
         if self.max_cost is not None and self.max_cost <= 0:
             raise ConfigError(f"--max-cost must be positive, got {self.max_cost:g}")
-        if self.progress not in ("auto", "tty", "plain", "off"):
-            raise ConfigError(f"--progress must be auto, tty, plain or off, got {self.progress!r}")
 
     def public(self) -> dict[str, Any]:
         """The config as stored with a run: everything but the key."""

@@ -6,6 +6,7 @@ SnipstreamError
 ├── SourceError            unreadable, binary or unparsable file: recorded as skipped, the run goes on
 ├── BudgetExceeded         one request needs more tokens than --tpm allows a minute: it fails, never sent
 ├── StructuredError        a structured reply that is not JSON or not valid for its schema: re-asked
+├── AnswerRejected         an answer that came but cannot be kept (empty, withheld, cut short): the snippet fails
 ├── ExampleSkipped         export: a stored answer that gives no training example (counted by reason)
 ├── APIError               anything the API did wrong; translated once, in stream.client
 │   ├── AuthError          401/403: aborts the run
@@ -39,6 +40,7 @@ __all__ = [
     "SourceError",
     "BudgetExceeded",
     "StructuredError",
+    "AnswerRejected",
     "ExampleSkipped",
     "APIError",
     "AuthError",
@@ -94,6 +96,15 @@ class StructuredError(SnipstreamError, ValueError):
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
+        self.reason = reason
+
+
+class AnswerRejected(SnipstreamError):
+    """An answer that came but cannot be kept; `reason` is the failure's key (``empty_answer``,
+    ``truncated``, ``content_filter``, ``reasoning_used_budget``, ``invalid_json``, ``schema_mismatch``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
         self.reason = reason
 
 

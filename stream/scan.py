@@ -108,13 +108,21 @@ def _parse(file: SourceFile, data: bytes, sel: Selection) -> Scanned | Skipped |
 
 def _read_and_parse(file: SourceFile, sel: Selection) -> Scanned | Skipped | None:
     """Module level so a process pool can run it."""
+    data = _read(file)
+    if not isinstance(data, bytes):
+        return data
+    return _parse(file, data, sel)
+
+
+def _read(file: SourceFile) -> bytes | Skipped | None:
+    """The file's content, or instead the skip to report (None: a file without a suffix, unreadable or
+    binary, which was only a candidate script)."""
     try:
-        data = read_source(file)
+        return read_source(file)
     except SourceError as exc:
         if _unnamed(file):
             return None
         return Skipped(str(file.path), file.relpath, exc.reason, exc.detail)
-    return _parse(file, data, sel)
 
 
 def _unnamed(file: SourceFile) -> bool:
@@ -205,12 +213,9 @@ def _one(item: SourceFile | Skip, known: Mapping[str, Known], sel: Selection) ->
         return first
     assert isinstance(item, SourceFile)
     k = known.get(str(item.path))
-    try:
-        data = read_source(item)
-    except SourceError as exc:
-        if _unnamed(item):
-            return None
-        return Skipped(str(item.path), item.relpath, exc.reason, exc.detail)
+    data = _read(item)
+    if not isinstance(data, bytes):
+        return data
     if k is not None and k.size == item.size and _digest(data) == k.hash:
         return Unchanged(item, k, touched=True)
     return _parse(item, data, sel)

@@ -175,11 +175,6 @@ def _walk_root(
 ) -> Iterator[SourceFile | Skip]:
     # Resolving the root once makes every containment and loop check a plain string comparison.
     root_real = os.path.realpath(root)
-    inside_prefix = root_real if root_real.endswith(os.sep) else root_real + os.sep
-
-    def inside(real: str) -> bool:
-        return real == root_real or real.startswith(inside_prefix)
-
     try:
         root_entries = _list_dir(root_real)
     except OSError as exc:
@@ -193,89 +188,123 @@ def _walk_root(
     ]
     root_spec = _compile(root_lines)
     levels: tuple[_Level, ...] = (("", root_spec),) if root_spec is not None else ()
+    root_frame = _Frame("", root_real, iter(root_entries), levels)
+    yield from _RootWalk(root_real, root_frame, suffixes, excluded_names, max_file_bytes).run()
 
-    # An explicit stack rather than recursion: deep trees must not hit the recursion limit.
-    stack = [_Frame("", root_real, iter(root_entries), levels)]
-    # Real paths of the directories on the stack: a symlink to one of them would recurse forever.
-    active = {root_real}
 
-    def enter(entry: os.DirEntry[str], rel: str, real: str, parent: _Frame) -> Skip | None:
+class _RootWalk:
+    """The depth-first walk under one root directory: the stack of directories being listed, and what
+    decides for each entry whether it is entered, yielded, reported or dropped."""
+
+    __slots__ = (
+        "active",
+        "excluded_names",
+        "inside_prefix",
+        "max_file_bytes",
+        "root_real",
+        "stack",
+        "suffixes",
+    )
+
+    def __init__(
+        self,
+        root_real: str,
+        root_frame: _Frame,
+        suffixes: tuple[str, ...],
+        excluded_names: frozenset[str],
+        max_file_bytes: int,
+    ) -> None:
+        self.root_real = root_real
+        self.inside_prefix = root_real if root_real.endswith(os.sep) else root_real + os.sep
+        self.suffixes = suffixes
+        self.excluded_names = excluded_names
+        self.max_file_bytes = max_file_bytes
+        # An explicit stack rather than recursion: deep trees must not hit the recursion limit.
+        self.stack = [root_frame]
+        # Real paths of the directories on the stack: a symlink to one of them would recurse forever.
+        self.active = {root_real}
+
+    def run(self) -> Iterator[SourceFile | Skip]:
+        stack = self.stack
+        while stack:
+            frame = stack[-1]
+            entry = next(frame.entries, None)
+            if entry is None:
+                stack.pop()
+                self.active.discard(frame.real)
+                continue
+            name = entry.name
+            if name == ".git":
+                continue
+            rel = f"{frame.rel}/{name}" if frame.rel else name
+            item = self._symlink(entry, rel, frame) if entry.is_symlink() else self._entry(entry, rel, frame)
+            if item is not None:
+                yield item
+
+    def _entry(self, entry: os.DirEntry[str], rel: str, frame: _Frame) -> SourceFile | Skip | None:
+        """A directory to enter or a file to yield (None: neither, or entered without a problem)."""
+        try:
+            # Answered from the directory listing's d_type: no syscall on common file systems.
+            is_dir = entry.is_dir(follow_symlinks=False)
+            is_file = not is_dir and entry.is_file(follow_symlinks=False)
+        except OSError as exc:
+            return Skip(rel, "unreadable", str(exc))
+        if is_dir:
+            if self._skipped_dir(entry.name, rel, frame):
+                return None
+            return self._enter(entry, rel, os.path.join(frame.real, entry.name), frame)
+        if not is_file or not self._chosen_file(entry.name, rel, frame):
+            return None
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError as exc:
+            return Skip(rel, "unreadable", str(exc))
+        return _file_or_skip(Path(entry.path), rel, st, self.max_file_bytes)
+
+    def _symlink(self, entry: os.DirEntry[str], rel: str, frame: _Frame) -> SourceFile | Skip | None:
+        """A symlink: decided by its target, but ignore rules apply to the link's own path first, so that
+        ignored links never produce noise about where they point."""
+        try:
+            st = entry.stat()
+        except OSError as exc:
+            # The target's kind is unknown; report the link only if it would have been chosen as a file.
+            return _stat_failure(rel, exc) if self._chosen_file(entry.name, rel, frame) else None
+        if stat.S_ISDIR(st.st_mode):
+            if self._skipped_dir(entry.name, rel, frame):
+                return None
+            real = os.path.realpath(entry.path)
+            if not self._inside(real):
+                return Skip(rel, "symlink_outside_root", f"points to {real}, outside {self.root_real}")
+            if real in self.active:
+                return Skip(rel, "symlink_loop", f"points to {real}, a directory being walked")
+            return self._enter(entry, rel, real, frame)
+        if not stat.S_ISREG(st.st_mode) or not self._chosen_file(entry.name, rel, frame):
+            return None
+        real = os.path.realpath(entry.path)
+        if not self._inside(real):
+            return Skip(rel, "symlink_outside_root", f"points to {real}, outside {self.root_real}")
+        return _file_or_skip(Path(entry.path), rel, st, self.max_file_bytes)
+
+    def _skipped_dir(self, name: str, rel: str, frame: _Frame) -> bool:
+        return name in self.excluded_names or _ignored(frame.levels, rel, is_dir=True)
+
+    def _chosen_file(self, name: str, rel: str, frame: _Frame) -> bool:
+        return _chosen(name, self.suffixes) and not _ignored(frame.levels, rel, is_dir=False)
+
+    def _inside(self, real: str) -> bool:
+        return real == self.root_real or real.startswith(self.inside_prefix)
+
+    def _enter(self, entry: os.DirEntry[str], rel: str, real: str, parent: _Frame) -> Skip | None:
+        """Push the directory onto the stack, with its own .gitignore in force (a Skip if unlistable)."""
         try:
             entries = _list_dir(entry.path)
         except OSError as exc:
             return Skip(rel, "unreadable", str(exc))
         spec = _compile(_gitignore_lines(entry.path, entries))
         levels = (*parent.levels, (rel, spec)) if spec is not None else parent.levels
-        stack.append(_Frame(rel, real, iter(entries), levels))
-        active.add(real)
+        self.stack.append(_Frame(rel, real, iter(entries), levels))
+        self.active.add(real)
         return None
-
-    while stack:
-        frame = stack[-1]
-        entry = next(frame.entries, None)
-        if entry is None:
-            stack.pop()
-            active.discard(frame.real)
-            continue
-        name = entry.name
-        if name == ".git":
-            continue
-        rel = f"{frame.rel}/{name}" if frame.rel else name
-
-        if not entry.is_symlink():
-            try:
-                # Answered from the directory listing's d_type: no syscall on common file systems.
-                is_dir = entry.is_dir(follow_symlinks=False)
-                is_file = not is_dir and entry.is_file(follow_symlinks=False)
-            except OSError as exc:
-                yield Skip(rel, "unreadable", str(exc))
-                continue
-            if is_dir:
-                if name in excluded_names or _ignored(frame.levels, rel, is_dir=True):
-                    continue
-                skip = enter(entry, rel, os.path.join(frame.real, name), frame)
-                if skip is not None:
-                    yield skip
-            elif is_file:
-                if not _chosen(name, suffixes) or _ignored(frame.levels, rel, is_dir=False):
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError as exc:
-                    yield Skip(rel, "unreadable", str(exc))
-                    continue
-                yield _file_or_skip(Path(entry.path), rel, st, max_file_bytes)
-            continue
-
-        # A symlink: decide by its target, but apply ignore rules to the link's own path first, so that
-        # ignored links never produce noise about where they point.
-        try:
-            st = entry.stat()
-        except OSError as exc:
-            # The target's kind is unknown; report the link only if it would have been chosen as a file.
-            if _chosen(name, suffixes) and not _ignored(frame.levels, rel, is_dir=False):
-                yield _stat_failure(rel, exc)
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            if name in excluded_names or _ignored(frame.levels, rel, is_dir=True):
-                continue
-            real = os.path.realpath(entry.path)
-            if not inside(real):
-                yield Skip(rel, "symlink_outside_root", f"points to {real}, outside {root_real}")
-            elif real in active:
-                yield Skip(rel, "symlink_loop", f"points to {real}, a directory being walked")
-            else:
-                skip = enter(entry, rel, real, frame)
-                if skip is not None:
-                    yield skip
-        elif stat.S_ISREG(st.st_mode):
-            if not _chosen(name, suffixes) or _ignored(frame.levels, rel, is_dir=False):
-                continue
-            real = os.path.realpath(entry.path)
-            if not inside(real):
-                yield Skip(rel, "symlink_outside_root", f"points to {real}, outside {root_real}")
-            else:
-                yield _file_or_skip(Path(entry.path), rel, st, max_file_bytes)
 
 
 def _list_dir(path: str) -> list[os.DirEntry[str]]:

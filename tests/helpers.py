@@ -229,7 +229,7 @@ def server_usage(server: FakeOpenAI, req: LoggedRequest) -> tuple[int, int]:
 
 _HOLDER = """\
 import sys, anyio, orjson, stream
-from sinks.sqlite import Checkpoint
+from sinks.checkpoint import Checkpoint
 async def main():
     async with Checkpoint(sys.argv[1]) as ckpt:
         if len(sys.argv) > 2:
@@ -356,7 +356,7 @@ def store(
 
     from stream.model import stable_hash
 
-    from sinks.sqlite import Checkpoint, Done, Failed  # isort: skip  (after stream: sinks imports stream)
+    from sinks.checkpoint import Checkpoint, Done, Failed  # isort: skip  (after stream: sinks imports stream)
 
     async def main() -> None:
         by_id: dict[str, list[dict[str, Any]]] = {}

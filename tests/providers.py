@@ -1,7 +1,7 @@
 """Provider behaviours the fake server can take on, each one documented by the provider it imitates.
 
-`FakeOpenAI(provider=...)` takes one mode or a list; `FakeOpenAI._respond` calls each mode's hooks, which
-default to doing nothing:
+`FakeOpenAI(provider=...)` takes one mode or a list; the server's routes (`tests.fakeserver.routes`) call
+each mode's hooks, which default to doing nothing:
 
 - ``route(method, path, query, headers)`` → ``(path, headers)`` to go on with, or an ``Answer`` to give
   instead (Azure's deployment URLs, ``api-version`` and ``api-key`` header);

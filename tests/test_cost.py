@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.tokens import PRICES_DATE, load_prices
+from stream.prices import PRICES_DATE, load_prices
 from tests.conftest import EXPECTED
 from tests.fakeserver import FakeOpenAI
 from tests.helpers import read_ndjson, server_usage, snipstream

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from stream import export as export_mod
+from stream.cli import export as export_cmd
 from stream.export import check_example, check_openai_chat, parse_split, split_of, split_targets
 from tests.conftest import make_tree
 from tests.fakeserver import FakeOpenAI
@@ -36,10 +37,10 @@ def elsewhere(rec: dict[str, Any], path: str, start_line: int = 1) -> dict[str, 
 def export(*argv: str | Path, capsysbinary: pytest.CaptureFixture[bytes]) -> tuple[int, bytes, str]:
     """``snipstream export ARGS`` through the subcommand's own parser and run(); (exit code, stdout, stderr)."""
     parser = argparse.ArgumentParser(prog="snipstream")
-    export_mod.add_parser(parser.add_subparsers(dest="command", required=True))
+    export_cmd.add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["export", *map(str, argv)])
     capsysbinary.readouterr()
-    code = export_mod.run(args)
+    code = export_cmd.run(args)
     out, err = capsysbinary.readouterr()
     return code, out, err.decode()
 
@@ -508,7 +509,7 @@ def test_a_failed_export_leaves_the_previous_file_whole(ckpt, tmp_path, capsysbi
     def fail(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(export_mod.os, "replace", fail)
+    monkeypatch.setattr(export_mod.files.os, "replace", fail)
     code, _, err = export("--db", ckpt, "--format", "openai-chat", "-o", out, capsysbinary=capsysbinary)
     assert code == 3 and "No space left on device" in err
     assert out.read_text() == "previous\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream.idset import DiskIdSet
+from sinks.idset import DiskIdSet
 
 
 def test_added_ids_are_found_and_no_others_even_past_the_page_cache() -> None:

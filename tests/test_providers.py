@@ -15,7 +15,7 @@ import pytest
 from stream.endpoints import detect_kind, endpoint_url, family_of
 from stream.errors import APIStatusError
 from stream.negotiate import Lesson, lesson_from, overflow_numbers
-from stream.tokens import PRICES, PRICES_DATE, Prices
+from stream.prices import PRICES, PRICES_DATE, Prices
 from tests.fakeserver import FakeOpenAI, Scripted
 from tests.helpers import run_args, snipstream
 from tests.providers import Azure, ContextWindow, OpenAIReasoning, RefusesStructured

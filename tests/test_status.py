@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
-from stream import status as status_mod
+from stream.cli import status as status_cmd
 from stream.model import stable_hash
-from stream.tokens import estimate_cost
+from stream.prices import estimate_cost
 from tests.conftest import make_tree
 from tests.fakeserver import FakeOpenAI, Scripted
 from tests.helpers import checkpoint_held, make_record, server_usage, snipstream, store
@@ -24,10 +24,10 @@ def status(*argv: str | Path, capsysbinary: pytest.CaptureFixture[bytes]) -> tup
     """``snipstream status ARGS`` through the subcommand's own parser and run(): (exit code, the report, other
     messages); the report is the JSON line on stdout with --json, else the table on stderr."""
     parser = argparse.ArgumentParser(prog="snipstream")
-    status_mod.add_parser(parser.add_subparsers(dest="command", required=True))
+    status_cmd.add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["status", *map(str, argv)])
     capsysbinary.readouterr()
-    code = status_mod.run(args)
+    code = status_cmd.run(args)
     out, err = capsysbinary.readouterr()
     if "--json" in argv or code != 0:
         return code, out.decode(), err.decode()
@@ -258,3 +258,27 @@ def test_status_after_a_real_run_matches_its_summary(tmp_path, capsysbinary):
     assert s["skipped"] == {"binary": 1, "syntax_error": 1}
     assert s["running"] is False
     assert s["pending"]["last_run_failed"] == 1 and s["pending"]["last_run_not_reached"] == 0
+
+
+@pytest.mark.parametrize("name", ["we#ird.db", "what?.db", "a%23b.db"])
+def test_status_plan_and_export_read_a_checkpoint_whose_name_has_uri_characters(tmp_path, name, capsysbinary):
+    """The read-only open goes through a ``file:`` URI: '#', '?' and '%' in the path must stay the file's name
+    (unencoded, '#' would start a fragment, '?' the parameters and '%23' read as '#': another file opened)."""
+    tree = make_tree(tmp_path / "project")
+    db = tmp_path / name
+    with FakeOpenAI(chunks=4) as srv:
+        run = ["run", tree, "--base-url", srv.url, "--model", "m", "--db", db, "-o", tmp_path / "o.ndjson"]
+        assert snipstream(*run, cwd=tmp_path).code == 0
+    code, out, err = status("--db", db, "--json", capsysbinary=capsysbinary)
+    assert code == 0, err
+    done = orjson.loads(out)["totals"]["done"]
+    assert done == 13
+    # plan: the past answers of the checkpoint give the expected output tokens of a new file
+    (tree / "extra.py").write_text("def extra(a):\n    return a * 3\n")
+    r = snipstream("plan", tree, "--model", "m", "--db", db, "--json", cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    (row,) = orjson.loads(r.stdout)["rows"]
+    assert row["output_from"] == f"{done} past answers"
+    r = snipstream("export", "--db", db, "--format", "jsonl", "-o", tmp_path / "all.jsonl", cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    assert len((tmp_path / "all.jsonl").read_bytes().splitlines()) == done

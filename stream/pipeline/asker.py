@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ..errors import (
+    AnswerRejected,
     APIConnectionError,
     APIError,
     AuthError,
@@ -59,14 +60,6 @@ def cached_tokens(usage: dict[str, Any] | None) -> int:
     details = (usage or {}).get("prompt_tokens_details") or {}
     value = details.get("cached_tokens") if isinstance(details, dict) else None
     return value if isinstance(value, int) else 0
-
-
-class _Failed(Exception):
-    """A job's end without an answer, for a reason already written into its trace."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -152,7 +145,7 @@ class Asker:
             if too_long is not None:
                 return Failure(job, "too_long_for_model", too_long, 0)
             return await self._structured(index, job, trace)
-        except _Failed as end:
+        except AnswerRejected as end:
             return Failure(job, end.reason, "\n".join(trace.history), trace.attempts)
         except (AuthError, NotFoundError, QuotaExceeded, CircuitOpen):
             raise
@@ -210,9 +203,9 @@ class Asker:
                         trace.history.append(
                             f"the answer stopped at {trace.max_tokens} tokens, before its JSON was complete"
                         )
-                        raise _Failed("truncated") from None
+                        raise AnswerRejected("truncated") from None
                     if followup:
-                        raise _Failed(exc.reason) from None
+                        raise AnswerRejected(exc.reason) from None
                     fix = f"That reply cannot be used: {exc}. Reply again with only the JSON object."
                     followup = (
                         {"role": "assistant", "content": completion.text},
@@ -229,7 +222,7 @@ class Asker:
             finish = completion.finish_reason
             if finish == "content_filter":
                 trace.note("content_filter: the API withheld the answer")
-                raise _Failed("content_filter")
+                raise AnswerRejected("content_filter")
             if finish == "length" and cfg.retry_truncated and trace.max_tokens == cfg.max_tokens:
                 trace.note(f"truncated at {trace.max_tokens} tokens; asking with {2 * trace.max_tokens}")
                 self.count_usage(completion.usage)
@@ -244,12 +237,12 @@ class Asker:
                     f"reasoning_used_budget: the model spent {reasoning} of its {trace.max_tokens} tokens "
                     "reasoning and had none left for the answer (raise --max-tokens or lower --reasoning-effort)"
                 )
-                raise _Failed("reasoning_used_budget")
+                raise AnswerRejected("reasoning_used_budget")
             if finish == "length":
                 trace.note(f"truncated: the answer was empty when it stopped at {trace.max_tokens} tokens")
-                raise _Failed("truncated")
+                raise AnswerRejected("truncated")
             trace.note(f"empty_answer: the API answered with no text (finish_reason {finish})")
-            raise _Failed("empty_answer")
+            raise AnswerRejected("empty_answer")
 
     async def _negotiated(self, index: int, job: Job, trace: _Trace, followup: tuple) -> Completion:
         pool = self._pool()

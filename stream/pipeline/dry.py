@@ -13,6 +13,7 @@ from typing import Any
 from anyio.abc import ObjectSendStream
 
 from sinks.idset import DiskIdSet
+from sinks.schema import FileRow
 
 from ..model import Snippet
 from ..record import dry_line
@@ -41,7 +42,7 @@ class DryRoute:
         self.planned: set[str] = set()  # of the current file's records, those counted (by any file)
         self.planned_new: list[str] = []  # of those, the ones this file counted first
 
-    async def begin_file(self, key: str, row: tuple, record_ids: set[str]) -> None:
+    async def begin_file(self, key: str, row: FileRow, record_ids: set[str]) -> None:
         self.planned = self.counted.which(record_ids) if record_ids else set()
 
     async def answered(self, record_id: str, snippet: Snippet, occurrence_id: str, task: Task) -> None:

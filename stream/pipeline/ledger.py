@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from sinks.schema import FileRow
 
 from ..model import Snippet, SourceFile
 
@@ -28,9 +28,9 @@ class Ledger:
         # missed them): bounded by the work in flight, not by the tree.
         self.committed_since: set[str] = set()
         # files whose lines are not all written yet: key -> (occurrence ids still to write, index row)
-        self._pending: dict[str, tuple[set[str], tuple[Any, ...]]] = {}
+        self._pending: dict[str, tuple[set[str], FileRow]] = {}
         self._file_of: dict[str, str] = {}
-        self._ready: list[tuple[Any, ...]] = []
+        self._ready: list[FileRow] = []
 
     def file_row(
         self,
@@ -39,28 +39,30 @@ class Ledger:
         snippets: int,
         reason: str | None = None,
         detail: str | None = None,
-    ) -> tuple:
+    ) -> FileRow:
         """The file index's row for `file` under this run's tasks and selection (a skip's reason, if any)."""
-        return (str(file.path), self.file_task, file.size, file.mtime_ns, digest, snippets, reason, detail)
+        return FileRow(
+            str(file.path), self.file_task, file.size, file.mtime_ns, digest, snippets, reason, detail
+        )
 
     # --- the planner's side ----------------------------------------------------------------------------
 
-    def open_file(self, key: str, row: tuple[Any, ...]) -> tuple[set[str], tuple[Any, ...]]:
+    def open_file(self, key: str, row: FileRow) -> tuple[set[str], FileRow]:
         """Register a file before its first request goes out (answers can come back while later snippets
         are still being planned); the `PLANNING` marker keeps it from counting as finished until then."""
-        entry: tuple[set[str], tuple[Any, ...]] = ({PLANNING}, row)
+        entry: tuple[set[str], FileRow] = ({PLANNING}, row)
         self._pending[key] = entry
         return entry
 
-    def expect(self, entry: tuple[set[str], tuple[Any, ...]], key: str, occurrence_id: str) -> None:
+    def expect(self, entry: tuple[set[str], FileRow], key: str, occurrence_id: str) -> None:
         entry[0].add(occurrence_id)
         self._file_of[occurrence_id] = key
 
-    def unexpect(self, entry: tuple[set[str], tuple[Any, ...]], occurrence_id: str) -> None:
+    def unexpect(self, entry: tuple[set[str], FileRow], occurrence_id: str) -> None:
         entry[0].discard(occurrence_id)
         self._file_of.pop(occurrence_id, None)
 
-    def close_file(self, key: str, entry: tuple[set[str], tuple[Any, ...]]) -> tuple[Any, ...] | None:
+    def close_file(self, key: str, entry: tuple[set[str], FileRow]) -> FileRow | None:
         """Planning is over: the file's row if nothing of it is left to write (and no failure dropped it)."""
         entry[0].discard(PLANNING)
         if not entry[0] and self._pending.get(key) is entry:
@@ -89,6 +91,6 @@ class Ledger:
                 del self._pending[key]
                 self._ready.append(entry[1])
 
-    def take_ready(self) -> list[tuple[Any, ...]]:
+    def take_ready(self) -> list[FileRow]:
         ready, self._ready = self._ready, []
         return ready

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sinks.schema import FileRow
+
 from ..model import Snippet
 from ..prompt import Template
 from ..scan import Skipped
@@ -73,7 +75,7 @@ class Reuse:
 class FilesDone:
     """Rows for the file index: files whose snippets are all done (see `stream.scan`)."""
 
-    rows: list[tuple[Any, ...]]
+    rows: list[FileRow]
 
 
 @dataclass(slots=True)

@@ -13,6 +13,8 @@ from typing import Protocol
 
 from anyio.abc import ObjectSendStream
 
+from sinks.schema import FileRow
+
 from ..model import Snippet, stable_hash
 from ..scan import Scanned
 from .counting import TokenCounter
@@ -28,7 +30,7 @@ Lookup = Callable[[list[str], list[str]], Awaitable[tuple[set[str], set[str]]]]
 class Route(Protocol):
     """Where a planned place goes: the one difference between a real run and a dry run."""
 
-    async def begin_file(self, key: str, row: tuple, record_ids: set[str]) -> None: ...
+    async def begin_file(self, key: str, row: FileRow, record_ids: set[str]) -> None: ...
 
     async def answered(self, record_id: str, snippet: Snippet, occurrence_id: str, task: Task) -> None:
         """A new place of a record the checkpoint holds."""
@@ -120,9 +122,9 @@ class RealRoute:
         self.summary = summary
         self.jobs = jobs
         self.outcomes = outcomes
-        self._file: tuple[str, tuple[set[str], tuple]] | None = None
+        self._file: tuple[str, tuple[set[str], FileRow]] | None = None
 
-    async def begin_file(self, key: str, row: tuple, record_ids: set[str]) -> None:
+    async def begin_file(self, key: str, row: FileRow, record_ids: set[str]) -> None:
         self._file = (key, self.ledger.open_file(key, row))
 
     def _expect(self, occurrence_id: str) -> None:

@@ -19,9 +19,9 @@ import anyio
 from anyio.abc import ObjectSendStream
 
 from sinks import Sink, load_sink
+from sinks.checkpoint import Checkpoint
 from sinks.idset import DiskIdSet
 from sinks.ndjson import NDJSONSink
-from sinks.sqlite import Checkpoint
 
 from ..config import Config, is_loopback
 from ..errors import SnipstreamError

@@ -17,9 +17,9 @@ from ..extract import check_languages
 from ..filters import Selection
 from ..model import stable_hash
 from ..negotiate import ContextBudget
+from ..prices import Price, Prices, load_prices
 from ..request import Shape, initial_shape
 from ..scan import EXTRACTOR_VERSION, Known, Scanned, Skipped, Unchanged, scan
-from ..prices import Price, Prices, load_prices
 from .messages import Task
 
 __all__ = ["Setup", "prepare"]

@@ -16,13 +16,14 @@ import orjson
 from anyio.abc import ObjectReceiveStream
 
 from sinks import Sink
+from sinks.checkpoint import Checkpoint
 from sinks.ndjson import NDJSONSink, detach_stdout
-from sinks.sqlite import Checkpoint, Done, Failed
+from sinks.schema import Done, Failed, FileRow, Occurrence, SkipRow
 
 from .. import record
 from ..errors import ExitCode, SinkError
-from ..scan import Skipped
 from ..prices import Price
+from ..scan import Skipped
 from .control import Control
 from .counting import TokenCounter
 from .ledger import Ledger
@@ -41,8 +42,8 @@ class _Batch:
 
     done: list[Done] = field(default_factory=list)
     failed: list[Failed] = field(default_factory=list)
-    skips: list[tuple[str, str, str, str]] = field(default_factory=list)
-    files: list[tuple[Any, ...]] = field(default_factory=list)
+    skips: list[SkipRow] = field(default_factory=list)
+    files: list[FileRow] = field(default_factory=list)
     reuse: list[Reuse] = field(default_factory=list)
     lines: list[Line] = field(default_factory=list)
     # (record id, stored answer, places written with it, fingerprint): places attached later get lines too
@@ -102,7 +103,7 @@ class Writer:
             elif isinstance(item, Failure):
                 self._failure(item, batch)
             elif isinstance(item, Skipped):
-                batch.skips.append((item.key, item.path, item.reason, item.detail))
+                batch.skips.append(SkipRow(item.key, item.path, item.reason, item.detail))
                 if item.file is not None and item.hash is not None:
                     batch.files.append(
                         self.ledger.file_row(item.file, item.hash, 0, item.reason, item.detail)
@@ -122,13 +123,15 @@ class Writer:
         result = await self._result(item)
         places = list(self.ledger.inflight.get(job.record_id) or [(job.snippet, job.occurrence_id)])
         batch.answered.append((job.record_id, result, len(places), job.task.fingerprint))
-        occ = [(oid, s.path, s.qualname, record.line(job.record_id, s, result)) for s, oid in places]
+        occ = [
+            Occurrence(oid, s.path, s.qualname, record.line(job.record_id, s, result)) for s, oid in places
+        ]
         raw = orjson.dumps(result)
         attempts = item.completion.attempts
         batch.done.append(
             Done(job.record_id, job.snippet.id, job.task.fingerprint, self.model, raw, attempts, occ)
         )
-        batch.lines.extend((o[0], o[3]) for o in occ)
+        batch.lines.extend((o.occurrence_id, o.line) for o in occ)
         self.summary.annotated += 1
         self.summary.tasks[job.task.template.name] += 1
 
@@ -162,7 +165,15 @@ class Writer:
             for s, oid in (self.ledger.inflight.pop(record_id, None) or [])[used:]:
                 line = record.line(record_id, s, result)
                 late.append(
-                    Done(record_id, s.id, fingerprint, self.model, b"", 0, [(oid, s.path, s.qualname, line)])
+                    Done(
+                        record_id,
+                        s.id,
+                        fingerprint,
+                        self.model,
+                        b"",
+                        0,
+                        [Occurrence(oid, s.path, s.qualname, line)],
+                    )
                 )
                 batch.lines.append((oid, line))
         if late:
@@ -198,7 +209,7 @@ class Writer:
                 continue
             s = item.snippet
             line = record.line(item.record_id, s, orjson.loads(raw))
-            place = [(item.occurrence_id, s.path, s.qualname, line)]
+            place = [Occurrence(item.occurrence_id, s.path, s.qualname, line)]
             done.append(Done(item.record_id, s.id, item.task.fingerprint, self.model, raw, 0, place))
             lines.append((item.occurrence_id, line))
         await self.ckpt.add_occurrences(done)

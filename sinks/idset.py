@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import orjson
 
-from .errors import CheckpointError
+from stream.errors import CheckpointError
 
 __all__ = ["DiskIdSet"]
 

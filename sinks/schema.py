@@ -1,0 +1,196 @@
+"""The checkpoint's schema: its tables, as named append-only migrations, and the typed rows written to them.
+
+Tables (created by the migrations in `MIGRATIONS`, each recorded by name in ``migrations`` when applied):
+
+- ``records``: one row per paid-for answer, keyed by record id (snippet id + task fingerprint); status
+  ``done`` with the result, or ``failed`` with the reason and every attempt's error.
+- ``occurrences``: one row per place a record's snippet was found (record id + path + qualname), holding
+  the exact NDJSON line and whether it has been emitted.
+- ``outputs``: for each output file, the byte offset up to which every line is known whole and emitted.
+- ``skips``: files passed over, with the reason. ``runs``: one row per run with its summary.
+- ``files``: per task, files whose snippets were all done (or that were skipped for their content), with
+  size, mtime and content hash, so an unchanged file is not parsed again.
+
+A migration, once released, is never edited: a change to the schema is a new migration at the end.
+
+The rows are NamedTuples where callers unpack them as tuples (a file's index entry, a skip, a place) and
+frozen dataclasses for the answers (`Done`, `Failed`), which are only read by attribute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+__all__ = [
+    "MIGRATIONS",
+    "MIGRATIONS_TABLE",
+    "CHECKPOINT_TABLES",
+    "pending_migrations",
+    "statements",
+    "Occurrence",
+    "Done",
+    "Failed",
+    "SkipRow",
+    "FileRow",
+    "KnownFile",
+]
+
+#: The table that records which migrations were applied (name → time).
+MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+
+#: (name, SQL script), in the order they are applied. Append only.
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_initial",
+        """
+        CREATE TABLE records (
+            record_id TEXT PRIMARY KEY,
+            snippet_id TEXT NOT NULL,
+            task TEXT NOT NULL,
+            model TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('done', 'failed')),
+            result BLOB,
+            reason TEXT,
+            error TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            path TEXT,
+            qualname TEXT,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX records_status ON records(status);
+        CREATE TABLE occurrences (
+            occurrence_id TEXT PRIMARY KEY,
+            record_id TEXT NOT NULL REFERENCES records(record_id),
+            path TEXT NOT NULL,
+            qualname TEXT NOT NULL,
+            line BLOB NOT NULL,
+            emitted INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX occurrences_pending ON occurrences(emitted) WHERE emitted = 0;
+        CREATE TABLE outputs (
+            target TEXT PRIMARY KEY,
+            offset INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE skips (
+            file TEXT PRIMARY KEY,
+            path TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            detail TEXT,
+            run_id INTEGER
+        );
+        CREATE TABLE runs (
+            run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            started_at REAL NOT NULL,
+            finished_at REAL,
+            config BLOB,
+            summary BLOB
+        );
+        """,
+    ),
+    (
+        "0002_files",
+        """
+        CREATE TABLE files (
+            file TEXT NOT NULL,
+            task TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            snippets INTEGER NOT NULL,
+            skip_reason TEXT,
+            skip_detail TEXT,
+            PRIMARY KEY (file, task)
+        );
+        """,
+    ),
+]
+
+#: The tables every checkpoint has since the first migration: what makes a database a checkpoint.
+CHECKPOINT_TABLES = frozenset({"records", "occurrences", "runs", "skips"})
+
+
+def pending_migrations(applied: Collection[str]) -> list[tuple[str, str]]:
+    """The migrations not yet applied, in order."""
+    return [(name, sql) for name, sql in MIGRATIONS if name not in applied]
+
+
+def statements(script: str) -> list[str]:
+    """A migration's script as its single statements (no statement of the schema holds a ``;``)."""
+    return [s for s in script.split(";") if s.strip()]
+
+
+# --- rows ---------------------------------------------------------------------------------------------------
+
+
+class Occurrence(NamedTuple):
+    """One place of an answer: the ``occurrences`` row without its record id, emitted flag and time."""
+
+    occurrence_id: str
+    path: str
+    qualname: str
+    line: bytes  # the exact NDJSON line, newline included
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A successful answer and the line(s) it produces."""
+
+    record_id: str
+    snippet_id: str
+    task: str
+    model: str
+    result: bytes  # orjson of the annotation and response metadata, reused for new occurrences
+    attempts: int
+    occurrences: Sequence[Occurrence]
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """An answer that could not be had, with the reason and every attempt's error."""
+
+    record_id: str
+    snippet_id: str
+    task: str
+    model: str
+    reason: str
+    error: str  # every attempt's reason, one per line
+    attempts: int
+    path: str
+    qualname: str
+
+
+class SkipRow(NamedTuple):
+    """A file passed over: the ``skips`` row without its run id."""
+
+    file: str  # the file's absolute path (or the argument, for a walk-level skip): the key
+    path: str  # as shown, relative to the root it was found under
+    reason: str
+    detail: str
+
+
+class KnownFile(NamedTuple):
+    """What the ``files`` index remembers of one file for one task."""
+
+    size: int
+    mtime_ns: int
+    hash: str
+    snippets: int
+    skip_reason: str | None = None
+    skip_detail: str | None = None
+
+
+class FileRow(NamedTuple):
+    """One ``files`` row as written: the file and task it is keyed by, then its `KnownFile` fields."""
+
+    file: str
+    task: str
+    size: int
+    mtime_ns: int
+    hash: str
+    snippets: int
+    skip_reason: str | None = None
+    skip_detail: str | None = None

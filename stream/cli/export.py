@@ -1,0 +1,181 @@
+"""The ``snipstream export`` subcommand: its parser and handler (the export itself: `stream.export`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from sinks.ndjson import detach_stdout
+
+from ..errors import ConfigError, ExitCode, SinkError
+from ..export import (
+    DEFAULT_MAX_EXAMPLE_TOKENS,
+    DEFAULT_TOKENIZER_MODEL,
+    FORMATS,
+    export,
+    parse_split,
+)
+from ..render import format_export
+from .epilogs import ParagraphFormatter, exit_table
+from .options import add_db
+
+__all__ = ["add_parser", "run", "EXPORT_EXITS"]
+
+#: What each exit status of ``snipstream export`` means.
+EXPORT_EXITS = {
+    ExitCode.OK: "exported (the summary on stderr says what was written and skipped)",
+    ExitCode.USAGE: "usage or configuration error: no checkpoint at --db, a bad --split, ...",
+    ExitCode.ABORTED: "the output could not be written (a file being replaced is left as it was)",
+    ExitCode.INTERRUPTED: "interrupted",
+}
+
+_EPILOG = """\
+tasks → examples (instruction / input → output):
+  annotate    Explain <the code>: what it does, ... / the code → annotation
+  explain     Explain <the section>. / the section → annotation
+  summarize   Summarize <the section>. / the section → data.summary
+  qa          one per pair: the question, asked after the code → the answer
+  docstring   Write a docstring for <the code>. / the code → data.docstring
+  instruct    data.problem → data.solution
+  (custom)    only with --task NAME: as annotate/explain → annotation
+
+splits:
+  --split 0.9/0.1 -o data.jsonl writes data.train.jsonl and data.valid.jsonl; a file's examples
+  all go to one split (stable hash of its path). 0.8/0.1/0.1 adds data.test.jsonl.
+
+{exit_codes}
+examples:
+  snipstream export --format openai-chat -o train.jsonl
+  snipstream export --format sharegpt --split 0.9/0.1 -o data/code.jsonl --task annotate qa
+  snipstream export --format jsonl -o - | jq .annotation
+"""
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add the ``export`` subcommand to `subparsers` (from ``ArgumentParser.add_subparsers``)."""
+    p = subparsers.add_parser(
+        "export",
+        help="write the checkpoint's answers as fine-tuning data (OpenAI chat, ShareGPT, Alpaca, ...)",
+        description="Write the done answers in the checkpoint as fine-tuning data: one example per answer\n"
+        "(one per question for qa), each answer once even when its code occurs in several places.\n"
+        "Examples are checked and their tokens counted; a summary goes to stderr. The checkpoint is\n"
+        "only read, so a run may be using it at the same time.",
+        epilog=_EPILOG.format(exit_codes=exit_table(EXPORT_EXITS)),
+        formatter_class=ParagraphFormatter,
+    )
+    add_db(p)
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=FORMATS,
+        help="openai-chat: {messages}; sharegpt: {conversations}; alpaca: {instruction, input, output}; "
+        "prompt-completion: {prompt, completion} (TRL); jsonl: the records as stored",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="FILE",
+        help="output file, replaced when complete; - for stdout (not with --split)",
+    )
+    p.add_argument(
+        "--split",
+        type=_split_arg,
+        default=None,
+        metavar="TRAIN/VALID[/TEST]",
+        help="split by a stable hash of each file's path, e.g. 0.9/0.1: writes FILE's stem + .train.jsonl, "
+        ".valid.jsonl (and .test.jsonl)",
+    )
+    _add_selection(p)
+    _add_examples(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary; errors only")
+
+
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    """Which answers are exported: by task, by model, truncated or not."""
+    g = p.add_argument_group("selection")
+    g.add_argument(
+        "--task",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="only answers of these tasks: template names (annotate, qa, ..., or a custom template's) or "
+        "fingerprint prefixes of 6+ characters (default: every built-in task)",
+    )
+    g.add_argument(
+        "--model", action="extend", nargs="+", default=[], metavar="NAME", help="only answers of these models"
+    )
+    g.add_argument(
+        "--include-truncated",
+        action="store_true",
+        help="also export answers cut at max_tokens (truncated: true), left out by default",
+    )
+
+
+def _add_examples(p: argparse.ArgumentParser) -> None:
+    """How each training example is made: its system message and its length limit."""
+    g = p.add_argument_group("training examples")
+    g.add_argument(
+        "--system",
+        default=None,
+        metavar="TEXT",
+        help="a system message for every example (alpaca: a system field; prompt-completion: before the prompt)",
+    )
+    g.add_argument(
+        "--max-example-tokens",
+        type=int,
+        default=DEFAULT_MAX_EXAMPLE_TOKENS,
+        metavar="N",
+        help="drop examples longer than this, counted as a chat conversation; 0 = no limit "
+        "(default: %(default)s, the fine-tuning context of gpt-3.5-turbo)",
+    )
+    g.add_argument(
+        "--tokenizer-model",
+        default=DEFAULT_TOKENIZER_MODEL,
+        metavar="NAME",
+        help="count tokens with this model's tiktoken encoding, or cl100k_base offline (default: %(default)s)",
+    )
+
+
+def _split_arg(text: str) -> tuple[float, ...]:
+    try:
+        return parse_split(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``snipstream export`` for parsed `args`: 0 done, 2 usage/configuration error, 3 output failed."""
+    try:
+        report = export(
+            args.db,
+            args.format,
+            args.output,
+            split=args.split,
+            tasks=tuple(args.task),
+            models=tuple(args.model),
+            include_truncated=args.include_truncated,
+            max_example_tokens=args.max_example_tokens,
+            system=args.system,
+            tokenizer_model=args.tokenizer_model,
+        )
+    except ConfigError as exc:
+        _say(f"snipstream: error: {exc}")
+        return ExitCode.USAGE
+    except SinkError as exc:
+        _say(f"snipstream: SinkError: {exc}")
+        return ExitCode.ABORTED
+    except KeyboardInterrupt:
+        _say("snipstream: interrupted (no output file was replaced)")
+        return ExitCode.INTERRUPTED
+    if report.output_closed:
+        detach_stdout()
+    if not args.quiet:
+        _say(format_export(report))
+    return ExitCode.OK
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

