@@ -33,7 +33,8 @@ from io import BytesIO
 from pathlib import Path
 
 from bench._common import STDLIB, python_files
-from stream.secrets import KINDS, SecretScanner, _load
+from stream.secrets import KINDS, SecretScanner
+from stream.secrets.detectors import load as _load
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)

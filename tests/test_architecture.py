@@ -20,7 +20,7 @@ MAX_MODULE, MAX_CLASS, MAX_FUNCTION = 400, 250, 60
 DATA_MODULES = {
     "stream/extract/queries.py": "tree-sitter queries, one per language",
     "stream/prices.py": "the dated price table",
-    "stream/secret_rules.py": "secret patterns, one per provider",
+    "stream/secrets/rules.py": "secret patterns, one per provider",
 }
 SQL_WORDS = ("SELECT ", "INSERT ", "UPDATE ", "DELETE FROM", "CREATE TABLE", "PRAGMA ")
 

@@ -23,7 +23,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from stream.secrets import EXCLUDED_PLUGINS, KINDS, Hit, SecretScanner, _load, _spans
+from stream.secrets import EXCLUDED_PLUGINS, KINDS, Hit, SecretScanner
+from stream.secrets.detectors import load as _load
+from stream.secrets.spans import spans as _spans
 
 FIXTURE = Path(__file__).parent / "fixtures" / "polyglot" / "config_loader.py"
 

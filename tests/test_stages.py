@@ -12,13 +12,13 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import orjson
+import pytest
 
 from sinks.checkpoint import Checkpoint, Done
 from sinks.idset import DiskIdSet
@@ -36,9 +36,9 @@ from stream.pipeline.dry import DryRoute
 from stream.pipeline.feed import WALK_BATCH, Feed
 from stream.pipeline.gates import CostGate, FailureGate
 from stream.pipeline.ledger import Ledger
-from stream.pipeline.messages import Answered, DryLine, Failure, FilesDone, Job, Reuse, Task
-from stream.pipeline.planner import Planner, RealRoute, Route
-from stream.pipeline.setup import Setup, prepare
+from stream.pipeline.messages import Answered, DryLine, Failure, FilesDone, Job, Outcome, Reuse
+from stream.pipeline.planner import Lookup, Planner, RealRoute, Route
+from stream.pipeline.setup import prepare
 from stream.pipeline.summary import Summary
 from stream.pipeline.workers import Workers
 from stream.pipeline.writer import Writer
@@ -60,62 +60,53 @@ class WordCounter(TokenCounter):
         return WORDS
 
 
-@dataclass
+async def nothing_done(record_ids: list[str], occurrence_ids: list[str]) -> tuple[set[str], set[str]]:
+    return set(), set()
+
+
 class Rig:
-    """One run's shared objects, made as `_Session` makes them; stages are built from it on demand."""
+    """One run's shared objects, made as `_Session` makes them; each stage is built from them on demand.
+    `said` is everything the run told the user (Control's `err` and the notes)."""
 
-    cfg: Config
-    setup: Setup
-    summary: Summary
-    control: Control
-    ledger: Ledger
-    counter: WordCounter
-    errors: list[str]  # what the run told the user (Control's `err`)
-    notes: list[str]
+    def __init__(self, tmp_path: Path, **options: Any) -> None:
+        self.root, self.db, self.out = tmp_path, tmp_path / "ckpt.db", tmp_path / "out.ndjson"
+        self.cfg = Config(
+            (str(tmp_path),), base_url=BASE, model="m", tasks=(TASKS["annotate"],), output=str(self.out),
+            db=str(self.db), quiet=True, max_attempts=2, backoff=0.001, **options,
+        ).resolve(env={})  # fmt: skip
+        self.said: list[str] = []
+        self.summary = Summary()
+        self.setup = prepare(self.cfg, self.said.append)
+        self.task = self.setup.tasks[0]
+        self.control = Control(self.summary, grace=self.cfg.grace, err=self.said.append)
+        self.ledger = Ledger(self.setup.file_task)
+        self.counter = WordCounter(self.cfg.model, self.cfg.api, self.summary, self.said.append)
+        self.common = dict(ledger=self.ledger, counter=self.counter, summary=self.summary)
 
-    @property
-    def task(self) -> Task:
-        return self.setup.tasks[0]
+    def planner(self, route: Route, lookup: Lookup = nothing_done) -> Planner:
+        return Planner(self.setup.tasks, lookup=lookup, max_prompt_tokens=self.cfg.max_prompt_tokens,
+                       route=route, **self.common)  # fmt: skip
 
-    def planner(self, route: Route, lookup: Callable[..., Awaitable[Any]] | None = None) -> Planner:
-        return Planner(
-            self.setup.tasks,
-            lookup=lookup or nothing_done,
-            ledger=self.ledger,
-            counter=self.counter,
-            summary=self.summary,
-            max_prompt_tokens=self.cfg.max_prompt_tokens,
-            route=route,
-        )
+    def real(self, jobs: Pipe, outcomes: Pipe, lookup: Lookup = nothing_done) -> Planner:
+        return self.planner(RealRoute(self.ledger, self.summary, jobs.send, outcomes.send), lookup)
 
     def writer(self, ckpt: Checkpoint | None, out: NDJSONSink, plugins: list[Any] | None = None) -> Writer:
-        return Writer(
-            ckpt=ckpt,
-            out=out,
-            plugins=plugins or [],
-            ledger=self.ledger,
-            control=self.control,
-            counter=self.counter,
-            summary=self.summary,
-            model=self.cfg.model,
-            price=self.setup.price,
-        )
+        return Writer(ckpt=ckpt, out=out, plugins=plugins or [], control=self.control, model=self.cfg.model,
+                      price=self.setup.price, **self.common)  # fmt: skip
 
     def asker(self, pool: ClientPool | None = None) -> Asker:
         def count_request() -> None:
             self.summary.requests += 1
 
         return Asker(
-            self.cfg,
-            shape=self.setup.shape,
-            budget=self.setup.budget,
-            pool=lambda: pool,  # type: ignore[arg-type, return-value]
-            count_prompt=self.counter.prompt,
-            count_text=self.counter.text,
-            count_usage=functools.partial(self.summary.add_usage, price=self.setup.price),
-            count_request=count_request,
-            note=self.notes.append,
-        )
+            self.cfg, shape=self.setup.shape, budget=self.setup.budget, pool=lambda: pool,  # type: ignore
+            count_prompt=self.counter.prompt, count_text=self.counter.text, count_request=count_request,
+            count_usage=functools.partial(self.summary.add_usage, price=self.setup.price), note=self.said.append,
+        )  # fmt: skip
+
+    def scanned(self, rel: str, *snippets: Snippet) -> Scanned:
+        file = SourceFile(self.root / rel, rel, 40, 1)
+        return Scanned(file, list(snippets), f"hash:{rel}", Counter(), Counter())
 
     def job(self, s: Snippet) -> Job:
         record_id, occurrence_id = Planner.ids(s, self.task)
@@ -123,41 +114,14 @@ class Rig:
         return Job(record_id, s, occurrence_id, None, system, user, self.task)
 
 
-def rig(tmp_path: Path, **options: Any) -> Rig:
-    cfg = Config(
-        paths=(str(tmp_path),),
-        base_url=BASE,
-        model="m",
-        tasks=(TASKS["annotate"],),
-        output=str(tmp_path / "out.ndjson"),
-        db=str(tmp_path / "ckpt.db"),
-        quiet=True,
-        max_attempts=2,
-        backoff=0.001,
-        **options,
-    ).resolve(env={})
-    notes: list[str] = []
-    summary = Summary()
-    errors: list[str] = []
-    counter = WordCounter(cfg.model, cfg.api, summary, notes.append)
-    setup = prepare(cfg, notes.append)
-    return Rig(cfg, setup, summary, Control(summary, grace=cfg.grace, err=errors.append), Ledger(setup.file_task),
-               counter, errors, notes)  # fmt: skip
-
-
-async def nothing_done(record_ids: list[str], occurrence_ids: list[str]) -> tuple[set[str], set[str]]:
-    return set(), set()
+@pytest.fixture
+async def r(tmp_path: Path) -> Rig:  # async: a Control is made in an event loop
+    return Rig(tmp_path)
 
 
 def snippet(name: str, *, path: str = "pkg/a.py", code: str | None = None) -> Snippet:
     code = code or f"def {name}(x):\n    return x + 1\n"
     return Snippet(path, "python", "function", name, 1, code.count("\n"), code, None, f"def {name}(x)", None)
-
-
-def scanned(tmp_path: Path, rel: str, *snippets: Snippet) -> Scanned:
-    return Scanned(
-        SourceFile(tmp_path / rel, rel, 40, 1), list(snippets), f"hash:{rel}", Counter(), Counter()
-    )
 
 
 def completion(text: str = "It adds one.") -> Completion:
@@ -186,6 +150,25 @@ class Pipe:
                 return out
 
 
+async def planned_jobs(r: Rig, *items: Scanned) -> list[Job]:
+    """Plan `items` through the real route: the jobs it sent (it must send no other outcome)."""
+    with Pipe() as jobs, Pipe() as outcomes:
+        planner = r.real(jobs, outcomes)
+        for item in items:
+            await planner.plan_file(item)
+        assert outcomes.items() == []
+        return jobs.items()
+
+
+async def run_writer(writer: Writer, *items: Outcome) -> None:
+    """The writer's whole run over `items`: they arrive, the stream ends, it commits what is left."""
+    with Pipe() as outcomes:
+        for item in items:
+            await outcomes.send.send(item)
+        outcomes.send.close()
+        await writer.run(outcomes.recv)
+
+
 async def unemitted(ckpt: Checkpoint) -> list[str]:
     return [oid async for rows in ckpt.unemitted() for oid, _ in rows]
 
@@ -197,8 +180,8 @@ def lines(path: Path) -> list[dict[str, Any]]:
 class WatchedNDJSON(NDJSONSink):
     """The real NDJSON file sink, awaiting `before_write` each time a batch is about to reach the file."""
 
-    def __init__(self, target: str, before_write: Callable[[], Awaitable[None]]) -> None:
-        super().__init__(target)
+    def __init__(self, target: Path, before_write: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(str(target))
         self.before_write = before_write
 
     async def flush(self) -> None:
@@ -218,49 +201,30 @@ class HookedCheckpoint(Checkpoint):
         await super().commit(*args, **kw)
 
 
-class BrokenSink:
+class BrokenSink(NDJSONSink):
     """A plug-in sink whose `write` raises."""
-
-    async def __aenter__(self) -> BrokenSink:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        pass
 
     async def write(self, record: dict[str, Any]) -> None:
         raise RuntimeError("disk on fire")
 
-    async def flush(self) -> None:
-        pass
-
-
-async def planned_jobs(r: Rig, *items: Scanned) -> list[Job]:
-    """Plan `items` through the real route; the jobs it sent (it must send no other outcome)."""
-    with Pipe() as jobs, Pipe() as outcomes:
-        planner = r.planner(RealRoute(r.ledger, r.summary, jobs.send, outcomes.send))
-        for item in items:
-            await planner.plan_file(item)
-        assert outcomes.items() == []
-        return jobs.items()
-
 
 # --- planner + RealRoute ------------------------------------------------------------------------------------
-
-
-async def test_planner_turns_a_new_place_of_an_answered_record_into_a_reuse(tmp_path: Path) -> None:
-    r = rig(tmp_path)
+async def test_planner_turns_a_new_place_of_an_answered_record_into_a_reuse(r: Rig) -> None:
     first, elsewhere = snippet("f"), snippet("f", path="pkg/b.py")
     job = r.job(first)
     raw = orjson.dumps(record.answer(r.task.info, completion(), None, USAGE, estimated=False))
-    line = record.line(job.record_id, first, orjson.loads(raw))
-    async with Checkpoint(r.cfg.db) as ckpt:
-        place = (job.occurrence_id, first.path, first.qualname, line)
+    place = (
+        job.occurrence_id,
+        first.path,
+        first.qualname,
+        record.line(job.record_id, first, orjson.loads(raw)),
+    )
+    async with Checkpoint(r.db) as ckpt:
         await ckpt.commit(
             [Done(job.record_id, first.id, r.task.fingerprint, "m", raw, 1, [place])], [], [], None
         )
         with Pipe() as jobs, Pipe() as outcomes:
-            planner = r.planner(RealRoute(r.ledger, r.summary, jobs.send, outcomes.send), ckpt.lookup)
-            await planner.plan_file(scanned(tmp_path, "pkg/b.py", elsewhere))
+            await r.real(jobs, outcomes, ckpt.lookup).plan_file(r.scanned("pkg/b.py", elsewhere))
             assert jobs.items() == []
             [reuse] = outcomes.items()
     assert isinstance(reuse, Reuse)
@@ -268,103 +232,85 @@ async def test_planner_turns_a_new_place_of_an_answered_record_into_a_reuse(tmp_
     assert (r.summary.reused, r.summary.snippets, r.summary.unchanged) == (1, 1, 0)
 
 
-async def test_planner_finishes_a_file_whose_places_are_all_written_without_work(tmp_path: Path) -> None:
-    r = rig(tmp_path)
-    s = snippet("f")
-    job = r.job(s)
+async def test_planner_finishes_a_file_whose_places_are_all_written_without_work(r: Rig) -> None:
+    item = r.scanned("pkg/a.py", snippet("f"))
+    job = r.job(item.snippets[0])
 
     async def written(record_ids: list[str], occurrence_ids: list[str]) -> tuple[set[str], set[str]]:
         return {job.record_id}, {job.occurrence_id}
 
-    item = scanned(tmp_path, "pkg/a.py", s)
     with Pipe() as jobs, Pipe() as outcomes:
-        await r.planner(RealRoute(r.ledger, r.summary, jobs.send, outcomes.send), written).plan_file(item)
+        await r.real(jobs, outcomes, written).plan_file(item)
         assert jobs.items() == []
-        [done] = outcomes.items()
-    assert isinstance(done, FilesDone)
-    assert done.rows == [r.ledger.file_row(item.file, item.hash, 1)]
+        assert outcomes.items() == [FilesDone([r.ledger.file_row(item.file, item.hash, 1)])]
     assert (r.summary.unchanged, r.summary.reused, r.summary.snippets) == (1, 0, 0)
 
 
-async def test_planner_asks_once_for_code_in_flight_and_attaches_the_second_place(tmp_path: Path) -> None:
-    r = rig(tmp_path)
+async def test_planner_asks_once_for_code_in_flight_and_attaches_the_second_place(r: Rig) -> None:
     a, b = snippet("f"), snippet("f", path="pkg/b.py")
-    [job] = await planned_jobs(r, scanned(tmp_path, "pkg/a.py", a), scanned(tmp_path, "pkg/b.py", b))
+    [job] = await planned_jobs(r, r.scanned("pkg/a.py", a), r.scanned("pkg/b.py", b))
     assert job.snippet is a
     assert r.ledger.inflight == {job.record_id: [(a, job.occurrence_id), (b, r.job(b).occurrence_id)]}
     assert r.summary.snippets == 2
 
 
 async def test_max_prompt_tokens_leaves_a_long_prompt_out_as_too_many_tokens(tmp_path: Path) -> None:
-    r = rig(tmp_path, max_prompt_tokens=80)
+    r = Rig(tmp_path, max_prompt_tokens=80)
     short = snippet("short")
     long = snippet("long", code="def long(x):\n" + "    x = x + 1  # one more step\n" * 20 + "    return x\n")
     assert await r.counter.prompt(r.job(short)) <= 80 < await r.counter.prompt(r.job(long))
-    [job] = await planned_jobs(r, scanned(tmp_path, "pkg/a.py", long, short))
+    [job] = await planned_jobs(r, r.scanned("pkg/a.py", long, short))
     assert job.snippet is short
     assert r.summary.filtered == Counter({"too_many_tokens": 1})
 
 
 # --- DryRoute -----------------------------------------------------------------------------------------------
-
-
 async def test_dry_route_writes_one_line_per_distinct_record_and_counts_its_tokens(tmp_path: Path) -> None:
-    r = rig(tmp_path, dry_run=True)
-    x, y = snippet("x"), snippet("y")
-    x_again, z = snippet("x", path="pkg/b.py"), snippet("z", path="pkg/b.py")
-    z_twin = snippet("z_twin", path="pkg/b.py", code=z.code)  # same code, same file: one record
-    answered = snippet("w", path="pkg/b.py")
+    r = Rig(tmp_path, dry_run=True)
+    x, y, z, w = (snippet(n) for n in "xyzw")
+    b = [snippet("x", path="pkg/b.py"), snippet("z", path="pkg/b.py"), snippet("w", path="pkg/b.py")]
+    b.append(snippet("z_twin", path="pkg/b.py", code=z.code))  # the same code twice in one file: one record
 
     async def lookup(record_ids: list[str], occurrence_ids: list[str]) -> tuple[set[str], set[str]]:
-        return {r.job(answered).record_id}, set()
+        return {r.job(w).record_id}, set()  # w is answered already
 
     asker = r.asker()
     with DiskIdSet() as counted, Pipe() as outcomes:
-        route = DryRoute(
-            counted=counted, counter=r.counter, summary=r.summary, body=asker.body, outcomes=outcomes.send
-        )
-        planner = r.planner(route, lookup)
-        await planner.plan_file(scanned(tmp_path, "pkg/a.py", x, y))
-        await planner.plan_file(scanned(tmp_path, "pkg/b.py", x_again, z, z_twin, answered))
+        route = DryRoute(counted=counted, counter=r.counter, summary=r.summary, body=asker.body,
+                         outcomes=outcomes.send)  # fmt: skip
+        await r.planner(route, lookup).plan_file(r.scanned("pkg/a.py", x, y))
+        await r.planner(route, lookup).plan_file(r.scanned("pkg/b.py", *b))
         out = outcomes.items()
     assert all(isinstance(o, DryLine) for o in out)
     got = [orjson.loads(o.line) for o in out]
     expected = [r.job(s) for s in (x, y, z)]
     tokens = [WORDS.count_chat(j.system, j.user) for j in expected]
-    assert [g["record_id"] for g in got] == [j.record_id for j in expected]
-    assert [g["prompt_tokens"] for g in got] == tokens
+    assert [(g["record_id"], g["prompt_tokens"]) for g in got] == [
+        (j.record_id, n) for j, n in zip(expected, tokens)
+    ]
     assert got[0]["request"] == asker.body(expected[0])
     assert (r.summary.would_send, r.summary.prompt_tokens) == (3, sum(tokens))
     assert r.summary.plan == {"annotate/python/function": [3, sum(tokens)]}
 
 
 # --- writer -------------------------------------------------------------------------------------------------
-
-
-async def test_writer_commits_an_answer_before_its_line_reaches_the_file_then_marks_it_emitted(
-    tmp_path: Path,
-) -> None:
-    r = rig(tmp_path)
-    item = scanned(tmp_path, "pkg/a.py", snippet("f"))
+async def test_writer_commits_an_answer_before_its_line_reaches_the_file_then_marks_it(r: Rig) -> None:
+    item = r.scanned("pkg/a.py", snippet("f"))
     [job] = await planned_jobs(r, item)
-    output = Path(r.cfg.output)
     at_write: list[tuple[set[str], list[str], int]] = []
-    async with Checkpoint(r.cfg.db) as ckpt:
+    async with Checkpoint(r.db) as ckpt:
 
         async def before_write() -> None:  # what the checkpoint holds as the line is about to be written
             stored = await ckpt.results([job.record_id])
-            at_write.append((set(stored), await unemitted(ckpt), len(lines(output))))
+            at_write.append((set(stored), await unemitted(ckpt), len(lines(r.out))))
 
-        async with WatchedNDJSON(r.cfg.output, before_write) as out:
-            with Pipe() as outcomes:
-                await outcomes.send.send(Answered(job, completion()))
-                outcomes.send.close()
-                await r.writer(ckpt, out).run(outcomes.recv)
+        async with WatchedNDJSON(r.out, before_write) as out:
+            await run_writer(r.writer(ckpt, out), Answered(job, completion()))
             assert at_write == [({job.record_id}, [job.occurrence_id], 0)]
             assert await unemitted(ckpt) == []
-            assert await ckpt.output_offset(out.key) == output.stat().st_size
+            assert await ckpt.output_offset(str(r.out.resolve())) == r.out.stat().st_size
             known = await ckpt.known_files(r.setup.file_task)
-    [line] = lines(output)
+    [line] = lines(r.out)
     assert (line["record_id"], line["annotation"], line["response"]["usage"]) == (
         job.record_id,
         "It adds one.",
@@ -375,90 +321,68 @@ async def test_writer_commits_an_answer_before_its_line_reaches_the_file_then_ma
     assert (r.summary.annotated, r.summary.emitted, r.summary.prompt_tokens) == (1, 1, 11)
 
 
-async def test_places_attached_to_a_record_in_flight_each_get_a_line_from_the_one_answer(
-    tmp_path: Path,
-) -> None:
-    r = rig(tmp_path)
-    a, b, c = (snippet("f", path=f"pkg/{n}.py") for n in "abc")
+async def test_places_attached_to_a_record_in_flight_each_get_a_line_of_the_one_answer(r: Rig) -> None:
+    a, b, c = (r.scanned(f"pkg/{n}.py", snippet("f", path=f"pkg/{n}.py")) for n in "abc")
     with Pipe() as jobs, Pipe() as outcomes:
-        planner = r.planner(RealRoute(r.ledger, r.summary, jobs.send, outcomes.send))
-        await planner.plan_file(scanned(tmp_path, "pkg/a.py", a))
-        await planner.plan_file(scanned(tmp_path, "pkg/b.py", b))  # attached while the job is out
+        planner = r.real(jobs, outcomes)
+        await planner.plan_file(a)
+        await planner.plan_file(b)  # attached while the job is out
         [job] = jobs.items()
-        async with HookedCheckpoint(r.cfg.db) as ckpt, NDJSONSink(r.cfg.output) as out:
+        async with HookedCheckpoint(r.db) as ckpt, NDJSONSink(str(r.out)) as out:
             planner.lookup = ckpt.lookup
 
-            async def late() -> None:  # planned after the writer took the answer's places, before the commit
-                await planner.plan_file(scanned(tmp_path, "pkg/c.py", c))
+            async def late() -> None:  # planned after the writer took the answer's places, before its commit
+                await planner.plan_file(c)
 
             ckpt.before_commit = late
             await r.writer(ckpt, out).write([Answered(job, completion())])
             assert jobs.items() == []  # c was attached too, not asked again
             assert await unemitted(ckpt) == []
             stored = await ckpt.results([job.record_id])
-            _, seen = await ckpt.lookup([], [r.job(s).occurrence_id for s in (a, b, c)])
-    got = lines(Path(r.cfg.output))
+            _, seen = await ckpt.lookup([], [r.job(f.snippets[0]).occurrence_id for f in (a, b, c)])
+    got = lines(r.out)
     assert sorted(g["path"] for g in got) == ["pkg/a.py", "pkg/b.py", "pkg/c.py"]
-    assert {g["record_id"] for g in got} == {job.record_id} and {g["annotation"] for g in got} == {
-        "It adds one."
-    }
+    assert {(g["record_id"], g["annotation"]) for g in got} == {(job.record_id, "It adds one.")}
     assert list(stored) == [job.record_id] and len(seen) == 3
     assert r.ledger.inflight == {} and (r.summary.annotated, r.summary.emitted) == (1, 3)
 
 
-async def test_a_failure_is_stored_with_its_reason_and_drops_its_file_from_the_ledger(tmp_path: Path) -> None:
-    r = rig(tmp_path)
-    item = scanned(tmp_path, "pkg/a.py", snippet("f"))
+async def test_a_failure_is_stored_with_its_reason_and_drops_its_file_from_the_ledger(r: Rig) -> None:
+    item = r.scanned("pkg/a.py", snippet("f"))
     [job] = await planned_jobs(r, item)
     key = str(item.file.path)
     assert key in r.ledger._pending
-    async with Checkpoint(r.cfg.db) as ckpt, NDJSONSink(r.cfg.output) as out:
-        with Pipe() as outcomes:
-            await outcomes.send.send(Failure(job, "http_400", "attempt 1: http_400: no", 1))
-            outcomes.send.close()
-            await r.writer(ckpt, out).run(outcomes.recv)
+    async with Checkpoint(r.db) as ckpt, NDJSONSink(str(r.out)) as out:
+        await run_writer(r.writer(ckpt, out), Failure(job, "http_400", "attempt 1: http_400: no", 1))
         known = await ckpt.known_files(r.setup.file_task)
-    with open_readonly(r.cfg.db) as reader:
-        assert reader.failure_examples(5) == [
-            FailureExample("http_400", 1, "pkg/a.py", "f", "attempt 1: http_400: no")
-        ]
+    with open_readonly(r.db) as reader:
+        failures = reader.failure_examples(5)
+    assert failures == [FailureExample("http_400", 1, "pkg/a.py", "f", "attempt 1: http_400: no")]
     assert key not in r.ledger._pending and key not in known  # parsed again by the next run
-    assert r.ledger.inflight == {} and lines(Path(r.cfg.output)) == []
+    assert r.ledger.inflight == {} and lines(r.out) == []
     assert r.summary.failed == Counter({"http_400": 1})
 
 
-async def test_a_sink_that_raises_stops_the_run_aborted_and_leaves_lines_unemitted(tmp_path: Path) -> None:
-    r = rig(tmp_path)
-    job_a, job_b = await planned_jobs(
-        r,
-        scanned(tmp_path, "pkg/a.py", snippet("f")),
-        scanned(tmp_path, "pkg/b.py", snippet("g", path="pkg/b.py")),
-    )
-    async with Checkpoint(r.cfg.db) as ckpt, NDJSONSink(r.cfg.output) as out:
+async def test_a_sink_that_raises_stops_the_run_aborted_and_leaves_lines_unemitted(r: Rig) -> None:
+    f, g = snippet("f"), snippet("g", path="pkg/b.py")
+    job_f, job_g = await planned_jobs(r, r.scanned("pkg/a.py", f), r.scanned("pkg/b.py", g))
+    async with Checkpoint(r.db) as ckpt, NDJSONSink(str(r.out)) as out:
         writer = r.writer(ckpt, out, [BrokenSink()])
-        await writer.write([Answered(job_a, completion())])
-        await writer.write([Answered(job_b, completion())])  # committed, but written nowhere
-        assert sorted(await unemitted(ckpt)) == sorted([job_a.occurrence_id, job_b.occurrence_id])
-        assert set(await ckpt.results([job_a.record_id, job_b.record_id])) == {
-            job_a.record_id,
-            job_b.record_id,
-        }
+        await writer.write([Answered(job_f, completion())])
+        await writer.write([Answered(job_g, completion())])  # committed, but written nowhere
+        assert sorted(await unemitted(ckpt)) == sorted([job_f.occurrence_id, job_g.occurrence_id])
+        assert len(await ckpt.results([job_f.record_id, job_g.record_id])) == 2
     assert r.control.stopping
     assert (r.summary.stopped, r.summary.exit_code) == ("sink failed: RuntimeError", ExitCode.ABORTED)
-    assert r.errors == ["error: sink failed: RuntimeError: disk on fire"]
-    assert [g["record_id"] for g in lines(Path(r.cfg.output))] == [job_a.record_id]
+    assert r.said == ["error: sink failed: RuntimeError: disk on fire"]
+    assert [line["record_id"] for line in lines(r.out)] == [job_f.record_id]
     assert r.summary.emitted == 0
 
 
 # --- gates --------------------------------------------------------------------------------------------------
-
-DOLLAR_A_TOKEN = Price(1_000_000.0, 1_000_000.0)
-
-
 def cost_gate(r: Rig, limit: float) -> CostGate:
-    return CostGate(
-        limit, DOLLAR_A_TOKEN, max_tokens=50, counter=r.counter, summary=r.summary, control=r.control
-    )
+    price = Price(1_000_000.0, 1_000_000.0)  # a dollar a token
+    return CostGate(limit, price, max_tokens=50, counter=r.counter, summary=r.summary, control=r.control)
 
 
 def priced_job(r: Rig, name: str) -> Job:
@@ -467,21 +391,17 @@ def priced_job(r: Rig, name: str) -> Job:
     return job
 
 
-async def test_cost_gate_refuses_a_job_whose_worst_case_passes_the_budget_and_stops_ok(
-    tmp_path: Path,
-) -> None:
-    r = rig(tmp_path)
+async def test_cost_gate_refuses_a_job_whose_worst_case_passes_the_budget_and_stops_ok(r: Rig) -> None:
     gate = cost_gate(r, 200)
     assert await gate.admit(priced_job(r, "a"))  # $0 + $150 ≤ $200
     assert not await gate.admit(priced_job(r, "b"))  # $150 in flight + $150 > $200
     assert not await gate.admit(priced_job(r, "c"))
     assert r.control.stopping
     assert (r.summary.stopped, r.summary.exit_code) == ("--max-cost 200 reached", ExitCode.OK)
-    assert len(r.errors) == 1 and r.errors[0].startswith("stopping: $0.0000 spent and $150.0000 in flight")
+    assert len(r.said) == 1 and r.said[0].startswith("stopping: $0.0000 spent and $150.0000 in flight")
 
 
-async def test_cost_gate_releases_a_reservation_on_settle_and_counts_what_was_spent(tmp_path: Path) -> None:
-    r = rig(tmp_path)
+async def test_cost_gate_releases_a_reservation_on_settle_and_counts_what_was_spent(r: Rig) -> None:
     gate = cost_gate(r, 200)
     first = priced_job(r, "a")
     assert await gate.admit(first)
@@ -490,12 +410,10 @@ async def test_cost_gate_releases_a_reservation_on_settle_and_counts_what_was_sp
     assert await gate.admit(priced_job(r, "b"))  # refused if the first still held its $150
     assert not r.control.stopping
     r.summary.add_usage({"prompt_tokens": 30, "completion_tokens": 0}, None)  # $30 spent
-    gate.settle(priced_job(r, "b"), None)  # settling another Job object of the same record releases nothing
     assert not await gate.admit(priced_job(r, "c"))  # $30 + $150 + $150 > $200
 
 
-async def test_failure_gate_stops_the_run_failed_at_the_limit(tmp_path: Path) -> None:
-    r = rig(tmp_path)
+async def test_failure_gate_stops_the_run_failed_at_the_limit(r: Rig) -> None:
     gate = FailureGate(2, r.summary, r.control)
     job = r.job(snippet("f"))
     gate.settle(job, Answered(job, completion()))
@@ -505,29 +423,17 @@ async def test_failure_gate_stops_the_run_failed_at_the_limit(tmp_path: Path) ->
     gate.settle(job, Failure(job, "http_400", "no", 1))
     gate.settle(job, Failure(job, "http_400", "no", 1))
     assert (r.summary.stopped, r.summary.exit_code) == ("--max-failures 2 reached", ExitCode.FAILED)
-    assert len(r.errors) == 1
+    assert len(r.said) == 1
 
 
 # --- workers + asker + client pool over a MockTransport -----------------------------------------------------
-
-
-def sse_answer(*pieces: str, usage: dict[str, Any] = USAGE) -> httpx.Response:
-    meta = {
-        "id": "chatcmpl-7",
-        "object": "chat.completion.chunk",
-        "created": 1_700_000_000,
-        "model": "m-0613",
-    }
-    first = {
-        **meta,
-        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
-    }
-    chunks = [first]
-    chunks += [
-        {**meta, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in pieces
-    ]
+def sse_answer(*pieces: str) -> httpx.Response:
+    """OpenAI's streamed chat answer: chat.completion.chunk deltas, the finish, the usage, then [DONE]."""
+    meta = {"id": "chatcmpl-7", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "m-1"}
+    deltas = [{"role": "assistant", "content": ""}, *({"content": p} for p in pieces)]
+    chunks = [{**meta, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
     chunks.append({**meta, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-    chunks.append({**meta, "choices": [], "usage": usage})
+    chunks.append({**meta, "choices": [], "usage": USAGE})
     body = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
     return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
 
@@ -546,18 +452,16 @@ class FakeAPI:
         self.bodies: list[dict[str, Any]] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
-        body = orjson.loads(request.content)
-        self.bodies.append(body)
-        return self.respond(body)
+        self.bodies.append(orjson.loads(request.content))
+        return self.respond(self.bodies[-1])
 
 
 async def work(r: Rig, api: FakeAPI, jobs: list[Job], *, workers: int = 1) -> list[Any]:
-    """Run `workers` workers over `jobs` to the end; the outcomes they sent."""
-    cfg = r.cfg
+    """`workers` workers over `jobs` to the end, as the graph runs them: the outcomes they sent."""
+    cfg, transport = r.cfg, httpx.MockTransport(api)
     retry = RetryPolicy(max_attempts=cfg.max_attempts, base=cfg.backoff)
-    async with ClientPool(base_url=cfg.base_url or "", api_key=None, api_key_env=cfg.api_key_env or "",
-                          api=cfg.api, concurrency=workers, retry=retry,
-                          transport=httpx.MockTransport(api)) as pool:  # fmt: skip
+    async with ClientPool(base_url=BASE, api_key=None, api_key_env="OPENAI_API_KEY", api=cfg.api,
+                          concurrency=workers, retry=retry, transport=transport) as pool:  # fmt: skip
         with Pipe() as job_pipe, Pipe() as outcomes:
             for job in jobs:
                 await job_pipe.send.send(job)
@@ -567,42 +471,34 @@ async def work(r: Rig, api: FakeAPI, jobs: list[Job], *, workers: int = 1) -> li
             return outcomes.items()
 
 
-async def test_a_streamed_answer_comes_out_answered_with_its_text_and_usage(tmp_path: Path) -> None:
-    r = rig(tmp_path)
+async def test_a_streamed_answer_comes_out_answered_with_its_text_and_usage(r: Rig) -> None:
     api = FakeAPI(lambda body: sse_answer("It ", "adds ", "one."))
     job = r.job(snippet("f"))
     [answered] = await work(r, api, [job])
     assert isinstance(answered, Answered) and answered.job is job
     c = answered.completion
-    assert (c.text, c.usage, c.finish_reason, c.response_id, c.attempts) == (
-        "It adds one.",
-        USAGE,
-        "stop",
-        "chatcmpl-7",
-        1,
-    )
+    assert (c.text, c.usage, c.finish_reason, c.response_id) == ("It adds one.", USAGE, "stop", "chatcmpl-7")
     [body] = api.bodies
     assert body["stream"] is True and body["messages"] == [{"role": "user", "content": job.user}]
     assert body["max_tokens"] == 512 and r.summary.requests == 1
 
 
-async def test_a_401_stops_the_run_aborted_with_one_message_and_records_nothing(tmp_path: Path) -> None:
-    r = rig(tmp_path)
+async def test_a_401_stops_the_run_aborted_with_one_message_and_records_nothing(r: Rig) -> None:
     api = FakeAPI(lambda body: api_error(401, "Incorrect API key provided.", code="invalid_api_key"))
     outcomes = await work(r, api, [r.job(snippet(n)) for n in "abcd"], workers=2)
     assert outcomes == []  # what was in flight is not recorded as failed
     assert 1 <= len(api.bodies) <= 2  # no worker takes another job once stopping
     assert r.summary.exit_code == ExitCode.ABORTED and (r.summary.stopped or "").startswith("AuthError: 401")
-    assert len(r.errors) == 1 and r.errors[0].startswith("error: 401 from")
+    assert len(r.said) == 1 and r.said[0].startswith("error: 401 from")
 
 
-UNSUPPORTED_MAX_TOKENS = "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
+UNSUPPORTED_MAX_TOKENS = (
+    "Unsupported parameter: 'max_tokens' is not supported with this model. "
+    "Use 'max_completion_tokens' instead."
+)
 
 
-async def test_a_400_refusing_max_tokens_is_resent_with_max_completion_tokens_from_then_on(
-    tmp_path: Path,
-) -> None:
-    r = rig(tmp_path)
+async def test_a_400_refusing_max_tokens_is_resent_as_max_completion_tokens_from_then_on(r: Rig) -> None:
 
     def respond(body: dict[str, Any]) -> httpx.Response:
         if "max_tokens" in body:
@@ -612,30 +508,25 @@ async def test_a_400_refusing_max_tokens_is_resent_with_max_completion_tokens_fr
     api = FakeAPI(respond)
     outcomes = await work(r, api, [r.job(snippet("f")), r.job(snippet("g"))])
     assert [type(o) for o in outcomes] == [Answered, Answered]
-    assert [(b.get("max_tokens"), b.get("max_completion_tokens")) for b in api.bodies] == [
-        (512, None),
-        (None, 512),
-        (None, 512),  # the second job is sent the learned way at once
-    ]
-    assert outcomes[0].completion.attempts == 2 and outcomes[1].completion.attempts == 1
+    sent = [(b.get("max_tokens"), b.get("max_completion_tokens")) for b in api.bodies]
+    assert sent == [(512, None), (None, 512), (None, 512)]  # the second job is sent the learned way at once
+    assert [o.completion.attempts for o in outcomes] == [2, 1]
     assert r.setup.shape.token_param == "max_completion_tokens"
-    assert len(r.notes) == 1 and "max_completion_tokens from now on" in r.notes[0]
+    assert len(r.said) == 1 and "max_completion_tokens from now on" in r.said[0]
     assert r.summary.requests == 3 and not r.control.stopping
 
 
 # --- control ------------------------------------------------------------------------------------------------
-
-
-async def test_stop_keeps_the_first_reason_and_exit_code(tmp_path: Path) -> None:
-    r = rig(tmp_path)
-    r.control.stop("--max-cost 1 reached", exit_code=ExitCode.OK)
-    r.control.stop("AuthError: 401", exit_code=ExitCode.ABORTED, grace=0)
+async def test_stop_keeps_the_first_reason_and_exit_code_and_cancels_the_feed(r: Rig) -> None:
+    with r.control.feed_scope:
+        r.control.stop("--max-cost 1 reached", exit_code=ExitCode.OK)
+        r.control.stop("AuthError: 401", exit_code=ExitCode.ABORTED, grace=0)
+        await anyio.sleep_forever()  # cancelled at once: the feed gets no grace
+    assert r.control.feed_scope.cancelled_caught and r.control.stopping
     assert (r.summary.stopped, r.summary.exit_code) == ("--max-cost 1 reached", ExitCode.OK)
-    assert r.control.stopping and r.control.feed_scope.cancel_called
 
 
-async def test_stop_moves_the_workers_scope_deadline_to_the_earliest_grace(tmp_path: Path) -> None:
-    r = rig(tmp_path)  # --grace 10
+async def test_stop_moves_the_workers_scope_deadline_to_the_earliest_grace(r: Rig) -> None:
     r.control.stop("interrupted", exit_code=ExitCode.INTERRUPTED)
     with anyio.fail_after(10):  # a safety net only
         with anyio.CancelScope() as scope:
@@ -650,23 +541,16 @@ async def test_stop_moves_the_workers_scope_deadline_to_the_earliest_grace(tmp_p
 
 
 # --- feed ---------------------------------------------------------------------------------------------------
-
-
-async def test_feed_hands_the_walk_to_the_planner_and_writer_in_order(tmp_path: Path) -> None:
-    r = rig(tmp_path)
+async def test_feed_hands_the_walk_to_the_planner_and_writer_in_order(r: Rig) -> None:
     reused, asked = snippet("f"), snippet("g", path="pkg/b.py")
     skips = [Skipped(f"/src/bin{i}.py", f"bin{i}.py", "binary", "NUL bytes") for i in range(WALK_BATCH + 44)]
-    touched = SourceFile(tmp_path / "t.py", "t.py", 10, 2)
+    touched, big = (SourceFile(r.root / n, n, 10, 2) for n in ("t.py", "big.py"))
     items = [
-        *skips,
+        *skips,  # more than one batch
         Unchanged(touched, Known(10, 1, "ht", 3), touched=True),
-        Unchanged(
-            SourceFile(tmp_path / "big.py", "big.py", 10, 1),
-            Known(10, 1, "hb", 0, "too_large", "2 MB"),
-            False,
-        ),
-        scanned(tmp_path, "pkg/a.py", reused),
-        scanned(tmp_path, "pkg/b.py", asked),
+        Unchanged(big, Known(10, 2, "hb", 0, "too_large", "2 MB"), touched=False),
+        r.scanned("pkg/a.py", reused),
+        r.scanned("pkg/b.py", asked),
     ]
 
     async def lookup(record_ids: list[str], occurrence_ids: list[str]) -> tuple[set[str], set[str]]:
@@ -676,12 +560,7 @@ async def test_feed_hands_the_walk_to_the_planner_and_writer_in_order(tmp_path: 
         yield from items
 
     with Pipe() as jobs, Pipe() as outcomes:
-        feed = Feed(
-            scan,
-            r.planner(RealRoute(r.ledger, r.summary, jobs.send, outcomes.send), lookup),
-            r.ledger,
-            r.summary,
-        )
+        feed = Feed(scan, r.real(jobs, outcomes, lookup), r.ledger, r.summary)
         assert not r.summary.walk_done
         await feed.run(outcomes.send)
         out, [job] = outcomes.items(), jobs.items()
@@ -693,12 +572,3 @@ async def test_feed_hands_the_walk_to_the_planner_and_writer_in_order(tmp_path: 
     assert r.summary.walk_done
     assert (r.summary.files, r.summary.unchanged, r.summary.snippets, r.summary.reused) == (4, 3, 5, 1)
     assert r.summary.skipped == Counter({"binary": len(skips), "too_large": 1})
-
-
-async def test_stop_cancels_the_feed_at_once(tmp_path: Path) -> None:
-    r = rig(tmp_path)
-    with anyio.fail_after(10):  # a safety net only
-        with r.control.feed_scope:
-            r.control.stop("output closed", exit_code=ExitCode.OK)  # the workers get 10 s; the feed none
-            await anyio.sleep_forever()
-    assert r.control.feed_scope.cancelled_caught

@@ -1,10 +1,12 @@
-"""Extractors: one module per source kind, each turning a file's bytes into snippets.
+"""Extractors: one entry module per source kind, each turning a file's bytes into snippets.
 
-- `python`: the standard library's ``ast`` (always there).
-- `treesitter`: JavaScript, TypeScript/TSX, Go, Rust, Java, C, C++, Ruby through the tree-sitter grammar
-  wheels of the optional ``snipstream[langs]`` extra; without them such files are skipped with the reason
-  ``language_unsupported``.
-- `docs`: Markdown, reStructuredText and Jupyter notebooks, cut into sections by heading.
+- `python` (with `python_defs`, the definition walk): the standard library's ``ast`` (always there).
+- `treesitter` (with `queries`, the per-language data; `treesitter_names`, qualnames; `treesitter_snippet`,
+  extents, docstrings and signatures): JavaScript, TypeScript/TSX, Go, Rust, Java, C, C++, Ruby through the
+  tree-sitter grammar wheels of the optional ``snipstream[langs]`` extra; without them such files are skipped
+  with the reason ``language_unsupported``.
+- `docs` (with `docs_lines`, `docs_sections`, and one module per format: `docs_markdown`, `docs_rst`,
+  `docs_notebook`): Markdown, reStructuredText and Jupyter notebooks, cut into sections by heading.
 
 This module is the one table of languages: which suffixes and shebangs choose them and which extractor
 reads them. A file's language is decided by its suffix, or for a file without one by its shebang line.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from .secret_rules import NEWLINE
+from .rules import NEWLINE
 
 __all__ = ["pem_blocks"]
 

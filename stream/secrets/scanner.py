@@ -1,6 +1,6 @@
 """Find credentials in a snippet before it leaves the machine, and cut them out of the text.
 
-Detection is detect-secrets' (26 of its 27 plugin classes, listed in :data:`~stream.secret_rules.PLUGINS`),
+Detection is detect-secrets' (26 of its 27 plugin classes, listed in :data:`~stream.secrets.rules.PLUGINS`),
 without its global state: each process makes its own plugin instances on first use and asks them only
 ``analyze_string(line)``, which reads nothing but the plugin's compiled regexes. ``detect_secrets.settings``
 is never read or written, because it is one mutable singleton per process: ``transient_settings()`` swaps it
@@ -23,13 +23,13 @@ Added here:
   the text too.
 
 Speed: running the plugins costs ~45 µs a line and almost no snippet holds anything they would find, so a
-prefilter (:class:`~stream.secret_gate.Gate`: for every detector, checks that each of its matches passes)
+prefilter (:class:`~stream.secrets.gate.Gate`: for every detector, checks that each of its matches passes)
 looks at the whole text first, and only the lines that pass it go through the plugins; tests/test_secrets.py
 checks that this loses nothing.
 
-Modules: this one scans and redacts; :mod:`stream.secret_rules` holds the plugin list and the patterns,
-:mod:`stream.secret_detectors` loads the plugins, :mod:`stream.secret_gate` is the prefilter,
-:mod:`stream.secret_spans` places a plugin's findings in the line and :mod:`stream.secret_pem` finds PEM blocks.
+Modules: this one scans and redacts; :mod:`stream.secrets.rules` holds the plugin list and the patterns,
+:mod:`stream.secrets.detectors` loads the plugins, :mod:`stream.secrets.gate` is the prefilter,
+:mod:`stream.secrets.spans` places a plugin's findings in the line and :mod:`stream.secrets.pem` finds PEM blocks.
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .secret_detectors import load as _load
-from .secret_pem import pem_blocks
-from .secret_rules import EXCLUDED_PLUGINS, KINDS, NEWLINE
-from .secret_spans import occurrences, spreads
-from .secret_spans import spans as _spans
+from .detectors import load
+from .pem import pem_blocks
+from .rules import EXCLUDED_PLUGINS, KINDS, NEWLINE
+from .spans import occurrences, spreads
+from .spans import spans as line_spans
 
 __all__ = ["Hit", "SecretScanner", "KINDS", "EXCLUDED_PLUGINS", "placeholder"]
 
@@ -109,7 +109,7 @@ class SecretScanner:
     def _find(self, text: str, *, prefilter: bool = True) -> tuple[list[Hit], list[tuple[int, int, str]]]:
         """Hits and edits (start, end, replacement: in order, not overlapping). `prefilter=False` runs every
         line through the plugins (the reference the prefilter is tested against)."""
-        state = _load()
+        state = load()
         if prefilter and not state.gate(text):
             return [], []
         starts = [0]
@@ -140,7 +140,7 @@ class SecretScanner:
             for d in state.detectors:
                 if d.kind == "private_key" and i in pem_lines:
                     continue  # the BEGIN line of a PEM block: judged by its body, above
-                for s, e in _spans(state, d, line):
+                for s, e in line_spans(state, d, line):
                     s += offset
                     e += offset
                     if _overlaps(protected, s, e):

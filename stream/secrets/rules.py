@@ -1,9 +1,9 @@
 """Secret patterns, as data: which detect-secrets plugins run (and which not, and why), the kinds they
-report, their entropy limits, and the literals and patterns of the prefilter (:mod:`stream.secret_gate`),
+report, their entropy limits, and the literals and patterns of the prefilter (:mod:`stream.secrets.gate`),
 one or more per provider.
 
-No logic lives here: :mod:`stream.secrets` scans and redacts, :mod:`stream.secret_detectors` loads the
-plugins, :mod:`stream.secret_gate` compiles the prefilter from these tables.
+No logic lives here: :mod:`stream.secrets.scanner` scans and redacts, :mod:`stream.secrets.detectors` loads the
+plugins, :mod:`stream.secrets.gate` compiles the prefilter from these tables.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ NEWLINE = re.compile(r"\r\n|\r|\n")  # the line ends Python's tokenizer knows (n
 
 # --- the prefilter's literals and patterns ---------------------------------------------------------------
 # For each detector, necessary conditions on every one of its matches: a copy or a loosening of the plugin's
-# own regex (see stream.secret_gate). Case-insensitive plugin patterns are checked on the lowered text.
+# own regex (see stream.secrets.gate). Case-insensitive plugin patterns are checked on the lowered text.
 LITERALS = (
     "PRIVATE KEY",  # PrivateKeyDetector, PEM blocks
     "PuTTY-User-Key-File-2",  # PrivateKeyDetector

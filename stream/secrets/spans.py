@@ -8,7 +8,7 @@ import itertools
 import re
 from collections.abc import Callable, Iterator
 
-from .secret_detectors import Detector, State
+from .detectors import Detector, State
 
 __all__ = ["spans", "occurrences", "spreads"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any, NamedTuple
 
-from .secret_gate import Gate
-from .secret_rules import BASE64_LIMIT, HEX_LIMIT, PLUGINS
+from .gate import Gate
+from .rules import BASE64_LIMIT, HEX_LIMIT, PLUGINS
 
 __all__ = ["Detector", "State", "load"]
 

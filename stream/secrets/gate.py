@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .secret_rules import (
+from .rules import (
     AWS_SECRET,
     AWS_SECRET_CHARS,
     CASELESS_PATTERNS,
@@ -31,7 +31,7 @@ from .secret_rules import (
 )
 
 if TYPE_CHECKING:
-    from .secret_detectors import Detector
+    from .detectors import Detector
 
 __all__ = ["Gate"]
 
