@@ -67,9 +67,7 @@ _UPSERT_OUTPUT = (
     "INSERT INTO outputs (target, offset, updated_at) VALUES (?, ?, ?) ON CONFLICT(target) "
     "DO UPDATE SET offset = excluded.offset, updated_at = excluded.updated_at"
 )
-_LINES = (
-    "SELECT occurrence_id, line FROM occurrences WHERE {where} occurrence_id > ? ORDER BY occurrence_id LIMIT ?"
-)
+_LINES = "SELECT occurrence_id, line FROM occurrences WHERE {where} occurrence_id > ? ORDER BY occurrence_id LIMIT ?"
 _HAS_TABLE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
 
 
@@ -164,7 +162,9 @@ class Checkpoint:
         """Which of these records are done, and which of these places were already written."""
         if not await self._has_tables():
             return set(), set()
-        done = await self._which("SELECT record_id FROM records WHERE status = 'done' AND record_id", record_ids)
+        done = await self._which(
+            "SELECT record_id FROM records WHERE status = 'done' AND record_id", record_ids
+        )
         seen = await self._which("SELECT occurrence_id FROM occurrences WHERE occurrence_id", occurrence_ids)
         return done, seen
 
@@ -258,12 +258,12 @@ class Checkpoint:
     ) -> None:
         """Store results, failures, skipped files and finished files in one transaction.
 
-        `files` rows: `FileRow` (file, task, size, mtime_ns, hash, snippets, skip reason, skip detail)."""
+        `files` rows: `FileRow` (file, task, and what is known of the file)."""
         now = time.time()
         done, failed, skips, files = list(done), list(failed), list(skips), list(files)
         async with self._transaction():
             if files:
-                await self.db.executemany(_INSERT_FILES, files)
+                await self.db.executemany(_INSERT_FILES, [f.params() for f in files])
             if done:
                 await self.db.executemany(
                     _INSERT_DONE,
@@ -302,7 +302,18 @@ class Checkpoint:
 
 
 def _failed_row(f: Failed, now: float) -> tuple[Any, ...]:
-    return (f.record_id, f.snippet_id, f.task, f.model, f.reason, f.error, f.attempts, f.path, f.qualname, now)
+    return (
+        f.record_id,
+        f.snippet_id,
+        f.task,
+        f.model,
+        f.reason,
+        f.error,
+        f.attempts,
+        f.path,
+        f.qualname,
+        now,
+    )
 
 
 class _Transaction:

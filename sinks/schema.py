@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = [
     "MIGRATIONS",
@@ -184,13 +184,12 @@ class KnownFile(NamedTuple):
 
 
 class FileRow(NamedTuple):
-    """One ``files`` row as written: the file and task it is keyed by, then its `KnownFile` fields."""
+    """One ``files`` row as written: the file and task it is keyed by, and what is known of the file."""
 
     file: str
     task: str
-    size: int
-    mtime_ns: int
-    hash: str
-    snippets: int
-    skip_reason: str | None = None
-    skip_detail: str | None = None
+    known: KnownFile
+
+    def params(self) -> tuple[Any, ...]:
+        """The row's columns, in the order of the table."""
+        return (self.file, self.task, *self.known)

@@ -126,6 +126,7 @@ class APIError(SnipstreamError):
     """
 
     retryable: bool = False
+    fixed_reason: str | None = None  # the reason of errors whose key does not depend on a status
 
     def __init__(
         self,
@@ -151,6 +152,8 @@ class APIError(SnipstreamError):
     @property
     def reason(self) -> str:
         """A short key used to group failures in the summary."""
+        if self.fixed_reason is not None:
+            return self.fixed_reason
         return f"http_{self.status}" if self.status else type(self).__name__
 
 
@@ -184,6 +187,8 @@ class ContextOverflow(APIStatusError):
 
     `limit` is the context size the server named, `prompt_tokens` its count of this prompt, when it said."""
 
+    fixed_reason = "context_overflow"
+
     def __init__(
         self, message: str, *, limit: int | None = None, prompt_tokens: int | None = None, **context: Any
     ) -> None:
@@ -191,17 +196,10 @@ class ContextOverflow(APIStatusError):
         self.limit = limit
         self.prompt_tokens = prompt_tokens
 
-    @property
-    def reason(self) -> str:
-        return "context_overflow"
-
 
 class APITimeout(APIError):
     retryable = True
-
-    @property
-    def reason(self) -> str:
-        return "timeout"
+    fixed_reason = "timeout"
 
 
 class APIConnectionError(APIError):
@@ -210,30 +208,22 @@ class APIConnectionError(APIError):
     ``other``; the circuit breaker treats the first three as systematic."""
 
     retryable = True
+    fixed_reason = "connection_error"
 
     def __init__(self, message: str, *, cause: str = "other", **context: Any) -> None:
         super().__init__(message, **context)
         self.cause = cause
 
-    @property
-    def reason(self) -> str:
-        return "connection_error"
-
 
 class StreamError(APIError):
     retryable = True
-
-    @property
-    def reason(self) -> str:
-        return "stream_error"
+    fixed_reason = "stream_error"
 
 
 class CircuitOpen(APIError):
     """The circuit breaker tripped (see `stream.breaker`): the message names the cause and the fix."""
 
-    @property
-    def reason(self) -> str:
-        return "circuit_open"
+    fixed_reason = "circuit_open"
 
 
 class SinkError(SnipstreamError):

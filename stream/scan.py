@@ -16,6 +16,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sinks.schema import KnownFile
+
 from . import extract as extractors
 from .errors import SourceError
 from .filters import Selection, file_filter, select
@@ -25,22 +27,10 @@ from .walk import Skip, read_source, walk
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-__all__ = ["Known", "Scanned", "Unchanged", "Skipped", "scan", "EXTRACTOR_VERSION"]
+__all__ = ["Scanned", "Unchanged", "Skipped", "scan", "EXTRACTOR_VERSION"]
 
 # Part of the file index's key: a new extractor must look at every file again.
 EXTRACTOR_VERSION = "2"
-
-
-@dataclass(frozen=True, slots=True)
-class Known:
-    """What the checkpoint remembers of a file whose snippets were all done (or that was skipped)."""
-
-    size: int
-    mtime_ns: int
-    hash: str
-    snippets: int
-    skip_reason: str | None = None
-    skip_detail: str | None = None
 
 
 @dataclass(slots=True)
@@ -55,7 +45,7 @@ class Scanned:
 @dataclass(slots=True)
 class Unchanged:
     file: SourceFile
-    known: Known
+    known: KnownFile
     touched: bool  # the mtime moved but the content did not: the index wants the new mtime
 
 
@@ -136,7 +126,7 @@ def scan(
     excludes: Sequence[str] = (),
     default_excludes: bool = True,
     max_file_bytes: int = 1 << 20,
-    known: Mapping[str, Known] | None = None,
+    known: Mapping[str, KnownFile] | None = None,
     jobs: int = 1,
     selection: Selection | None = None,
 ) -> Iterator[Item]:
@@ -197,7 +187,7 @@ def _result(entry: Item | tuple[SourceFile, Future[Scanned | Skipped | None]]) -
         )
 
 
-def _quick(item: SourceFile | Skip, known: Mapping[str, Known]) -> Item | None:
+def _quick(item: SourceFile | Skip, known: Mapping[str, KnownFile]) -> Item | None:
     """Everything decided without parsing: walk skips and unchanged files; None means "parse it"."""
     if isinstance(item, Skip):
         return Skipped(item.relpath, item.relpath, item.reason, item.detail)
@@ -207,7 +197,7 @@ def _quick(item: SourceFile | Skip, known: Mapping[str, Known]) -> Item | None:
     return None
 
 
-def _one(item: SourceFile | Skip, known: Mapping[str, Known], sel: Selection) -> Item | None:
+def _one(item: SourceFile | Skip, known: Mapping[str, KnownFile], sel: Selection) -> Item | None:
     first = _quick(item, known)
     if first is not None:
         return first

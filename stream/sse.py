@@ -13,7 +13,15 @@ from typing import Any
 
 from .errors import StreamError
 
-__all__ = ["Completion", "iter_sse", "Assembler", "parse_full", "raise_for_error_object"]
+__all__ = [
+    "Completion",
+    "iter_sse",
+    "Assembler",
+    "parse_full",
+    "raise_for_error_object",
+    "reasoning_tokens",
+    "cached_tokens",
+]
 
 
 @dataclass(slots=True)
@@ -137,3 +145,17 @@ def parse_full(obj: Any) -> Completion:
         usage=obj.get("usage"),
         system_fingerprint=obj.get("system_fingerprint"),
     )
+
+
+def reasoning_tokens(usage: dict[str, Any] | None) -> int:
+    """``usage.completion_tokens_details.reasoning_tokens`` (OpenAI's reasoning models), else 0."""
+    details = (usage or {}).get("completion_tokens_details") or {}
+    value = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    return value if isinstance(value, int) else 0
+
+
+def cached_tokens(usage: dict[str, Any] | None) -> int:
+    """``usage.prompt_tokens_details.cached_tokens`` (OpenAI's automatic prompt caching), else 0."""
+    details = (usage or {}).get("prompt_tokens_details") or {}
+    value = details.get("cached_tokens") if isinstance(details, dict) else None
+    return value if isinstance(value, int) else 0

@@ -1,6 +1,7 @@
-"""Helpers shared by the test files: running the command line (to the end, or in the background to be
-interrupted), reading what it wrote, waiting for events instead of sleeping, holding a checkpoint the way a
-run does, building checkpoints with known rows, and the fake server's own usage numbers.
+"""Helpers shared by the test files: running the command line (to the end, in the background to be
+interrupted, or one subcommand in this process), the small source tree with known contents (`make_tree`),
+reading what a run wrote, waiting for events instead of sleeping, holding a checkpoint the way a run does,
+building checkpoints with known rows, and the fake server's own usage numbers.
 
 Waiting is event-driven: `wait_until` polls a condition and returns as soon as it holds; its timeout is
 only a safety net (reaching it fails the test with what was awaited), never what a test asserts.
@@ -8,10 +9,12 @@ only a safety net (reaching it fails the test with what was awaited), never what
 
 from __future__ import annotations
 
+import argparse
 import os
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -41,9 +44,12 @@ def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return full
 
 
-def run_args(server: FakeOpenAI, tree: Path, *extra: str | Path) -> list[str]:
-    """``run TREE`` against `server` with model ``m`` and a short back-off, then `extra`."""
-    return ["run", str(tree), "--base-url", server.url, "--model", "m", "--backoff", "0.01", *map(str, extra)]
+def run_args(
+    server: FakeOpenAI, tree: Path, *extra: str | Path, model: str = "m", backoff: str | None = "0.01"
+) -> list[str]:
+    """``run TREE`` against `server` with `model` and a short back-off (None: the default one), then `extra`."""
+    backoff_args = [] if backoff is None else ["--backoff", backoff]
+    return ["run", str(tree), "--base-url", server.url, "--model", model, *backoff_args, *map(str, extra)]
 
 
 @dataclass
@@ -74,6 +80,20 @@ def snipstream(
         input=input,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace"))
+
+
+def subcommand(
+    command: Any, name: str, argv: Sequence[str | Path], capsysbinary: pytest.CaptureFixture[bytes]
+) -> tuple[int, bytes, bytes]:
+    """``snipstream NAME ARGV`` in this process, through the subcommand's own parser and run() (`command`
+    is its module, e.g. ``stream.cli.export``): (exit code, stdout, stderr)."""
+    parser = argparse.ArgumentParser(prog="snipstream")
+    command.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([name, *map(str, argv)])
+    capsysbinary.readouterr()
+    code = command.run(args)
+    out, err = capsysbinary.readouterr()
+    return code, out, err
 
 
 class Running:
@@ -184,6 +204,99 @@ def wait_until(
         if time.monotonic() > deadline:
             pytest.fail(f"not {what} within {timeout:g}s")
         time.sleep(interval)
+
+
+# --- building a source tree with known contents ------------------------------------------------------------
+
+SHAPES = '''\
+"""Shapes and helpers."""
+import functools
+
+
+def plain(a, b=1):
+    """Add two numbers."""
+    # a comment inside
+    return a + b
+
+
+@functools.lru_cache(maxsize=None)
+@staticmethod
+def decorated(x):  # trailing comment
+    return x * 2
+
+
+async def fetch(url: str) -> bytes:
+    """Fetch a URL."""
+    return b""
+
+
+class Shape:
+    """A shape."""
+
+    sides = 0
+
+    def area(self) -> float:
+        return 0.0
+
+    @property
+    def name(self):
+        return type(self).__name__
+
+    async def refresh(self):
+        self.sides = 0
+
+    class Meta:
+        def describe(self):
+            return "meta"
+
+
+def outer():
+    def inner():
+        return 1
+    return inner()
+'''
+
+# (path, qualname) → kind, for everything the tree must yield
+EXPECTED = {
+    ("pkg/shapes.py", "plain"): "function",
+    ("pkg/shapes.py", "decorated"): "function",
+    ("pkg/shapes.py", "fetch"): "async_function",
+    ("pkg/shapes.py", "Shape"): "class",
+    ("pkg/shapes.py", "Shape.area"): "method",
+    ("pkg/shapes.py", "Shape.name"): "method",
+    ("pkg/shapes.py", "Shape.refresh"): "async_method",
+    ("pkg/shapes.py", "Shape.Meta"): "class",
+    ("pkg/shapes.py", "Shape.Meta.describe"): "method",
+    ("pkg/shapes.py", "outer"): "function",
+    ("pkg/shapes.py", "outer.<locals>.inner"): "function",
+    ("pkg/legacy.py", "greet"): "function",
+    ("main.py", "main"): "function",
+}
+
+
+def make_tree(root: Path) -> Path:
+    """A small project: good files, a syntax error, a latin-1 file, an ignored and a vendored file."""
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "__init__.py").write_text("")
+    (root / "pkg" / "shapes.py").write_text(SHAPES)
+    (root / "pkg" / "broken.py").write_text("def broken(:\n    pass\n")
+    (root / "pkg" / "legacy.py").write_bytes(
+        '# -*- coding: latin-1 -*-\ndef greet():\n    """Say h\u00e9llo."""\n    return \'caf\u00e9\'\n'.encode(
+            "latin-1"
+        )
+    )
+    (root / "pkg" / "blob.py").write_bytes(b"\x00\x01\x02binary")
+    (root / ".gitignore").write_text("generated_*.py\n")
+    (root / "pkg" / "generated_api.py").write_text("def generated():\n    pass\n")
+    (root / "node_modules").mkdir()
+    (root / "node_modules" / "vendored.py").write_text("def vendored():\n    pass\n")
+    (root / "main.py").write_text(
+        textwrap.dedent("""\
+        def main():
+            return 0
+    """)
+    )
+    return root
 
 
 # --- reading what a run wrote ------------------------------------------------------------------------------

@@ -9,9 +9,8 @@ import orjson
 import pytest
 
 from stream.prices import PRICES_DATE, load_prices
-from tests.conftest import EXPECTED
 from tests.fakeserver import FakeOpenAI
-from tests.helpers import read_ndjson, server_usage, snipstream
+from tests.helpers import EXPECTED, read_ndjson, server_usage, snipstream
 
 PRICES = 'date = "2026-11"\n[models]\n"m" = { input = 1000, output = 2000 }\n'  # USD per million tokens
 IN, OUT = 1000, 2000

@@ -200,39 +200,13 @@ def test_the_api_key_appears_in_no_artefact(tree, tmp_path):
     with FakeOpenAI(api_key=key) as srv:
         srv.script(Scripted(status=500, body=echo), Scripted(status=400, body=echo))
         out = tmp_path / "out.ndjson"
-        r = snipstream(
-            "run",
-            tree,
-            "--base-url",
-            srv.url,
-            "--model",
-            "m",
-            "-o",
-            out,
-            "--progress",
-            "plain",
-            "--progress-interval",
-            "0.05",
-            "--concurrency",
-            "1",
-            "--backoff",
-            "0.01",
-            cwd=tmp_path,
-            env={"OPENAI_API_KEY": key},
-        )
+        progress = ["--progress", "plain", "--progress-interval", "0.05", "--concurrency", "1"]
+        r = snipstream(*run_args(srv, tree, "-o", out, *progress), cwd=tmp_path, env={"OPENAI_API_KEY": key})
         assert r.code == 1, r.stderr  # the 400 failed one snippet, with the server's message stored
         assert all(req.headers["authorization"] == f"Bearer {key}" for req in srv.requests)
+        wrong_key = {"OPENAI_API_KEY": key + "-wrong"}
         wrong = snipstream(
-            "run",
-            tree,
-            "--base-url",
-            srv.url,
-            "--model",
-            "m",
-            "--db",
-            tmp_path / "w.db",
-            cwd=tmp_path,
-            env={"OPENAI_API_KEY": key + "-wrong"},
+            *run_args(srv, tree, "--db", tmp_path / "w.db", backoff=None), cwd=tmp_path, env=wrong_key
         )
         assert wrong.code == 3
     artefacts = {
@@ -255,26 +229,10 @@ def test_a_fifth_of_requests_faulty_still_gives_every_record_exactly_once(tmp_pa
     src = many_functions(tmp_path / "src", files=40, per_file=50)
     out = tmp_path / "out.ndjson"
     with FakeOpenAI(chunks=4, fault_rate=0.2, seed=7, stall_seconds=1.0) as srv:
-        r = snipstream(
-            "run",
-            src,
-            "--base-url",
-            srv.url,
-            "--model",
-            "m",
-            "-o",
-            out,
-            "--concurrency",
-            "32",
-            "--backoff",
-            "0.01",
-            "--stall-timeout",
-            "0.3",
-            "--max-attempts",
-            "10",
-            cwd=tmp_path,
-            timeout=120,
+        args = run_args(
+            srv, src, "-o", out, "--concurrency", "32", "--stall-timeout", "0.3", "--max-attempts", "10"
         )
+        r = snipstream(*args, cwd=tmp_path, timeout=120)
         faults = srv.stats["faults"]
     assert r.code == 0, r.stderr
     assert set(faults) == set(ALL_FAULTS)  # every fault class was met
@@ -294,25 +252,10 @@ def test_each_fault_class_is_survived_with_every_record_once(fault, tmp_path):
     src = many_functions(tmp_path / "src", files=2, per_file=15)
     out, db = tmp_path / "out.ndjson", tmp_path / "snipstream.db"
     with FakeOpenAI(chunks=4, fault_rate=0.4, faults=[fault], seed=3, stall_seconds=1.0) as srv:
-        r = snipstream(
-            "run",
-            src,
-            "--base-url",
-            srv.url,
-            "--model",
-            "m",
-            "-o",
-            out,
-            "--concurrency",
-            "4",
-            "--backoff",
-            "0.01",
-            "--stall-timeout",
-            "0.3",
-            "--max-attempts",
-            "12",
-            cwd=tmp_path,
+        args = run_args(
+            srv, src, "-o", out, "--concurrency", "4", "--stall-timeout", "0.3", "--max-attempts", "12"
         )
+        r = snipstream(*args, cwd=tmp_path)
         injected = srv.stats["faults"].get(fault, 0)
         sent = len(srv.requests)
     assert r.code == 0, r.stderr

@@ -7,7 +7,6 @@ not wired into the run yet), with `store` and `make_record` from tests/helpers.p
 
 from __future__ import annotations
 
-import argparse
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -19,9 +18,17 @@ import pytest
 from stream import export as export_mod
 from stream.cli import export as export_cmd
 from stream.export import check_example, check_openai_chat, parse_split, split_of, split_targets
-from tests.conftest import make_tree
 from tests.fakeserver import FakeOpenAI
-from tests.helpers import checkpoint_held, make_record, read_ndjson, snipstream, store
+from tests.helpers import (
+    checkpoint_held,
+    make_record,
+    make_tree,
+    read_ndjson,
+    run_args,
+    snipstream,
+    store,
+    subcommand,
+)
 
 # --- building checkpoints (make_record and store: tests/helpers.py) --------------------------------------
 
@@ -36,12 +43,7 @@ def elsewhere(rec: dict[str, Any], path: str, start_line: int = 1) -> dict[str, 
 
 def export(*argv: str | Path, capsysbinary: pytest.CaptureFixture[bytes]) -> tuple[int, bytes, str]:
     """``snipstream export ARGS`` through the subcommand's own parser and run(); (exit code, stdout, stderr)."""
-    parser = argparse.ArgumentParser(prog="snipstream")
-    export_cmd.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["export", *map(str, argv)])
-    capsysbinary.readouterr()
-    code = export_cmd.run(args)
-    out, err = capsysbinary.readouterr()
+    code, out, err = subcommand(export_cmd, "export", argv, capsysbinary)
     return code, out, err.decode()
 
 
@@ -72,19 +74,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tree = make_tree(root / "project")
     db = root / "snipstream.db"
     with FakeOpenAI(chunks=4) as srv:
-        r = snipstream(
-            "run",
-            tree,
-            "--base-url",
-            srv.url,
-            "--model",
-            "m",
-            "-o",
-            root / "out.ndjson",
-            "--db",
-            db,
-            cwd=root,
-        )
+        r = snipstream(*run_args(srv, tree, "-o", root / "out.ndjson", "--db", db, backoff=None), cwd=root)
     assert r.code == 0, r.stderr
     annotate_fp = stored_line(db, "plain")["task"]["fingerprint"]
     store(
@@ -366,18 +356,8 @@ def test_task_selection_and_custom_templates(ckpt, tmp_path, capsysbinary):
     assert [r["output"] for r in read_ndjson(out)] == ["An int.", "int() raises ValueError."]
     assert "task_not_selected" in err
     # a custom template is left out by default (its prompt is unknown) and exported when named
-    code, _, err = export(
-        "--db",
-        ckpt,
-        "--format",
-        "openai-chat",
-        "-o",
-        out,
-        "--task",
-        "brief",
-        "nosuch",
-        capsysbinary=capsysbinary,
-    )
+    chat = ["--db", ckpt, "--format", "openai-chat", "-o", out]
+    code, _, err = export(*chat, "--task", "brief", "nosuch", capsysbinary=capsysbinary)
     assert code == 0, err
     ((user, assistant),) = [[m["content"] for m in r["messages"]] for r in read_ndjson(out)]
     assert user.startswith("Explain the Python function `review_me` from `pkg/custom.py`: what it does")
@@ -526,17 +506,8 @@ def test_stdout_gets_only_the_examples(ckpt, capsysbinary):
 
 def test_long_examples_are_dropped_and_lengths_reported(ckpt, tmp_path, capsysbinary):
     out = tmp_path / "chat.jsonl"
-    code, _, err = export(
-        "--db",
-        ckpt,
-        "--format",
-        "openai-chat",
-        "-o",
-        out,
-        "--max-example-tokens",
-        "60",
-        capsysbinary=capsysbinary,
-    )
+    chat = ["--db", ckpt, "--format", "openai-chat", "-o", out]
+    code, _, err = export(*chat, "--max-example-tokens", "60", capsysbinary=capsysbinary)
     assert code == 0, err
     written = len(read_ndjson(out))
     (stats,) = [line for line in err.splitlines() if line.startswith("tokens per example")]

@@ -12,8 +12,8 @@ import pytest
 from stream.extract import python
 from stream.filters import Selection, file_filter, is_test_path, is_trivial, select
 from stream.model import Snippet
-from tests.conftest import read_ndjson, snipstream
 from tests.fakeserver import FakeOpenAI
+from tests.helpers import read_ndjson, snipstream
 
 
 def py(source: str) -> dict[str, Snippet]:

@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import REPO, read_ndjson, snipstream
 from tests.fakeserver import FakeOpenAI
+from tests.helpers import REPO, read_ndjson, snipstream
 
 FIXTURE = Path(__file__).parent / "fixtures" / "polyglot"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import EXPECTED
 from tests.fakeserver import FakeOpenAI, Scripted, default_reply
 from tests.helpers import (
+    EXPECTED,
     cli_env,
     count_lines,
     db_rows,

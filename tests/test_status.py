@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,17 @@ import pytest
 from stream.cli import status as status_cmd
 from stream.model import stable_hash
 from stream.prices import estimate_cost
-from tests.conftest import make_tree
 from tests.fakeserver import FakeOpenAI, Scripted
-from tests.helpers import checkpoint_held, make_record, server_usage, snipstream, store
+from tests.helpers import (
+    checkpoint_held,
+    make_record,
+    make_tree,
+    run_args,
+    server_usage,
+    snipstream,
+    store,
+    subcommand,
+)
 
 T0 = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 
@@ -23,12 +30,7 @@ T0 = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 def status(*argv: str | Path, capsysbinary: pytest.CaptureFixture[bytes]) -> tuple[int, str, str]:
     """``snipstream status ARGS`` through the subcommand's own parser and run(): (exit code, the report, other
     messages); the report is the JSON line on stdout with --json, else the table on stderr."""
-    parser = argparse.ArgumentParser(prog="snipstream")
-    status_cmd.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["status", *map(str, argv)])
-    capsysbinary.readouterr()
-    code = status_cmd.run(args)
-    out, err = capsysbinary.readouterr()
+    code, out, err = subcommand(status_cmd, "status", argv, capsysbinary)
     if "--json" in argv or code != 0:
         return code, out.decode(), err.decode()
     assert out == b"", "the table is for people: it goes to stderr, stdout stays NDJSON"
@@ -226,17 +228,8 @@ def test_status_after_a_real_run_matches_its_summary(tmp_path, capsysbinary):
     tree = make_tree(tmp_path / "project")
     with FakeOpenAI(chunks=4) as srv:
         srv.script(Scripted(status=400))
-        r = snipstream(
-            "run",
-            tree,
-            "--base-url",
-            srv.url,
-            "--model",
-            "gpt-4o-mini",
-            "-o",
-            tmp_path / "o.ndjson",
-            cwd=tmp_path,
-        )
+        run = run_args(srv, tree, "-o", tmp_path / "o.ndjson", model="gpt-4o-mini", backoff=None)
+        r = snipstream(*run, cwd=tmp_path)
         sent = len(srv.requests)
         # the usage the server reported for the answers it gave (the 400 has none)
         usage = [server_usage(srv, req) for req in srv.requests if req.status == 200]

@@ -10,9 +10,8 @@ import orjson
 import pytest
 
 from stream.prompt import TASKS, StructuredError, parse_structured
-from tests.conftest import EXPECTED
 from tests.fakeserver import FakeOpenAI, LoggedRequest, Scripted, default_reply
-from tests.helpers import read_ndjson, run_args, snipstream
+from tests.helpers import EXPECTED, read_ndjson, run_args, snipstream
 
 
 def failures(db: Path) -> dict[str, tuple[str, str]]:

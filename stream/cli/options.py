@@ -1,32 +1,62 @@
 """What every option group shares: Config's defaults, the one ``--db``, and parsed flags → a Config.
 
-Each flag's ``dest`` is the name of the Config field it sets, so `config_from_args` copies every field the
-namespace holds and converts only what a flag cannot say directly (task names → templates, comma-separated
-names, ``-q`` → no progress). A command that leaves a group out gets Config's default for its fields.
+Each flag is declared with `add_option`, so its ``dest`` is the name of the Config field it sets and its
+default is that field's: `config_from_args` copies every field the namespace holds and converts only what a
+flag cannot say directly (task names → templates, comma-separated names, ``-q`` → no progress). A command
+that leaves a group out gets Config's default for its fields.
 """
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import fields
-from typing import Any
+from types import NoneType, UnionType
+from typing import Any, get_args, get_origin, get_type_hints
 
 from ..config import Config
 from ..errors import ConfigError
 from ..prompt import DEFAULT_TASKS, TASKS, Template, load_template
 
-__all__ = ["DEFAULTS", "CONFIG_FIELDS", "add_db", "split_names", "config_from_args"]
+__all__ = ["DEFAULTS", "CONFIG_FIELDS", "add_option", "add_db", "split_names", "config_from_args"]
 
 #: Every flag's default: the Config dataclass's own.
 DEFAULTS = Config()
 CONFIG_FIELDS = frozenset(f.name for f in fields(Config))
 
 
+def _value_type(hint: Any) -> Any:
+    """What a field holds when it is set: ``int | None`` → int."""
+    if isinstance(hint, UnionType):
+        (hint,) = (t for t in get_args(hint) if t is not NoneType)
+    return hint
+
+
+#: Each Config field's type, None left out, from its annotation.
+_FIELD_TYPES = {name: _value_type(hint) for name, hint in get_type_hints(Config).items()}
+
+
+def add_option(container: argparse._ActionsContainer, field: str, *flags: str, **kwargs: Any) -> None:
+    """Declare the option that sets Config field `field`, so that what Config says about the field cannot
+    drift from the flag: its ``dest`` is the field, its default the field's default, an int or float field
+    parses its type, a tuple field is repeatable (``append``), and a bool field is a switch that flips its
+    default. `flags` default to ``--field-name`` (``--no-field-name`` for a bool that is on by default);
+    ``metavar``, ``choices``, ``help`` and any other ``add_argument`` keyword are given in `kwargs`.
+    """
+    default, kind, name = getattr(DEFAULTS, field), _FIELD_TYPES[field], field.replace("_", "-")
+    if kind is bool:
+        kwargs.setdefault("action", "store_false" if default else "store_true")
+        name = f"no-{name}" if default else name
+    elif kind in (int, float):
+        kwargs.setdefault("type", kind)
+    elif get_origin(kind) is tuple:
+        kwargs.setdefault("action", "append")
+        default = list(default)  # append adds to a copy of the default: a list, not Config's tuple
+    container.add_argument(*(flags or (f"--{name}",)), dest=field, default=default, **kwargs)
+
+
 def add_db(container: argparse._ActionsContainer) -> None:
     """``--db FILE``, the checkpoint: the one declaration that run, plan, status and export share."""
-    container.add_argument(
-        "--db", default=DEFAULTS.db, metavar="FILE", help="SQLite checkpoint (default: %(default)s)"
-    )
+    add_option(container, "db", metavar="FILE", help="SQLite checkpoint (default: %(default)s)")
 
 
 def split_names(values: list[str] | tuple[str, ...]) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from ..config import (
 )
 from ..endpoints import DEFAULT_AZURE_API_VERSION, KINDS
 from ..prompt import DEFAULT_TASKS, TASKS
-from .options import DEFAULTS
+from .options import add_option
 
 __all__ = ["add_tasks", "add_endpoint", "add_generation"]
 
@@ -41,10 +41,10 @@ def add_tasks(parser: argparse.ArgumentParser) -> None:
         "['code', 'doc'], schema = {JSON schema as a table}; placeholders {code} {language} {path} "
         "{qualname} {kind} {docstring}",
     )
-    g.add_argument(
-        "--response-format",
+    add_option(
+        g,
+        "response_format",
         choices=RESPONSE_FORMATS,
-        default=DEFAULTS.response_format,
         help="how structured tasks ask for JSON: auto sends a JSON schema and steps down to json_object, "
         "then to the prompt alone, if the server refuses it; a reply that does not validate is asked for "
         "once more, then failed (default: %(default)s)",
@@ -54,90 +54,68 @@ def add_tasks(parser: argparse.ArgumentParser) -> None:
 def add_endpoint(parser: argparse.ArgumentParser) -> None:
     """Where requests go: the URL, what serves it, the key, the API flavour and the model."""
     g = parser.add_argument_group("API")
-    g.add_argument(
-        "--base-url",
-        default=DEFAULTS.base_url,
+    add_option(
+        g,
+        "base_url",
         metavar="URL",
         help=f"OpenAI-compatible base URL (default: $OPENAI_BASE_URL or {DEFAULT_BASE_URL})",
     )
-    g.add_argument(
-        "--endpoint-kind",
+    add_option(
+        g,
+        "endpoint_kind",
         choices=("auto", *KINDS),
-        default=DEFAULTS.endpoint_kind,
         help="what serves --base-url: decides the key header, the URL and the token-limit field; auto "
         "tells OpenAI, Azure, Anthropic and Gemini by host, Ollama by its port, and treats the rest as "
         "generic (every kind also learns from the 400s it gets) (default: %(default)s)",
     )
-    g.add_argument(
-        "--api-key-env",
-        default=DEFAULTS.api_key_env,
+    add_option(
+        g,
+        "api_key_env",
         metavar="NAME",
         help="environment variable holding the API key (default: OPENAI_API_KEY; AZURE_OPENAI_API_KEY, "
         "ANTHROPIC_API_KEY or GEMINI_API_KEY for those kinds)",
     )
-    g.add_argument(
-        "--api-version",
-        default=DEFAULTS.api_version,
+    add_option(
+        g,
+        "api_version",
         metavar="DATE",
         help=f"Azure OpenAI's api-version query parameter (default: $OPENAI_API_VERSION, else "
         f"{DEFAULT_AZURE_API_VERSION}); not sent to Azure's v1 API (a base URL ending in /openai/v1)",
     )
-    g.add_argument(
-        "--api",
+    add_option(
+        g,
+        "api",
         choices=APIS,
-        default=DEFAULTS.api,
         help="chat: /chat/completions with messages; completions: legacy /completions with a "
         "prompt (default: %(default)s)",
     )
-    g.add_argument("--model", default=DEFAULTS.model, help="model name (default: %(default)s)")
+    add_option(g, "model", help="model name (default: %(default)s)")
 
 
 def add_generation(parser: argparse.ArgumentParser) -> None:
     """The parameters sent with every request (part of each task's fingerprint), and streaming."""
     g = parser.add_argument_group("generation")
-    g.add_argument(
-        "--max-tokens",
-        type=int,
-        default=DEFAULTS.max_tokens,
+    add_option(
+        g,
+        "max_tokens",
         metavar="N",
         help="most tokens per answer, a reasoning model's hidden reasoning included; sent as max_tokens, "
         f"or max_completion_tokens where the endpoint or model wants it (default: {MAX_TOKENS}; "
         f"{REASONING_MAX_TOKENS} for reasoning models: o1, o3, o4-mini, gpt-5)",
     )
-    g.add_argument(
-        "--reasoning-effort",
+    add_option(
+        g,
+        "reasoning_effort",
         choices=REASONING_EFFORTS,
-        default=DEFAULTS.reasoning_effort,
         help="how much a reasoning model thinks before answering (not sent unless given)",
     )
-    g.add_argument(
-        "--temperature",
-        type=float,
-        default=DEFAULTS.temperature,
+    add_option(
+        g,
+        "temperature",
         metavar="T",
         help="sampling temperature (not sent unless given: the server's default applies)",
     )
-    g.add_argument(
-        "--top-p",
-        type=float,
-        default=DEFAULTS.top_p,
-        metavar="P",
-        help="nucleus sampling mass (not sent unless given)",
-    )
-    g.add_argument(
-        "--stop",
-        action="append",
-        default=list(DEFAULTS.stop),
-        metavar="TEXT",
-        help="stop sequence (repeatable)",
-    )
-    g.add_argument(
-        "--seed", type=int, default=DEFAULTS.seed, help="sampling seed, for servers that honour it"
-    )
-    g.add_argument(
-        "--no-stream",
-        dest="stream",
-        action="store_false",
-        default=DEFAULTS.stream,
-        help="ask for one JSON response instead of streaming server-sent events",
-    )
+    add_option(g, "top_p", metavar="P", help="nucleus sampling mass (not sent unless given)")
+    add_option(g, "stop", metavar="TEXT", help="stop sequence (repeatable)")
+    add_option(g, "seed", help="sampling seed, for servers that honour it")
+    add_option(g, "stream", help="ask for one JSON response instead of streaming server-sent events")

@@ -5,52 +5,41 @@ from __future__ import annotations
 import argparse
 
 from ..config import ON_SECRET
-from .options import DEFAULTS
+from .options import add_option
 
 __all__ = ["add_sources", "add_filters"]
 
 
 def add_sources(parser: argparse.ArgumentParser) -> None:
     """PATHs and the walk: excludes, file size, parsing processes, languages."""
+    from ..extract import LANGUAGES
+
     parser.add_argument("paths", nargs="+", metavar="PATH", help="directories or files to walk")
     g = parser.add_argument_group("sources")
-    g.add_argument(
+    add_option(
+        g,
+        "excludes",
         "--exclude",
-        dest="excludes",
-        action="append",
-        default=list(DEFAULTS.excludes),
         metavar="GLOB",
         help="skip paths matching this gitignore-style pattern (repeatable); .gitignore files and "
         ".git/info/exclude are always honoured",
     )
-    g.add_argument(
-        "--no-default-excludes",
-        dest="default_excludes",
-        action="store_false",
-        default=DEFAULTS.default_excludes,
+    add_option(
+        g,
+        "default_excludes",
         help="also walk node_modules, .venv, venv, __pycache__, build, dist, .tox, site-packages",
     )
-    g.add_argument(
-        "--max-file-bytes",
-        type=int,
-        default=DEFAULTS.max_file_bytes,
-        metavar="N",
-        help="skip files larger than this (default: %(default)s)",
-    )
-    g.add_argument(
-        "--jobs",
-        type=int,
-        default=DEFAULTS.jobs,
+    add_option(g, "max_file_bytes", metavar="N", help="skip files larger than this (default: %(default)s)")
+    add_option(
+        g,
+        "jobs",
         metavar="N",
         help="processes parsing files; 1 parses in a thread beside the requests (default: %(default)s)",
     )
-    from ..extract import LANGUAGES
-
-    g.add_argument(
+    add_option(
+        g,
+        "languages",
         "--lang",
-        dest="languages",
-        action="append",
-        default=list(DEFAULTS.languages),
         metavar="NAME",
         help=f"only these languages (repeatable or comma-separated): {', '.join(sorted(LANGUAGES))}; "
         "a file's language comes from its suffix, or its shebang when it has none (default: all)",
@@ -60,49 +49,33 @@ def add_sources(parser: argparse.ArgumentParser) -> None:
 def add_filters(parser: argparse.ArgumentParser) -> None:
     """Which snippets are sent: their size, tests, trivial and generated code, and secrets."""
     g = parser.add_argument_group("filters and secrets")
-    g.add_argument(
-        "--min-lines",
-        type=int,
-        default=DEFAULTS.min_lines,
-        metavar="N",
-        help="leave out snippets shorter than N lines",
-    )
-    g.add_argument(
-        "--max-lines",
-        type=int,
-        default=DEFAULTS.max_lines,
-        metavar="N",
-        help="leave out snippets longer than N lines",
-    )
-    g.add_argument(
-        "--max-prompt-tokens",
-        type=int,
-        default=DEFAULTS.max_prompt_tokens,
+    add_option(g, "min_lines", metavar="N", help="leave out snippets shorter than N lines")
+    add_option(g, "max_lines", metavar="N", help="leave out snippets longer than N lines")
+    add_option(
+        g,
+        "max_prompt_tokens",
         metavar="N",
         help="leave out requests whose prompt has more tokens (doc sections are first cut at paragraphs to fit)",
     )
-    g.add_argument(
-        "--skip-tests",
-        action="store_true",
-        default=DEFAULTS.skip_tests,
+    add_option(
+        g,
+        "skip_tests",
         help="leave out test files (tests/, test_*.py, *_test.go, *.spec.ts, ...) and test functions",
     )
-    g.add_argument(
-        "--keep-trivial",
-        action="store_true",
-        default=DEFAULTS.keep_trivial,
+    add_option(
+        g,
+        "keep_trivial",
         help="also send trivial bodies (pass, ..., a docstring alone, {}, raise NotImplementedError, todo!())",
     )
-    g.add_argument(
-        "--keep-generated",
-        action="store_true",
-        default=DEFAULTS.keep_generated,
+    add_option(
+        g,
+        "keep_generated",
         help="also read files marked generated (DO NOT EDIT, @generated, auto-generated) and minified code",
     )
-    g.add_argument(
-        "--on-secret",
+    add_option(
+        g,
+        "on_secret",
         choices=ON_SECRET,
-        default=DEFAULTS.on_secret,
         help="a snippet holding a credential (detect-secrets' detectors, private keys, high-entropy "
         "strings): redact replaces the value with <REDACTED:kind> in the prompt and the stored code, skip "
         "leaves the snippet out, allow sends it as is; every hit is counted by kind (default: %(default)s)",

@@ -15,7 +15,7 @@ ask            the context gate: a prompt that cannot fit the model is not sent 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,8 @@ from ..errors import (
 from ..negotiate import ContextBudget, FormatLadder, lesson_from
 from ..prompt import parse_structured
 from ..request import Shape, build_body
+from ..sse import reasoning_tokens
+from .counting import TokenCounter
 from .messages import Answered, Failure, Job
 
 if TYPE_CHECKING:
@@ -43,23 +45,9 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..sse import Completion
 
-__all__ = ["Asker", "reasoning_tokens", "cached_tokens"]
+__all__ = ["Asker"]
 
 _LESSONS = 4  # rewrites one job may make before its 400 counts as a failure
-
-
-def reasoning_tokens(usage: dict[str, Any] | None) -> int:
-    """``usage.completion_tokens_details.reasoning_tokens`` (OpenAI's reasoning models), else 0."""
-    details = (usage or {}).get("completion_tokens_details") or {}
-    value = details.get("reasoning_tokens") if isinstance(details, dict) else None
-    return value if isinstance(value, int) else 0
-
-
-def cached_tokens(usage: dict[str, Any] | None) -> int:
-    """``usage.prompt_tokens_details.cached_tokens`` (OpenAI's automatic prompt caching), else 0."""
-    details = (usage or {}).get("prompt_tokens_details") or {}
-    value = details.get("cached_tokens") if isinstance(details, dict) else None
-    return value if isinstance(value, int) else 0
 
 
 @dataclass(slots=True)
@@ -78,37 +66,27 @@ class _Trace:
         self.history += exc.history or [f"{exc.reason}: {exc}"]
 
 
+@dataclass(eq=False, kw_only=True)
 class Asker:
     """Asks jobs through the client pool, keeping the run's shape and context budget up to date."""
 
-    def __init__(
-        self,
-        cfg: Config,
-        *,
-        shape: Shape,
-        budget: ContextBudget,
-        pool: Callable[[], ClientPool],
-        count_prompt: Callable[[Job], Awaitable[int]],
-        count_text: Callable[[str], Awaitable[int]],
-        count_usage: Callable[[dict[str, Any] | None], None],
-        count_request: Callable[[], None],
-        note: Callable[[str], None],
-    ) -> None:
-        self.cfg = cfg
-        self.shape = shape
-        self.budget = budget
-        self._pool = pool
-        self.count_prompt = count_prompt
-        self.count_text = count_text
-        self.count_usage = count_usage
-        self.count_request = count_request
-        self.note = note
-        self.params = cfg.params
-        self._probe = anyio.Lock()
+    cfg: Config
+    shape: Shape
+    budget: ContextBudget
+    pool: Callable[[], ClientPool]  # made on first use: a run with nothing to send never builds one
+    counter: TokenCounter
+    count_usage: Callable[[dict[str, Any] | None], None]
+    count_request: Callable[[], None]
+    note: Callable[[str], None]
+    _probe: anyio.Lock = field(default_factory=anyio.Lock, init=False)
+    _probed: bool = field(default=True, init=False)
+    _known: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
         # llama.cpp's context size is asked for at once when the kind says so, else once an answer's
         # ``Server: llama.cpp`` header shows it (a generic loopback URL often is one)
-        self._probed = cfg.endpoint_kind not in ("llamacpp", "generic")
-        self._known = cfg.endpoint_kind == "llamacpp"
+        self._probed = self.cfg.endpoint_kind not in ("llamacpp", "generic")
+        self._known = self.cfg.endpoint_kind == "llamacpp"
 
     def body(
         self, job: Job, *, max_tokens: int | None = None, fmt: str | None = None, followup: tuple = ()
@@ -116,7 +94,7 @@ class Asker:
         """The body for `job` as the run's shape says now (`fmt` overrides its response format)."""
         cfg = self.cfg
         params = (
-            self.params if max_tokens in (None, cfg.max_tokens) else {**self.params, "max_tokens": max_tokens}
+            cfg.params if max_tokens in (None, cfg.max_tokens) else {**cfg.params, "max_tokens": max_tokens}
         )
         shape = self.shape if fmt is None else replace(self.shape, response_format=fmt)
         template = job.task.template
@@ -138,7 +116,7 @@ class Asker:
 
         Aborting errors (401/403, 404, quota, a tripped breaker) are raised: the run stops."""
         trace = _Trace(self.cfg.max_tokens)
-        if not self._probed and (self._known or (self._pool().server or "").startswith("llama.cpp")):
+        if not self._probed and (self._known or (self.pool().server or "").startswith("llama.cpp")):
             await self._props()
         try:
             too_long = await self._too_long(job)
@@ -152,7 +130,7 @@ class Asker:
         except APIError as exc:
             trace.failed(exc)
             if not isinstance(exc, APIConnectionError):  # (the pool told the breaker of each of those)
-                self._pool().breaker.failure(exc)
+                self.pool().breaker.failure(exc)
             return Failure(job, exc.reason, "\n".join(trace.history), trace.attempts)
         except BudgetExceeded as exc:
             return Failure(job, "exceeds_tpm", str(exc), trace.attempts)
@@ -166,7 +144,7 @@ class Asker:
                 return
             base = (self.cfg.base_url or "").rstrip("/")
             root = base[: -len("/v1")] if base.endswith("/v1") else base
-            props = await self._pool().get_json(root + "/props")
+            props = await self.pool().get_json(root + "/props")
             self._probed = True
             settings = props.get("default_generation_settings") if isinstance(props, dict) else None
             n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
@@ -179,7 +157,7 @@ class Asker:
         if not budget.may_not_fit(size):
             return None
         if job.prompt_tokens is None:
-            job.prompt_tokens = await self.count_prompt(job)
+            job.prompt_tokens = await self.counter.prompt(job)
         if not budget.too_long(job.prompt_tokens):
             return None
         return (
@@ -245,10 +223,10 @@ class Asker:
             raise AnswerRejected("empty_answer")
 
     async def _negotiated(self, index: int, job: Job, trace: _Trace, followup: tuple) -> Completion:
-        pool = self._pool()
+        pool = self.pool()
         limits = pool.limits
         if job.prompt_tokens is None and limits.counts_tokens:
-            job.prompt_tokens = await self.count_prompt(job)
+            job.prompt_tokens = await self.counter.prompt(job)
         ladder = FormatLadder(self.shape, enabled=self.cfg.response_format == "auto")
         learned: set[Any] = set()
         refused: APIError | None = None  # the last 400 that sent this job down the format ladder
@@ -290,7 +268,7 @@ class Asker:
                 )
             used = (completion.usage or {}).get("total_tokens")
             if used is None and limits.counts_tokens:
-                used = (job.prompt_tokens or 0) + await self.count_text(completion.text)
+                used = (job.prompt_tokens or 0) + await self.counter.text(completion.text)
             if used is not None:
                 limits.refund(reserve - int(used))
             prompt_used = (completion.usage or {}).get("prompt_tokens")
@@ -301,7 +279,7 @@ class Asker:
     async def _learn_context(self, job: Job, exc: ContextOverflow) -> None:
         if exc.prompt_tokens is not None:
             if job.prompt_tokens is None:
-                job.prompt_tokens = await self.count_prompt(job)
+                job.prompt_tokens = await self.counter.prompt(job)
             self.budget.calibrate(job.prompt_tokens, exc.prompt_tokens)
         if self.budget.learn_limit(exc.limit, "the server's context-overflow error"):
             self.note(

@@ -8,6 +8,7 @@ current file's in memory.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from anyio.abc import ObjectSendStream
@@ -24,23 +25,17 @@ from .summary import Summary
 __all__ = ["DryRoute"]
 
 
+@dataclass(eq=False, kw_only=True)
 class DryRoute:
-    def __init__(
-        self,
-        *,
-        counted: DiskIdSet,
-        counter: TokenCounter,
-        summary: Summary,
-        body: Callable[[Job], dict[str, Any]],
-        outcomes: ObjectSendStream[Outcome],
-    ) -> None:
-        self.counted = counted
-        self.counter = counter
-        self.summary = summary
-        self.body = body
-        self.outcomes = outcomes
-        self.planned: set[str] = set()  # of the current file's records, those counted (by any file)
-        self.planned_new: list[str] = []  # of those, the ones this file counted first
+    counted: DiskIdSet
+    counter: TokenCounter
+    summary: Summary
+    body: Callable[[Job], dict[str, Any]]
+    outcomes: ObjectSendStream[Outcome]
+    planned: set[str] = field(
+        default_factory=set
+    )  # of the current file's records, those counted (by any file)
+    planned_new: list[str] = field(default_factory=list)  # of those, the ones this file counted first
 
     async def begin_file(self, key: str, row: FileRow, record_ids: set[str]) -> None:
         self.planned = self.counted.which(record_ids) if record_ids else set()

@@ -7,6 +7,7 @@ one hop to the event loop costs more than the stat (~0.1 ms a file: most of a no
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import anyio
 from anyio.abc import ObjectSendStream
@@ -23,14 +24,12 @@ WALK_BATCH = 256  # unchanged or skipped files handed from the walk thread to th
 Item = Scanned | Unchanged | Skipped
 
 
+@dataclass(eq=False)
 class Feed:
-    def __init__(
-        self, scan: Callable[[], Iterator[Item]], planner: Planner, ledger: Ledger, summary: Summary
-    ) -> None:
-        self.scan = scan
-        self.planner = planner
-        self.ledger = ledger
-        self.summary = summary
+    scan: Callable[[], Iterator[Item]]
+    planner: Planner
+    ledger: Ledger
+    summary: Summary
 
     async def run(self, outcomes: ObjectSendStream[Outcome]) -> None:
         """Walk everything, planning each file; skips and finished files go to the writer as they come."""

@@ -12,6 +12,7 @@ cool-down after a 429, the circuit breaker) are the client pool's gates, passed 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..errors import ExitCode
@@ -31,25 +32,16 @@ class Gate(Protocol):
         """After the job, asked (an outcome) or not (None: the run is stopping)."""
 
 
+@dataclass(eq=False, kw_only=True)
 class CostGate:
-    def __init__(
-        self,
-        limit: float,
-        price: Price,
-        *,
-        max_tokens: int,
-        counter: TokenCounter,
-        summary: Summary,
-        control: Control,
-    ) -> None:
-        self.limit = limit
-        self.price = price
-        self.max_tokens = max_tokens
-        self.counter = counter
-        self.summary = summary
-        self.control = control
-        self.reserved = 0.0  # what requests in flight may still cost
-        self._held: dict[int, float] = {}
+    limit: float
+    price: Price
+    max_tokens: int
+    counter: TokenCounter
+    summary: Summary
+    control: Control
+    reserved: float = 0.0  # what requests in flight may still cost
+    _held: dict[int, float] = field(default_factory=dict)
 
     async def admit(self, job: Job) -> bool:
         worst = self.price.cost(await self.counter.prompt_of(job), self.max_tokens)
@@ -70,12 +62,11 @@ class CostGate:
         self.reserved -= self._held.pop(id(job), 0.0)
 
 
+@dataclass(eq=False)
 class FailureGate:
-    def __init__(self, limit: int, summary: Summary, control: Control) -> None:
-        self.limit = limit
-        self.failures = 0
-        self.summary = summary
-        self.control = control
+    limit: int
+    control: Control
+    failures: int = 0
 
     async def admit(self, job: Job) -> bool:
         return True
@@ -104,9 +95,14 @@ def gates_for(
     if max_cost is not None and price is not None:
         gates.append(
             CostGate(
-                max_cost, price, max_tokens=max_tokens, counter=counter, summary=summary, control=control
+                limit=max_cost,
+                price=price,
+                max_tokens=max_tokens,
+                counter=counter,
+                summary=summary,
+                control=control,
             )
         )
     if max_failures:
-        gates.append(FailureGate(max_failures, summary, control))
+        gates.append(FailureGate(max_failures, control))
     return gates

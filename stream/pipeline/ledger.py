@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from sinks.schema import FileRow
+from sinks.schema import FileRow, KnownFile
 
 from ..model import Snippet, SourceFile
 
@@ -41,9 +41,8 @@ class Ledger:
         detail: str | None = None,
     ) -> FileRow:
         """The file index's row for `file` under this run's tasks and selection (a skip's reason, if any)."""
-        return FileRow(
-            str(file.path), self.file_task, file.size, file.mtime_ns, digest, snippets, reason, detail
-        )
+        known = KnownFile(file.size, file.mtime_ns, digest, snippets, reason, detail)
+        return FileRow(str(file.path), self.file_task, known)
 
     # --- the planner's side ----------------------------------------------------------------------------
 

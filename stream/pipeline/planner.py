@@ -9,6 +9,7 @@ and anything else becomes a `Job` for the workers; a dry run plugs in its own ro
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from anyio.abc import ObjectSendStream
@@ -41,25 +42,15 @@ class Route(Protocol):
     async def end_file(self, key: str) -> None: ...
 
 
+@dataclass(eq=False, kw_only=True)
 class Planner:
-    def __init__(
-        self,
-        tasks: list[Task],
-        *,
-        lookup: Lookup,
-        ledger: Ledger,
-        counter: TokenCounter,
-        summary: Summary,
-        max_prompt_tokens: int | None,
-        route: Route,
-    ) -> None:
-        self.tasks = tasks
-        self.lookup = lookup
-        self.ledger = ledger
-        self.counter = counter
-        self.summary = summary
-        self.max_prompt_tokens = max_prompt_tokens
-        self.route = route
+    tasks: list[Task]
+    lookup: Lookup
+    ledger: Ledger
+    counter: TokenCounter
+    summary: Summary
+    max_prompt_tokens: int | None
+    route: Route
 
     @staticmethod
     def ids(snippet: Snippet, task: Task) -> tuple[str, str]:
@@ -108,21 +99,15 @@ class Planner:
         return job
 
 
+@dataclass(eq=False)
 class RealRoute:
     """A real run's route: reuse what is answered, share what is in flight, ask the rest."""
 
-    def __init__(
-        self,
-        ledger: Ledger,
-        summary: Summary,
-        jobs: ObjectSendStream[Job],
-        outcomes: ObjectSendStream[Outcome],
-    ) -> None:
-        self.ledger = ledger
-        self.summary = summary
-        self.jobs = jobs
-        self.outcomes = outcomes
-        self._file: tuple[str, tuple[set[str], FileRow]] | None = None
+    ledger: Ledger
+    summary: Summary
+    jobs: ObjectSendStream[Job]
+    outcomes: ObjectSendStream[Outcome]
+    _file: tuple[str, tuple[set[str], FileRow]] | None = field(default=None, init=False)
 
     async def begin_file(self, key: str, row: FileRow, record_ids: set[str]) -> None:
         self._file = (key, self.ledger.open_file(key, row))

@@ -22,11 +22,11 @@ from sinks import Sink, load_sink
 from sinks.checkpoint import Checkpoint
 from sinks.idset import DiskIdSet
 from sinks.ndjson import NDJSONSink
+from sinks.schema import KnownFile
 
 from ..config import Config, is_loopback
 from ..errors import SnipstreamError
 from ..progress import show_progress
-from ..scan import Known
 from ..walk import walk
 from .asker import Asker
 from .control import Control
@@ -60,7 +60,7 @@ class _Session:
         self.control = Control(summary, grace=config.grace, err=err)
         self.counter = TokenCounter(config.model, config.api, summary, self.note)
         self.ledger = Ledger(self.setup.file_task)
-        self.known: dict[str, Known] = {}
+        self.known: dict[str, KnownFile] = {}
         self._pool: ClientPool | None = None
         self._asker: Asker | None = None
 
@@ -94,9 +94,7 @@ class _Session:
             if Path(cfg.db).exists():  # what is done already would not be sent: leave it out
                 try:
                     reader = await stack.enter_async_context(Checkpoint(cfg.db, readonly=True))
-                    self.known = {
-                        k: Known(*v) for k, v in (await reader.known_files(setup.file_task)).items()
-                    }
+                    self.known = await reader.known_files(setup.file_task)
                 except SnipstreamError as exc:
                     self.err(f"note: not reading {cfg.db} ({exc})")
                     reader = None
@@ -131,7 +129,7 @@ class _Session:
             self.err(f"warning: sending the API key over plain http to {cfg.base_url}")
         plugins = [load_sink(spec) for spec in cfg.sinks]
         async with Checkpoint(cfg.db) as ckpt:
-            self.known = {k: Known(*v) for k, v in (await ckpt.known_files(self.setup.file_task)).items()}
+            self.known = await ckpt.known_files(self.setup.file_task)
             sink = NDJSONSink(cfg.output)
             if sink.key is not None:
                 sink.resume_offset = await ckpt.output_offset(sink.key)
@@ -185,7 +183,7 @@ class _Session:
 
     def _planner(self, lookup: Lookup, route: Route) -> Planner:
         return Planner(
-            self.setup.tasks,
+            tasks=self.setup.tasks,
             lookup=lookup,
             ledger=self.ledger,
             counter=self.counter,
@@ -230,12 +228,11 @@ class _Session:
     def asker(self) -> Asker:
         if self._asker is None:
             self._asker = Asker(
-                self.cfg,
+                cfg=self.cfg,
                 shape=self.setup.shape,
                 budget=self.setup.budget,
                 pool=self.pool,
-                count_prompt=self.counter.prompt,
-                count_text=self.counter.text,
+                counter=self.counter,
                 count_usage=functools.partial(self.summary.add_usage, price=self.setup.price),
                 count_request=self._count_request,
                 note=self.note,

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from sinks.schema import KnownFile
+
 from ..config import Config
 from ..endpoints import family_of
 from ..errors import ConfigError
@@ -19,7 +21,7 @@ from ..model import stable_hash
 from ..negotiate import ContextBudget
 from ..prices import Price, Prices, load_prices
 from ..request import Shape, initial_shape
-from ..scan import EXTRACTOR_VERSION, Known, Scanned, Skipped, Unchanged, scan
+from ..scan import EXTRACTOR_VERSION, Scanned, Skipped, Unchanged, scan
 from .messages import Task
 
 __all__ = ["Setup", "prepare"]
@@ -36,7 +38,7 @@ class Setup:
     file_task: str  # the file index's key: any change of tasks or selection looks at every file again
 
     def scanner(
-        self, cfg: Config, known: dict[str, Known]
+        self, cfg: Config, known: dict[str, KnownFile]
     ) -> Callable[[], Iterator[Scanned | Unchanged | Skipped]]:
         """The walk as the feed runs it (in its thread), skipping files `known` as done."""
 

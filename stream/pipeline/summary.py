@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .asker import cached_tokens, reasoning_tokens
+from ..sse import cached_tokens, reasoning_tokens
 
 if TYPE_CHECKING:
     from ..prices import Price

@@ -6,6 +6,8 @@ the run at once with one message, however many workers meet it; what is in fligh
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
@@ -20,12 +22,12 @@ __all__ = ["Workers"]
 _ABORTING = (AuthError, NotFoundError, QuotaExceeded, CircuitOpen)
 
 
+@dataclass(eq=False)
 class Workers:
-    def __init__(self, count: int, asker: Asker, gates: list[Gate], control: Control) -> None:
-        self.count = count
-        self.asker = asker
-        self.gates = gates
-        self.control = control
+    count: int
+    asker: Asker
+    gates: list[Gate]
+    control: Control
 
     async def run(self, jobs: ObjectReceiveStream[Job], outcomes: ObjectSendStream[Outcome]) -> None:
         with jobs, outcomes:

@@ -50,30 +50,18 @@ class _Batch:
     answered: list[tuple[str, dict[str, Any], int, str]] = field(default_factory=list)
 
 
+@dataclass(eq=False, kw_only=True)
 class Writer:
-    def __init__(
-        self,
-        *,
-        ckpt: Checkpoint | None,
-        out: NDJSONSink | None,
-        plugins: list[Sink],
-        ledger: Ledger,
-        control: Control,
-        counter: TokenCounter,
-        summary: Summary,
-        model: str,
-        price: Price | None,
-    ) -> None:
-        self.ckpt = ckpt
-        self.out = out
-        self.plugins = plugins
-        self.ledger = ledger
-        self.control = control
-        self.counter = counter
-        self.summary = summary
-        self.model = model
-        self.price = price
-        self.run_id: int | None = None
+    ckpt: Checkpoint | None  # None in a dry run: only lines are written
+    out: NDJSONSink | None  # None once the output failed
+    plugins: list[Sink]
+    ledger: Ledger
+    control: Control
+    counter: TokenCounter
+    summary: Summary
+    model: str
+    price: Price | None
+    run_id: int | None = None
 
     async def run(self, outcomes: ObjectReceiveStream[Outcome]) -> None:
         async with outcomes:

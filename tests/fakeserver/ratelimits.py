@@ -207,22 +207,22 @@ class Accounts:
                 self.ledger.append((now, 0, -refund))
 
     def headers(self) -> dict[str, str]:
-        """The x-ratelimit-* headers for the buckets as they are (after `sync`)."""
-        rb, tb = self.requests, self.tokens
-        h: dict[str, str] = {}
-        if rb.per_minute is not None:
-            h["x-ratelimit-limit-requests"] = rb.limit()
-        if tb.per_minute is not None:
-            h["x-ratelimit-limit-tokens"] = tb.limit()
-        if rb.per_minute is not None:
-            h["x-ratelimit-remaining-requests"] = rb.remaining()
-        if tb.per_minute is not None:
-            h["x-ratelimit-remaining-tokens"] = tb.remaining()
-        if rb.per_minute is not None:
-            h["x-ratelimit-reset-requests"] = rb.reset()
-        if tb.per_minute is not None:
-            h["x-ratelimit-reset-tokens"] = tb.reset()
-        return h
+        """The x-ratelimit-* headers for the buckets as they are (after `sync`): limits, then remaining,
+        then resets, each for the requests, then the tokens, when that bucket's limit is set."""
+        named = [
+            (n, b)
+            for n, b in (("requests", self.requests), ("tokens", self.tokens))
+            if b.per_minute is not None
+        ]
+        return {
+            f"x-ratelimit-{field}-{name}": value(bucket)
+            for field, value in (
+                ("limit", Bucket.limit),
+                ("remaining", Bucket.remaining),
+                ("reset", Bucket.reset),
+            )
+            for name, bucket in named
+        }
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any, Self
 
 from tests.fakeserver import http
 
 
 class LoopbackServer:
-    """Connections and lifecycle. A subclass answers: ``_respond(method, target, headers, body, writer,
-    keep)`` answers one request and returns whether the connection may serve another one;
-    ``_refuse(writer, status, message)`` answers a request that could not be read (the connection then
-    ends)."""
+    """Connections and lifecycle; the answers are the subclass's (`_respond`, `_refuse`)."""
 
     _label = "LoopbackServer"  # the thread's name, and what errors call the server
 
@@ -30,19 +28,12 @@ class LoopbackServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def _respond(
-        self,
-        method: str,
-        target: str,
-        headers: dict[str, str],
-        raw: bytes,
-        writer: asyncio.StreamWriter,
-        keep: bool,
-    ) -> bool:
-        raise NotImplementedError
-
-    async def _refuse(self, writer: asyncio.StreamWriter, status: int, message: str) -> None:
-        raise NotImplementedError
+    # A subclass answers:
+    #   _respond(method, target, headers, body, writer, keep) -> bool: one request; may the connection
+    #     serve another one?
+    #   _refuse(writer, status, message): a request that could not be read (the connection then ends).
+    _respond: Callable[[str, str, dict[str, str], bytes, asyncio.StreamWriter, bool], Awaitable[bool]]
+    _refuse: Callable[[asyncio.StreamWriter, int, str], Awaitable[None]]
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
