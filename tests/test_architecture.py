@@ -103,7 +103,9 @@ def _imports(path: Path, name: str) -> set[str]:
 
 def test_no_import_cycles() -> None:
     names = {_module_name(p): p for p in _modules()}
-    graph = {name: {m for m in _imports(path, name) if m in names and m != name} for name, path in names.items()}
+    graph = {
+        name: {m for m in _imports(path, name) if m in names and m != name} for name, path in names.items()
+    }
     # A package's __init__ importing its own submodules lazily (PEP 562) is no edge; importing a submodule
     # runs its package's __init__ first, which is an edge only when that __init__ imports eagerly.
     cycles: list[list[str]] = []
@@ -130,7 +132,11 @@ def _fresh(code: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     "code",
-    ["import sinks", "from sinks import Sink", *[f"import {_module_name(p)}" for p in sorted((ROOT / "sinks").glob("*.py"))]],
+    [
+        "import sinks",
+        "from sinks import Sink",
+        *[f"import {_module_name(p)}" for p in sorted((ROOT / "sinks").glob("*.py"))],
+    ],
 )
 def test_sinks_import_alone_in_a_fresh_interpreter(code: str) -> None:
     done = _fresh(code)

@@ -24,6 +24,7 @@ from sinks.checkpoint import Checkpoint, Done
 from sinks.idset import DiskIdSet
 from sinks.ndjson import NDJSONSink
 from sinks.reader import FailureExample, open_readonly
+from sinks.schema import KnownFile
 from stream import record
 from stream.client import ClientPool, RetryPolicy
 from stream.config import Config
@@ -44,7 +45,7 @@ from stream.pipeline.workers import Workers
 from stream.pipeline.writer import Writer
 from stream.prices import Price
 from stream.prompt import TASKS
-from stream.scan import Known, Scanned, Skipped, Unchanged
+from stream.scan import Scanned, Skipped, Unchanged
 from stream.sse import Completion
 from stream.tokens import Tokenizer
 
@@ -84,7 +85,7 @@ class Rig:
         self.common = dict(ledger=self.ledger, counter=self.counter, summary=self.summary)
 
     def planner(self, route: Route, lookup: Lookup = nothing_done) -> Planner:
-        return Planner(self.setup.tasks, lookup=lookup, max_prompt_tokens=self.cfg.max_prompt_tokens,
+        return Planner(tasks=self.setup.tasks, lookup=lookup, max_prompt_tokens=self.cfg.max_prompt_tokens,
                        route=route, **self.common)  # fmt: skip
 
     def real(self, jobs: Pipe, outcomes: Pipe, lookup: Lookup = nothing_done) -> Planner:
@@ -99,9 +100,9 @@ class Rig:
             self.summary.requests += 1
 
         return Asker(
-            self.cfg, shape=self.setup.shape, budget=self.setup.budget, pool=lambda: pool,  # type: ignore
-            count_prompt=self.counter.prompt, count_text=self.counter.text, count_request=count_request,
-            count_usage=functools.partial(self.summary.add_usage, price=self.setup.price), note=self.said.append,
+            cfg=self.cfg, shape=self.setup.shape, budget=self.setup.budget, pool=lambda: pool,  # type: ignore
+            counter=self.counter, count_request=count_request, note=self.said.append,
+            count_usage=functools.partial(self.summary.add_usage, price=self.setup.price),
         )  # fmt: skip
 
     def scanned(self, rel: str, *snippets: Snippet) -> Scanned:
@@ -209,41 +210,24 @@ class BrokenSink(NDJSONSink):
 
 
 # --- planner + RealRoute ------------------------------------------------------------------------------------
-async def test_planner_turns_a_new_place_of_an_answered_record_into_a_reuse(r: Rig) -> None:
+async def test_planner_reuses_an_answered_record_and_finishes_a_file_already_written(r: Rig) -> None:
     first, elsewhere = snippet("f"), snippet("f", path="pkg/b.py")
-    job = r.job(first)
+    job, written = r.job(first), r.scanned("pkg/a.py", first)
     raw = orjson.dumps(record.answer(r.task.info, completion(), None, USAGE, estimated=False))
-    place = (
-        job.occurrence_id,
-        first.path,
-        first.qualname,
-        record.line(job.record_id, first, orjson.loads(raw)),
-    )
+    place = (job.occurrence_id, "pkg/a.py", "f", record.line(job.record_id, first, orjson.loads(raw)))
+    done = Done(job.record_id, first.id, r.task.fingerprint, "m", raw, 1, [place])
     async with Checkpoint(r.db) as ckpt:
-        await ckpt.commit(
-            [Done(job.record_id, first.id, r.task.fingerprint, "m", raw, 1, [place])], [], [], None
-        )
+        await ckpt.commit([done], [], [], None)
         with Pipe() as jobs, Pipe() as outcomes:
-            await r.real(jobs, outcomes, ckpt.lookup).plan_file(r.scanned("pkg/b.py", elsewhere))
+            planner = r.real(jobs, outcomes, ckpt.lookup)
+            await planner.plan_file(r.scanned("pkg/b.py", elsewhere))
+            await planner.plan_file(written)  # its one place is written: nothing to do, the file is done
             assert jobs.items() == []
-            [reuse] = outcomes.items()
+            reuse, files_done = outcomes.items()
     assert isinstance(reuse, Reuse)
     assert (reuse.record_id, reuse.snippet.path) == (job.record_id, "pkg/b.py")
-    assert (r.summary.reused, r.summary.snippets, r.summary.unchanged) == (1, 1, 0)
-
-
-async def test_planner_finishes_a_file_whose_places_are_all_written_without_work(r: Rig) -> None:
-    item = r.scanned("pkg/a.py", snippet("f"))
-    job = r.job(item.snippets[0])
-
-    async def written(record_ids: list[str], occurrence_ids: list[str]) -> tuple[set[str], set[str]]:
-        return {job.record_id}, {job.occurrence_id}
-
-    with Pipe() as jobs, Pipe() as outcomes:
-        await r.real(jobs, outcomes, written).plan_file(item)
-        assert jobs.items() == []
-        assert outcomes.items() == [FilesDone([r.ledger.file_row(item.file, item.hash, 1)])]
-    assert (r.summary.unchanged, r.summary.reused, r.summary.snippets) == (1, 0, 0)
+    assert files_done == FilesDone([r.ledger.file_row(written.file, written.hash, 1)])
+    assert (r.summary.reused, r.summary.snippets, r.summary.unchanged) == (1, 1, 1)
 
 
 async def test_planner_asks_once_for_code_in_flight_and_attaches_the_second_place(r: Rig) -> None:
@@ -285,9 +269,8 @@ async def test_dry_route_writes_one_line_per_distinct_record_and_counts_its_toke
     got = [orjson.loads(o.line) for o in out]
     expected = [r.job(s) for s in (x, y, z)]
     tokens = [WORDS.count_chat(j.system, j.user) for j in expected]
-    assert [(g["record_id"], g["prompt_tokens"]) for g in got] == [
-        (j.record_id, n) for j, n in zip(expected, tokens)
-    ]
+    assert [g["record_id"] for g in got] == [j.record_id for j in expected]
+    assert [g["prompt_tokens"] for g in got] == tokens
     assert got[0]["request"] == asker.body(expected[0])
     assert (r.summary.would_send, r.summary.prompt_tokens) == (3, sum(tokens))
     assert r.summary.plan == {"annotate/python/function": [3, sum(tokens)]}
@@ -311,11 +294,8 @@ async def test_writer_commits_an_answer_before_its_line_reaches_the_file_then_ma
             assert await ckpt.output_offset(str(r.out.resolve())) == r.out.stat().st_size
             known = await ckpt.known_files(r.setup.file_task)
     [line] = lines(r.out)
-    assert (line["record_id"], line["annotation"], line["response"]["usage"]) == (
-        job.record_id,
-        "It adds one.",
-        USAGE,
-    )
+    assert (line["record_id"], line["annotation"]) == (job.record_id, "It adds one.")
+    assert line["response"]["usage"] == USAGE
     assert str(item.file.path) in known  # its last line written: the file joined the index
     assert r.ledger.inflight == {}
     assert (r.summary.annotated, r.summary.emitted, r.summary.prompt_tokens) == (1, 1, 11)
@@ -382,7 +362,9 @@ async def test_a_sink_that_raises_stops_the_run_aborted_and_leaves_lines_unemitt
 # --- gates --------------------------------------------------------------------------------------------------
 def cost_gate(r: Rig, limit: float) -> CostGate:
     price = Price(1_000_000.0, 1_000_000.0)  # a dollar a token
-    return CostGate(limit, price, max_tokens=50, counter=r.counter, summary=r.summary, control=r.control)
+    return CostGate(
+        limit=limit, price=price, max_tokens=50, counter=r.counter, summary=r.summary, control=r.control
+    )
 
 
 def priced_job(r: Rig, name: str) -> Job:
@@ -407,22 +389,24 @@ async def test_cost_gate_releases_a_reservation_on_settle_and_counts_what_was_sp
     assert await gate.admit(first)
     gate.settle(first, Answered(first, completion()))
     assert gate.reserved == 0
-    assert await gate.admit(priced_job(r, "b"))  # refused if the first still held its $150
+    second = priced_job(r, "b")
+    assert await gate.admit(second)  # refused if the first still held its $150
+    gate.settle(second, None)
     assert not r.control.stopping
-    r.summary.add_usage({"prompt_tokens": 30, "completion_tokens": 0}, None)  # $30 spent
-    assert not await gate.admit(priced_job(r, "c"))  # $30 + $150 + $150 > $200
+    r.summary.add_usage({"prompt_tokens": 60, "completion_tokens": 0}, None)  # $60 spent
+    assert not await gate.admit(priced_job(r, "c"))  # $60 + $150 > $200
 
 
 async def test_failure_gate_stops_the_run_failed_at_the_limit(r: Rig) -> None:
-    gate = FailureGate(2, r.summary, r.control)
+    gate = FailureGate(2, r.control)
     job = r.job(snippet("f"))
     gate.settle(job, Answered(job, completion()))
     gate.settle(job, None)
     gate.settle(job, Failure(job, "http_400", "no", 1))
     assert not r.control.stopping
     gate.settle(job, Failure(job, "http_400", "no", 1))
-    gate.settle(job, Failure(job, "http_400", "no", 1))
     assert (r.summary.stopped, r.summary.exit_code) == ("--max-failures 2 reached", ExitCode.FAILED)
+    gate.settle(job, Failure(job, "http_400", "no", 1))
     assert len(r.said) == 1
 
 
@@ -439,29 +423,29 @@ def sse_answer(*pieces: str) -> httpx.Response:
 
 
 def api_error(status: int, message: str, **fields: Any) -> httpx.Response:
-    return httpx.Response(
-        status, json={"error": {"message": message, "type": "invalid_request_error", **fields}}
-    )
+    error = {"message": message, "type": "invalid_request_error", **fields}
+    return httpx.Response(status, json={"error": error})
 
 
-class FakeAPI:
-    """A MockTransport handler: each request is answered by `respond(body)`; the bodies are kept."""
+class FakeAPI(httpx.MockTransport):
+    """A mock transport answering each request with `respond(body)`; it keeps the bodies it got."""
 
     def __init__(self, respond: Callable[[dict[str, Any]], httpx.Response]) -> None:
-        self.respond = respond
         self.bodies: list[dict[str, Any]] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.bodies.append(orjson.loads(request.content))
-        return self.respond(self.bodies[-1])
+        def handle(request: httpx.Request) -> httpx.Response:
+            self.bodies.append(orjson.loads(request.content))
+            return respond(self.bodies[-1])
+
+        super().__init__(handle)
 
 
 async def work(r: Rig, api: FakeAPI, jobs: list[Job], *, workers: int = 1) -> list[Any]:
     """`workers` workers over `jobs` to the end, as the graph runs them: the outcomes they sent."""
-    cfg, transport = r.cfg, httpx.MockTransport(api)
+    cfg = r.cfg
     retry = RetryPolicy(max_attempts=cfg.max_attempts, base=cfg.backoff)
     async with ClientPool(base_url=BASE, api_key=None, api_key_env="OPENAI_API_KEY", api=cfg.api,
-                          concurrency=workers, retry=retry, transport=transport) as pool:  # fmt: skip
+                          concurrency=workers, retry=retry, transport=api) as pool:  # fmt: skip
         with Pipe() as job_pipe, Pipe() as outcomes:
             for job in jobs:
                 await job_pipe.send.send(job)
@@ -492,6 +476,17 @@ async def test_a_401_stops_the_run_aborted_with_one_message_and_records_nothing(
     assert len(r.said) == 1 and r.said[0].startswith("error: 401 from")
 
 
+async def test_a_stop_lets_the_request_in_flight_finish_and_no_worker_takes_a_new_job(r: Rig) -> None:
+    def respond(body: dict[str, Any]) -> httpx.Response:
+        r.control.stop("interrupted", exit_code=ExitCode.INTERRUPTED)  # Ctrl-C while the first is out
+        return sse_answer("Fine.")
+
+    api = FakeAPI(respond)
+    outcomes = await work(r, api, [r.job(snippet(n)) for n in "abcd"], workers=2)
+    assert [type(o) for o in outcomes] == [Answered] and len(api.bodies) == 1  # (within its grace)
+    assert (r.summary.stopped, r.summary.exit_code) == ("interrupted", ExitCode.INTERRUPTED)
+
+
 UNSUPPORTED_MAX_TOKENS = (
     "Unsupported parameter: 'max_tokens' is not supported with this model. "
     "Use 'max_completion_tokens' instead."
@@ -499,7 +494,6 @@ UNSUPPORTED_MAX_TOKENS = (
 
 
 async def test_a_400_refusing_max_tokens_is_resent_as_max_completion_tokens_from_then_on(r: Rig) -> None:
-
     def respond(body: dict[str, Any]) -> httpx.Response:
         if "max_tokens" in body:
             return api_error(400, UNSUPPORTED_MAX_TOKENS, param="max_tokens", code="unsupported_parameter")
@@ -518,7 +512,7 @@ async def test_a_400_refusing_max_tokens_is_resent_as_max_completion_tokens_from
 
 # --- control ------------------------------------------------------------------------------------------------
 async def test_stop_keeps_the_first_reason_and_exit_code_and_cancels_the_feed(r: Rig) -> None:
-    with r.control.feed_scope:
+    with anyio.fail_after(10), r.control.feed_scope:  # (fail_after: a safety net only)
         r.control.stop("--max-cost 1 reached", exit_code=ExitCode.OK)
         r.control.stop("AuthError: 401", exit_code=ExitCode.ABORTED, grace=0)
         await anyio.sleep_forever()  # cancelled at once: the feed gets no grace
@@ -547,8 +541,8 @@ async def test_feed_hands_the_walk_to_the_planner_and_writer_in_order(r: Rig) ->
     touched, big = (SourceFile(r.root / n, n, 10, 2) for n in ("t.py", "big.py"))
     items = [
         *skips,  # more than one batch
-        Unchanged(touched, Known(10, 1, "ht", 3), touched=True),
-        Unchanged(big, Known(10, 2, "hb", 0, "too_large", "2 MB"), touched=False),
+        Unchanged(touched, KnownFile(10, 1, "ht", 3), touched=True),
+        Unchanged(big, KnownFile(10, 2, "hb", 0, "too_large", "2 MB"), touched=False),
         r.scanned("pkg/a.py", reused),
         r.scanned("pkg/b.py", asked),
     ]

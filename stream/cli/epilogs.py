@@ -1,16 +1,18 @@
 """The help texts around the options: exit codes (rendered from `stream.errors.ExitCode`), the
-environment and examples, and the formatter that lays them out."""
+environment and examples, the formatter that lays them out, and `add_command`, which gives every subcommand
+that formatter."""
 
 from __future__ import annotations
 
 import argparse
 import textwrap
 from collections.abc import Mapping
+from typing import Any
 
 from ..config import DEFAULT_BASE_URL
 from ..errors import ExitCode
 
-__all__ = ["RUN_EXITS", "RUN_EPILOG", "exit_table", "ParagraphFormatter"]
+__all__ = ["RUN_EXITS", "RUN_EPILOG", "exit_table", "ParagraphFormatter", "add_command"]
 
 
 class ParagraphFormatter(argparse.HelpFormatter):
@@ -24,6 +26,17 @@ class ParagraphFormatter(argparse.HelpFormatter):
                 paragraph = super()._fill_text(paragraph, width, indent)
             filled.append(paragraph)
         return "\n\n".join(filled)
+
+
+def add_command(
+    commands: Any, name: str, summary: str, description: str, epilog: str | None = None
+) -> argparse.ArgumentParser:
+    """Add subcommand `name` to `commands` (from ``ArgumentParser.add_subparsers``) and return its parser:
+    `summary` is its line in ``snipstream --help``; `description` and `epilog` frame its own ``--help``, laid
+    out by `ParagraphFormatter`."""
+    return commands.add_parser(
+        name, help=summary, description=description, epilog=epilog, formatter_class=ParagraphFormatter
+    )
 
 
 #: What each exit status of ``snipstream run`` means.

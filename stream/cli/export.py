@@ -17,7 +17,7 @@ from ..export import (
     parse_split,
 )
 from ..render import format_export
-from .epilogs import ParagraphFormatter, exit_table
+from .epilogs import add_command, exit_table
 from .options import add_db
 
 __all__ = ["add_parser", "run", "EXPORT_EXITS"]
@@ -30,6 +30,12 @@ EXPORT_EXITS = {
     ExitCode.INTERRUPTED: "interrupted",
 }
 
+_DESCRIPTION = (
+    "Write the done answers in the checkpoint as fine-tuning data: one example per answer\n"
+    "(one per question for qa), each answer once even when its code occurs in several places.\n"
+    "Examples are checked and their tokens counted; a summary goes to stderr. The checkpoint is\n"
+    "only read, so a run may be using it at the same time."
+)
 _EPILOG = """\
 tasks → examples (instruction / input → output):
   annotate    Explain <the code>: what it does, ... / the code → annotation
@@ -54,16 +60,9 @@ examples:
 
 def add_parser(subparsers: Any) -> None:
     """Add the ``export`` subcommand to `subparsers` (from ``ArgumentParser.add_subparsers``)."""
-    p = subparsers.add_parser(
-        "export",
-        help="write the checkpoint's answers as fine-tuning data (OpenAI chat, ShareGPT, Alpaca, ...)",
-        description="Write the done answers in the checkpoint as fine-tuning data: one example per answer\n"
-        "(one per question for qa), each answer once even when its code occurs in several places.\n"
-        "Examples are checked and their tokens counted; a summary goes to stderr. The checkpoint is\n"
-        "only read, so a run may be using it at the same time.",
-        epilog=_EPILOG.format(exit_codes=exit_table(EXPORT_EXITS)),
-        formatter_class=ParagraphFormatter,
-    )
+    summary = "write the checkpoint's answers as fine-tuning data (OpenAI chat, ShareGPT, Alpaca, ...)"
+    epilog = _EPILOG.format(exit_codes=exit_table(EXPORT_EXITS))
+    p = add_command(subparsers, "export", summary, _DESCRIPTION, epilog)
     add_db(p)
     p.add_argument(
         "--format",

@@ -25,10 +25,11 @@ CONFIG_FIELDS = frozenset(f.name for f in fields(Config))
 
 
 def _value_type(hint: Any) -> Any:
-    """What a field holds when it is set: ``int | None`` → int."""
-    if isinstance(hint, UnionType):
-        (hint,) = (t for t in get_args(hint) if t is not NoneType)
-    return hint
+    """What a field holds when it is set: ``int | None`` → int (any other union is left as it is)."""
+    if not isinstance(hint, UnionType):
+        return hint
+    values = [t for t in get_args(hint) if t is not NoneType]
+    return values[0] if len(values) == 1 else hint
 
 
 #: Each Config field's type, None left out, from its annotation.
@@ -38,9 +39,10 @@ _FIELD_TYPES = {name: _value_type(hint) for name, hint in get_type_hints(Config)
 def add_option(container: argparse._ActionsContainer, field: str, *flags: str, **kwargs: Any) -> None:
     """Declare the option that sets Config field `field`, so that what Config says about the field cannot
     drift from the flag: its ``dest`` is the field, its default the field's default, an int or float field
-    parses its type, a tuple field is repeatable (``append``), and a bool field is a switch that flips its
-    default. `flags` default to ``--field-name`` (``--no-field-name`` for a bool that is on by default);
-    ``metavar``, ``choices``, ``help`` and any other ``add_argument`` keyword are given in `kwargs`.
+    parses its type (an int is a count: ``N`` unless a ``metavar`` is given), a tuple field is repeatable
+    (``append``), and a bool field is a switch that flips its default. `flags` default to ``--field-name``
+    (``--no-field-name`` for a bool that is on by default); ``metavar``, ``choices``, ``help`` and any other
+    ``add_argument`` keyword are given in `kwargs`.
     """
     default, kind, name = getattr(DEFAULTS, field), _FIELD_TYPES[field], field.replace("_", "-")
     if kind is bool:
@@ -48,6 +50,8 @@ def add_option(container: argparse._ActionsContainer, field: str, *flags: str, *
         name = f"no-{name}" if default else name
     elif kind in (int, float):
         kwargs.setdefault("type", kind)
+        if kind is int:
+            kwargs.setdefault("metavar", "N")
     elif get_origin(kind) is tuple:
         kwargs.setdefault("action", "append")
         default = list(default)  # append adds to a copy of the default: a list, not Config's tuple

@@ -98,7 +98,6 @@ def add_generation(parser: argparse.ArgumentParser) -> None:
     add_option(
         g,
         "max_tokens",
-        metavar="N",
         help="most tokens per answer, a reasoning model's hidden reasoning included; sent as max_tokens, "
         f"or max_completion_tokens where the endpoint or model wants it (default: {MAX_TOKENS}; "
         f"{REASONING_MAX_TOKENS} for reasoning models: o1, o3, o4-mini, gpt-5)",
@@ -117,5 +116,5 @@ def add_generation(parser: argparse.ArgumentParser) -> None:
     )
     add_option(g, "top_p", metavar="P", help="nucleus sampling mass (not sent unless given)")
     add_option(g, "stop", metavar="TEXT", help="stop sequence (repeatable)")
-    add_option(g, "seed", help="sampling seed, for servers that honour it")
+    add_option(g, "seed", metavar="SEED", help="sampling seed, for servers that honour it")
     add_option(g, "stream", help="ask for one JSON response instead of streaming server-sent events")

@@ -32,22 +32,16 @@ def add_stopping(parser: argparse.ArgumentParser) -> None:
         help="stop taking new requests once the spend so far plus what requests in flight may cost "
         "(prompt + --max-tokens each) would pass USD; finishes cleanly, a rerun goes on",
     )
-    add_option(
-        g,
-        "max_failures",
-        metavar="N",
-        help="stop cleanly (resumable) once N snippets have failed in this run",
-    )
+    add_option(g, "max_failures", help="stop cleanly (resumable) once N snippets have failed in this run")
 
 
 def add_throughput(parser: argparse.ArgumentParser) -> None:
     """How many requests are in flight, over how many clients, at what rate."""
     g = parser.add_argument_group("throughput")
-    add_option(g, "concurrency", metavar="N", help="requests in flight at once (default: %(default)s)")
+    add_option(g, "concurrency", help="requests in flight at once (default: %(default)s)")
     add_option(
         g,
         "clients",
-        metavar="N",
         help="HTTP clients in the pool; 0 = one per 8 concurrent requests (default: %(default)s)",
     )
     add_option(g, "rpm", metavar="N", help="most requests per minute")
@@ -65,7 +59,6 @@ def add_retries(parser: argparse.ArgumentParser) -> None:
     add_option(
         g,
         "max_attempts",
-        metavar="N",
         help="attempts per snippet for retryable errors: 408, 409, 429, 5xx, timeouts, broken "
         "connections or streams (default: %(default)s)",
     )
@@ -90,12 +83,7 @@ def add_retries(parser: argparse.ArgumentParser) -> None:
         help="seconds without a byte from the server before the attempt is abandoned and retried "
         "(default: %(default)s)",
     )
-    add_option(
-        g,
-        "request_timeout",
-        metavar="S",
-        help="seconds for one whole attempt (default: %(default)s)",
-    )
+    add_option(g, "request_timeout", metavar="S", help="seconds for one whole attempt (default: %(default)s)")
 
 
 def add_output(parser: argparse.ArgumentParser) -> None:

@@ -29,11 +29,10 @@ def add_sources(parser: argparse.ArgumentParser) -> None:
         "default_excludes",
         help="also walk node_modules, .venv, venv, __pycache__, build, dist, .tox, site-packages",
     )
-    add_option(g, "max_file_bytes", metavar="N", help="skip files larger than this (default: %(default)s)")
+    add_option(g, "max_file_bytes", help="skip files larger than this (default: %(default)s)")
     add_option(
         g,
         "jobs",
-        metavar="N",
         help="processes parsing files; 1 parses in a thread beside the requests (default: %(default)s)",
     )
     add_option(
@@ -49,12 +48,11 @@ def add_sources(parser: argparse.ArgumentParser) -> None:
 def add_filters(parser: argparse.ArgumentParser) -> None:
     """Which snippets are sent: their size, tests, trivial and generated code, and secrets."""
     g = parser.add_argument_group("filters and secrets")
-    add_option(g, "min_lines", metavar="N", help="leave out snippets shorter than N lines")
-    add_option(g, "max_lines", metavar="N", help="leave out snippets longer than N lines")
+    add_option(g, "min_lines", help="leave out snippets shorter than N lines")
+    add_option(g, "max_lines", help="leave out snippets longer than N lines")
     add_option(
         g,
         "max_prompt_tokens",
-        metavar="N",
         help="leave out requests whose prompt has more tokens (doc sections are first cut at paragraphs to fit)",
     )
     add_option(

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 
 from ..errors import ConfigError, ExitCode, SnipstreamError
-from .epilogs import RUN_EPILOG, ParagraphFormatter
+from .epilogs import RUN_EPILOG, add_command
 from .options import add_db, config_from_args
 from .options_ask import add_endpoint, add_generation, add_tasks
 from .options_run import add_behaviour, add_cost, add_output, add_retries, add_stopping, add_throughput
@@ -24,34 +24,32 @@ __all__ = ["add_run_parser", "add_plan_parser", "RUN_GROUPS", "PLAN_GROUPS", "ru
 PLAN_GROUPS = (add_sources, add_filters, add_tasks, add_endpoint, add_generation, add_cost)
 RUN_GROUPS = (*PLAN_GROUPS, add_stopping, add_throughput, add_retries, add_output, add_behaviour)
 
+_RUN_DESCRIPTION = (
+    "Annotate every function, class, method and doc section under PATHs and write one NDJSON record per "
+    "snippet and task. Records go to stdout (or -o FILE); progress and the summary go to stderr. A SQLite "
+    "checkpoint (--db) makes reruns resume: nothing already answered is requested again."
+)
+_PLAN_DESCRIPTION = (
+    "Walk and extract as a run would, render every prompt and count its tokens, and print a table to stderr: "
+    "requests, prompt tokens, expected output tokens and cost by task, language and kind. Expected output "
+    "tokens come from the answers in the checkpoint (--db) when it has some for the task, else half of "
+    "--max-tokens. Work the checkpoint has done already is left out. With --json, the same figures go to "
+    "stdout as one JSON object."
+)
+
 
 def add_run_parser(commands: Any) -> None:
     """Add ``run`` to `commands` (from ``ArgumentParser.add_subparsers``)."""
-    p = commands.add_parser(
-        "run",
-        help="annotate every function, class, method and doc section under PATHs",
-        description="Annotate every function, class, method and doc section under PATHs and write one NDJSON "
-        "record per snippet and task. Records go to stdout (or -o FILE); progress and the summary go to "
-        "stderr. A SQLite checkpoint (--db) makes reruns resume: nothing already answered is requested again.",
-        epilog=RUN_EPILOG,
-        formatter_class=ParagraphFormatter,
-    )
+    summary = "annotate every function, class, method and doc section under PATHs"
+    p = add_command(commands, "run", summary, _RUN_DESCRIPTION, RUN_EPILOG)
     for add_group in RUN_GROUPS:
         add_group(p)
 
 
 def add_plan_parser(commands: Any) -> None:
     """Add ``plan`` to `commands` (from ``ArgumentParser.add_subparsers``)."""
-    p = commands.add_parser(
-        "plan",
-        help="what a run would send and cost, by task, language and kind (sends nothing)",
-        description="Walk and extract as a run would, render every prompt and count its tokens, and print "
-        "a table to stderr: requests, prompt tokens, expected output tokens and cost by task, language and "
-        "kind. Expected output tokens come from the answers in the checkpoint (--db) when it has some for "
-        "the task, else half of --max-tokens. Work the checkpoint has done already is left out. With "
-        "--json, the same figures go to stdout as one JSON object.",
-        formatter_class=ParagraphFormatter,
-    )
+    summary = "what a run would send and cost, by task, language and kind (sends nothing)"
+    p = add_command(commands, "plan", summary, _PLAN_DESCRIPTION)
     for add_group in PLAN_GROUPS:
         add_group(p)
     g = p.add_argument_group("checkpoint and report")

@@ -11,7 +11,7 @@ import orjson
 from ..errors import ConfigError, ExitCode
 from ..render import format_status
 from ..status import status
-from .epilogs import ParagraphFormatter, exit_table
+from .epilogs import add_command, exit_table
 from .options import add_db
 
 __all__ = ["add_parser", "run", "STATUS_EXITS"]
@@ -35,13 +35,9 @@ _PENDING = (
 
 def add_parser(subparsers: Any) -> None:
     """Add the ``status`` subcommand to `subparsers` (from ``ArgumentParser.add_subparsers``)."""
-    p = subparsers.add_parser(
-        "status",
-        help="show what a checkpoint holds: answers, failures, tokens, cost, runs",
-        description=_DESCRIPTION,
-        epilog=f"{_PENDING}\n\n{exit_table(STATUS_EXITS)}",
-        formatter_class=ParagraphFormatter,
-    )
+    summary = "show what a checkpoint holds: answers, failures, tokens, cost, runs"
+    epilog = f"{_PENDING}\n\n{exit_table(STATUS_EXITS)}"
+    p = add_command(subparsers, "status", summary, _DESCRIPTION, epilog)
     add_db(p)
     p.add_argument(
         "--json", action="store_true", help="print the report as one JSON object instead of a table"

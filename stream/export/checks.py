@@ -38,13 +38,7 @@ def _check_message(message: dict[str, Any]) -> list[str]:
     problems = [f"unknown_message_key:{key}" for key in message if key not in _CHAT_MESSAGE_KEYS]
     if "role" not in message or "content" not in message:
         problems.append("message_missing_key")
-    if message.get("role") not in _CHAT_ROLES:
-        problems.append("unrecognized_role")
-    content = message.get("content")
-    if not isinstance(content, str):
-        problems.append("content_not_a_string")
-    elif not content.strip():
-        problems.append("empty_content")
+    problems += _check_role_and_content(message, "role", _CHAT_ROLES, "content")
     if "weight" in message and message["weight"] not in (0, 1):
         problems.append("bad_weight")
     return problems
@@ -62,15 +56,25 @@ def _check_turns(
             problems.append("turn_not_an_object")
             continue
         problems += [f"unknown_turn_key:{k}" for k in turn if k not in (role, "value")]
-        if turn.get(role) not in roles:
-            problems.append("unrecognized_role")
-        value = turn.get("value")
-        if not isinstance(value, str):
-            problems.append("content_not_a_string")
-        elif not value.strip():
-            problems.append("empty_content")
+        problems += _check_role_and_content(turn, role, roles, "value")
     if not any(isinstance(t, dict) and t.get(role) == answer for t in turns):
         problems.append("no_assistant_message")
+    return problems
+
+
+def _check_role_and_content(
+    turn: dict[str, Any], role: str, roles: frozenset[str], content: str
+) -> list[str]:
+    """What every chat message and conversation turn must be: its `role` key one of `roles`, its `content`
+    key a string that is not blank."""
+    problems = []
+    if turn.get(role) not in roles:
+        problems.append("unrecognized_role")
+    text = turn.get(content)
+    if not isinstance(text, str):
+        problems.append("content_not_a_string")
+    elif not text.strip():
+        problems.append("empty_content")
     return problems
 
 
