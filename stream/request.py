@@ -14,7 +14,7 @@ from typing import Any
 
 from .endpoints import KINDS, family_of
 
-__all__ = ["Shape", "build_body", "initial_shape", "FORMATS"]
+__all__ = ["Shape", "build_body", "initial_shape", "reask", "FORMATS"]
 
 #: How structured tasks ask for JSON, strongest first; `stream.negotiate` steps down this list.
 FORMATS = ("json_schema", "json_object", "off")
@@ -90,3 +90,10 @@ def build_body(
         else:
             body["response_format"] = {"type": "json_object"}
     return body
+
+
+def reask(reply: str, problem: str) -> tuple[dict[str, str], ...]:
+    """The messages that ask once more for a structured reply that did not parse (`build_body`'s `followup`):
+    the model's own reply, then what was wrong with it."""
+    fix = f"That reply cannot be used: {problem}. Reply again with only the JSON object."
+    return ({"role": "assistant", "content": reply}, {"role": "user", "content": fix})

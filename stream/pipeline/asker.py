@@ -35,7 +35,7 @@ from ..errors import (
 )
 from ..negotiate import ContextBudget, FormatLadder, lesson_from
 from ..prompt import parse_structured
-from ..request import Shape, build_body
+from ..request import Shape, build_body, reask
 from ..sse import reasoning_tokens
 from .counting import TokenCounter
 from .messages import Answered, Failure, Job
@@ -184,11 +184,7 @@ class Asker:
                         raise AnswerRejected("truncated") from None
                     if followup:
                         raise AnswerRejected(exc.reason) from None
-                    fix = f"That reply cannot be used: {exc}. Reply again with only the JSON object."
-                    followup = (
-                        {"role": "assistant", "content": completion.text},
-                        {"role": "user", "content": fix},
-                    )
+                    followup = reask(completion.text, str(exc))
                     continue
             completion.attempts, completion.errors = trace.attempts, trace.history
             return Answered(job, completion, data)
