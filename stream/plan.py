@@ -59,7 +59,9 @@ async def plan_report(config: Config) -> tuple[dict[str, Any], int]:
                 "requests": requests,
                 "prompt_tokens": prompt_tokens,
                 "output_tokens": output_tokens,
-                "output_from": f"{past.answers} past answers" if past else f"{DEFAULT_OUTPUT_SHARE:g} x max_tokens",
+                "output_from": f"{past.answers} past answers"
+                if past
+                else f"{DEFAULT_OUTPUT_SHARE:g} x max_tokens",
                 "cost_usd": None if price is None else price.cost(prompt_tokens, output_tokens),
             }
         )

@@ -228,10 +228,15 @@ def format_export(r: Report) -> str:
         for name in r.written
     )
     lines = [
-        f"export ({r.fmt}): examples written: {where}" + (" (output closed early)" if r.output_closed else ""),
+        f"export ({r.fmt}): examples written: {where}"
+        + (" (output closed early)" if r.output_closed else ""),
         f"answers: {r.answers:,} read ({r.places:,} places; each answer once, at its first place), "
         f"{r.answers_exported:,} exported"
-        + (f"; {r.failed_answers:,} failed answers in the checkpoint have no text" if r.failed_answers else ""),
+        + (
+            f"; {r.failed_answers:,} failed answers in the checkpoint have no text"
+            if r.failed_answers
+            else ""
+        ),
     ]
     if r.answers_skipped:
         lines.append("answers skipped: " + _counts(dict(r.answers_skipped.most_common())))
@@ -240,7 +245,11 @@ def format_export(r: Report) -> str:
         lines.append(
             f"tokens per example ({r.encoding}): min {r.lengths['min']:,} · mean {r.lengths['mean']:,} · "
             f"p95 {r.lengths['p95']:,} · max {r.lengths['max']:,}"
-            + (f"; {r.examples_dropped['too_long']:,} over --max-example-tokens {lim:,}, dropped" if lim else "")
+            + (
+                f"; {r.examples_dropped['too_long']:,} over --max-example-tokens {lim:,}, dropped"
+                if lim
+                else ""
+            )
         )
     if r.fmt != "jsonl":
         checked = sum(r.written.values()) + sum(r.examples_dropped.values())

@@ -73,7 +73,9 @@ def test_run_flags_reach_the_config() -> None:
         )
     )  # fmt: skip
     assert config.paths == ("a", "b") and config.excludes == ("x", "y") and config.default_excludes is False
-    assert config.languages == ("python", "go", "rust") and config.on_secret == "skip" and config.max_lines == 9
+    assert (
+        config.languages == ("python", "go", "rust") and config.on_secret == "skip" and config.max_lines == 9
+    )
     assert (config.endpoint_kind, config.model, config.max_tokens, config.stop) == ("azure", "m", 7, ("s",))
     assert config.stream is False and [t.name for t in config.tasks] == ["qa", "docstring", "summarize"]
     assert (config.rpm, config.max_cost, config.stall_timeout, config.jobs) == (10, 1.5, 2, 3)
