@@ -31,6 +31,7 @@ from .schema import (
     Failed,
     FileRow,
     KnownFile,
+    Occurrence,
     SkipRow,
     pending_migrations,
     statements,
@@ -269,21 +270,21 @@ class Checkpoint:
                     _INSERT_DONE,
                     [(d.record_id, d.snippet_id, d.task, d.model, d.result, d.attempts, now) for d in done],
                 )
-                await self._insert_occurrences(done, now)
+                await self._insert_occurrences([(d.record_id, o) for d in done for o in d.occurrences], now)
             if failed:
                 await self.db.executemany(_INSERT_FAILED, [_failed_row(f, now) for f in failed])
             if skips:
                 await self.db.executemany(_INSERT_SKIPS, [(*s, run_id) for s in skips])
 
-    async def add_occurrences(self, done: Sequence[Done]) -> None:
-        """New places of already answered records (same code found elsewhere)."""
+    async def add_occurrences(self, places: Sequence[tuple[str, Occurrence]]) -> None:
+        """New places (record id, occurrence) of already answered records (same code found elsewhere)."""
         async with self._transaction():
-            await self._insert_occurrences(done, time.time())
+            await self._insert_occurrences(places, time.time())
 
-    async def _insert_occurrences(self, done: Sequence[Done], now: float) -> None:
+    async def _insert_occurrences(self, places: Sequence[tuple[str, Occurrence]], now: float) -> None:
         await self.db.executemany(
             _INSERT_OCCURRENCES,
-            [(o[0], d.record_id, o[1], o[2], o[3], now) for d in done for o in d.occurrences],
+            [(o.occurrence_id, record_id, o.path, o.qualname, o.line, now) for record_id, o in places],
         )
 
     async def mark_emitted(

@@ -467,9 +467,9 @@ def store(
     The last `unwritten` places are left unemitted; the others are marked written."""
     import anyio
 
+    from sinks.checkpoint import Checkpoint
+    from sinks.schema import Done, Failed, Occurrence
     from stream.model import stable_hash
-
-    from sinks.checkpoint import Checkpoint, Done, Failed  # isort: skip  (after stream: sinks imports stream)
 
     async def main() -> None:
         by_id: dict[str, list[dict[str, Any]]] = {}
@@ -484,7 +484,7 @@ def store(
                 orjson.dumps({k: places[0][k] for k in _RESULT_KEYS}),
                 1,
                 [
-                    (
+                    Occurrence(
                         stable_hash(rid, p["path"], p["qualname"]),
                         p["path"],
                         p["qualname"],

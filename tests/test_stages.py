@@ -24,7 +24,7 @@ from sinks.checkpoint import Checkpoint, Done
 from sinks.idset import DiskIdSet
 from sinks.ndjson import NDJSONSink
 from sinks.reader import FailureExample, open_readonly
-from sinks.schema import KnownFile
+from sinks.schema import KnownFile, Occurrence
 from stream import record
 from stream.client import ClientPool, RetryPolicy
 from stream.config import Config
@@ -214,7 +214,9 @@ async def test_planner_reuses_an_answered_record_and_finishes_a_file_already_wri
     first, elsewhere = snippet("f"), snippet("f", path="pkg/b.py")
     job, written = r.job(first), r.scanned("pkg/a.py", first)
     raw = orjson.dumps(record.answer(r.task.info, completion(), None, USAGE, estimated=False))
-    place = (job.occurrence_id, "pkg/a.py", "f", record.line(job.record_id, first, orjson.loads(raw)))
+    place = Occurrence(
+        job.occurrence_id, "pkg/a.py", "f", record.line(job.record_id, first, orjson.loads(raw))
+    )
     done = Done(job.record_id, first.id, r.task.fingerprint, "m", raw, 1, [place])
     async with Checkpoint(r.db) as ckpt:
         await ckpt.commit([done], [], [], None)

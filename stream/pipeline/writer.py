@@ -46,8 +46,8 @@ class _Batch:
     files: list[FileRow] = field(default_factory=list)
     reuse: list[Reuse] = field(default_factory=list)
     lines: list[Line] = field(default_factory=list)
-    # (record id, stored answer, places written with it, fingerprint): places attached later get lines too
-    answered: list[tuple[str, dict[str, Any], int, str]] = field(default_factory=list)
+    # (record id, stored answer, places written with it): places attached later get lines too
+    answered: list[tuple[str, dict[str, Any], int]] = field(default_factory=list)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -110,14 +110,22 @@ class Writer:
         job = item.job
         result = await self._result(item)
         places = list(self.ledger.inflight.get(job.record_id) or [(job.snippet, job.occurrence_id)])
-        batch.answered.append((job.record_id, result, len(places), job.task.fingerprint))
+        batch.answered.append((job.record_id, result, len(places)))
         occ = [
             Occurrence(oid, s.path, s.qualname, record.line(job.record_id, s, result)) for s, oid in places
         ]
         raw = orjson.dumps(result)
         attempts = item.completion.attempts
         batch.done.append(
-            Done(job.record_id, job.snippet.id, job.task.fingerprint, self.model, raw, attempts, occ)
+            Done(
+                record_id=job.record_id,
+                snippet_id=job.snippet.id,
+                task=job.task.fingerprint,
+                model=self.model,
+                result=raw,
+                attempts=attempts,
+                occurrences=occ,
+            )
         )
         batch.lines.extend((o.occurrence_id, o.line) for o in occ)
         self.summary.annotated += 1
@@ -148,21 +156,11 @@ class Writer:
             self.ledger.committed_since.update(d.record_id for d in batch.done)
         # Only now, with the answers committed, do they leave `inflight`: until this point the planner
         # attached other places of the same code to them; from now on it finds them in the checkpoint.
-        late: list[Done] = []
-        for record_id, result, used, fingerprint in batch.answered:
-            for s, oid in (self.ledger.inflight.pop(record_id, None) or [])[used:]:
-                line = record.line(record_id, s, result)
-                late.append(
-                    Done(
-                        record_id,
-                        s.id,
-                        fingerprint,
-                        self.model,
-                        b"",
-                        0,
-                        [Occurrence(oid, s.path, s.qualname, line)],
-                    )
-                )
+        late: list[tuple[str, Occurrence]] = []
+        for record_id, result, used in batch.answered:
+            for snippet, oid in (self.ledger.inflight.pop(record_id, None) or [])[used:]:
+                line = record.line(record_id, snippet, result)
+                late.append((record_id, Occurrence(oid, snippet.path, snippet.qualname, line)))
                 batch.lines.append((oid, line))
         if late:
             await self.ckpt.add_occurrences(late)
@@ -189,7 +187,7 @@ class Writer:
     async def _reuse(self, items: list[Reuse]) -> list[Line]:
         assert self.ckpt is not None
         results = await self.ckpt.results([i.record_id for i in items])
-        done: list[Done] = []
+        places: list[tuple[str, Occurrence]] = []
         lines: list[Line] = []
         for item in items:
             raw = results.get(item.record_id)
@@ -197,10 +195,9 @@ class Writer:
                 continue
             s = item.snippet
             line = record.line(item.record_id, s, orjson.loads(raw))
-            place = [Occurrence(item.occurrence_id, s.path, s.qualname, line)]
-            done.append(Done(item.record_id, s.id, item.task.fingerprint, self.model, raw, 0, place))
+            places.append((item.record_id, Occurrence(item.occurrence_id, s.path, s.qualname, line)))
             lines.append((item.occurrence_id, line))
-        await self.ckpt.add_occurrences(done)
+        await self.ckpt.add_occurrences(places)
         return lines
 
     async def emit(self, lines: list[Line]) -> None:
