@@ -9,7 +9,9 @@ answer's deltas; the last line of stdout is a JSON object with their figures.
 * ``openai``: the naive way: the official ``openai.AsyncOpenAI``, ``asyncio.Semaphore(concurrency)`` and
   one ``asyncio.gather`` over all requests, ``stream=True``;
 * ``aiohttp``: one ``aiohttp.ClientSession`` with ``TCPConnector(limit=concurrency)``, workers as for
-  httpx, SSE parsed likewise.
+  httpx, SSE parsed likewise;
+* ``httpx-aiohttp``: the ``httpx`` loop with each client over ``httpx_aiohttp.AiohttpTransport`` (one
+  aiohttp session of concurrency/clients connections each): the ceiling of snipstream's default transport.
 """
 
 from __future__ import annotations
@@ -74,7 +76,13 @@ async def _workers(
 
 
 async def run_httpx(
-    url: str, bodies: list[dict[str, Any]], concurrency: int, clients: int, tally: Tally
+    url: str,
+    bodies: list[dict[str, Any]],
+    concurrency: int,
+    clients: int,
+    tally: Tally,
+    *,
+    aiohttp: bool = False,
 ) -> None:
     import httpx
 
@@ -84,6 +92,7 @@ async def run_httpx(
             limits=httpx.Limits(max_connections=per, max_keepalive_connections=per),
             timeout=httpx.Timeout(60.0),
             trust_env=False,
+            transport=_aiohttp_transport(per) if aiohttp else None,
         )
         for _ in range(clients)
     ]
@@ -110,6 +119,23 @@ async def run_httpx(
     finally:
         for c in pool:
             await c.aclose()
+
+
+def _aiohttp_transport(connections: int) -> Any:
+    import aiohttp
+    from httpx_aiohttp import AiohttpTransport
+
+    return AiohttpTransport(
+        client=lambda: aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections), trust_env=False
+        )
+    )
+
+
+async def run_httpx_aiohttp(
+    url: str, bodies: list[dict[str, Any]], concurrency: int, clients: int, tally: Tally
+) -> None:
+    await run_httpx(url, bodies, concurrency, clients, tally, aiohttp=True)
 
 
 async def run_aiohttp(
@@ -168,7 +194,7 @@ async def run_openai(
             tally.good(r)
 
 
-KINDS = {"httpx": run_httpx, "openai": run_openai, "aiohttp": run_aiohttp}
+KINDS = {"httpx": run_httpx, "openai": run_openai, "aiohttp": run_aiohttp, "httpx-aiohttp": run_httpx_aiohttp}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,13 +4,15 @@ The fake server (its own process) streams every answer as 20 chunks with no dela
 its own process, send the same N requests with 64 in flight:
 
   (a) ``snipstream run`` end to end on a generated tree of N functions (fresh --db, -o /dev/null,
-      --concurrency 64): walk, parse, plan, request, checkpoint, write;
-  (b) the ceiling of the stack: a bare loop over 8 httpx.AsyncClients x 8 connections, SSE data lines
+      --concurrency 64): walk, parse, plan, request, checkpoint, write; the default transport (aiohttp);
+  (a2) the same with ``--transport httpx`` (httpx's own transport, the default before issue 11);
+  (b) the ceiling of (a2): a bare loop over 8 httpx.AsyncClients x 8 connections, SSE data lines
       parsed with orjson, deltas joined (bench/_clients.py);
+  (e) the ceiling of (a): the same bare loop with each client over httpx_aiohttp.AiohttpTransport;
   (c) the naive way: openai.AsyncOpenAI + asyncio.Semaphore(64) + asyncio.gather, stream=True;
   (d) a bare aiohttp loop (one ClientSession, TCPConnector(limit=64)).
 
-(b)-(d) send exactly snipstream's bodies (taken from its --dry-run output, not timed). Figures:
+(b)-(e) send exactly snipstream's bodies (taken from its --dry-run output, not timed). Figures:
 snippets/s over the client process's whole life (spawn to exit: startup and imports included), the same
 over the server-side span (first request arrival to last answer finished: the steady state), client CPU
 ms per request (wait4 rusage of the client process) and its peak RSS (its own: see bench/_exec.py).
@@ -53,11 +55,15 @@ NAME = "throughput"
 TITLE = "1 throughput"
 CONCURRENCY = 64
 CASES = (
-    ("a", "(a) snipstream run, end to end", None),
+    ("a", "(a) snipstream run, end to end (--transport aiohttp, the default)", None),
+    ("a2", "(a2) snipstream run, end to end, --transport httpx", None),
     ("b", "(b) bare httpx loop (8 clients x 8 conns)", "httpx"),
+    ("e", "(e) bare httpx loop over httpx-aiohttp (8 clients x 8 conns)", "httpx-aiohttp"),
     ("c", "(c) naive openai.AsyncOpenAI + Semaphore + gather", "openai"),
     ("d", "(d) bare aiohttp loop (TCPConnector(limit=64))", "aiohttp"),
 )
+#: snipstream's flags per case (the transport it runs over)
+SNIPSTREAM_FLAGS = {"a": ["--transport", "aiohttp"], "a2": ["--transport", "httpx"]}
 
 
 def _measure(
@@ -75,7 +81,8 @@ def _measure(
     before = server.stats()
     if kind is None:
         db = work / f"a-{rep}.db"
-        argv = snipstream([tree], db=db, url=server.url, extra=["--concurrency", str(CONCURRENCY), "-q"])
+        flags = ["--concurrency", str(CONCURRENCY), "-q", *SNIPSTREAM_FLAGS[key]]
+        argv = snipstream([tree], db=db, url=server.url, extra=flags)
         res = run_proc(argv, timeout=timeout, cwd=work)
         ok = db_count(db, "SELECT count(*) FROM records WHERE status = 'done'")
         errors = None if ok is None else n - ok
@@ -148,7 +155,7 @@ def run(quick: bool) -> list[Row]:
     rounds = 2 if quick else ROUNDS
     timeout = 120 if quick else 600
     rows: list[Row] = []
-    available = {kind: installed(kind) for _, _, kind in CASES if kind}
+    available = {kind: installed(kind.replace("-", "_")) for _, _, kind in CASES if kind}
     with workdir(NAME) as work:
         tree = make_tree(work / "src", n)
         bodies = work / "bodies.ndjson"
@@ -200,12 +207,14 @@ def run(quick: bool) -> list[Row]:
             )
         rows.append(Row(TITLE, case, result, note=note))
 
-    for other, target, label in (
-        ("b", "≥ 0.9", "a/b snipstream ÷ bare httpx"),
-        ("c", "≥ 1.5", "a/c snipstream ÷ naive openai"),
-        ("d", "", "(for scale) a/d snipstream ÷ bare aiohttp"),
+    for ours, other, target, label in (
+        ("a", "e", "≥ 0.9", "a/e snipstream ÷ bare httpx over aiohttp (the same transport)"),
+        ("a2", "b", "≥ 0.9", "a2/b snipstream --transport httpx ÷ bare httpx (the same transport)"),
+        ("a", "b", "", "(for scale) a/b snipstream (aiohttp) ÷ bare httpx"),
+        ("a", "c", "≥ 1.5", "a/c snipstream ÷ naive openai"),
+        ("a", "d", "", "(for scale) a/d snipstream ÷ bare aiohttp"),
     ):
-        pairs = [(a, o) for a, o in zip(results["a"], results[other], strict=True) if good(a) and good(o)]
+        pairs = [(a, o) for a, o in zip(results[ours], results[other], strict=True) if good(a) and good(o)]
         case = label + " (snippets/s, whole process, per round)"
         if not pairs:
             rows.append(Row(TITLE, case, "n/a", target))

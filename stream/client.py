@@ -65,8 +65,9 @@ class ClientPool:
     One client with hundreds of connections spends its time searching its own pool; several small
     clients keep that search short. `url` is where completions are posted (default: `base_url` plus the
     route of `api`; see `stream.endpoints.endpoint_url` for Azure's), `auth` the headers carrying the key
-    (default ``Authorization: Bearer``). Every attempt's outcome is told to `breaker`. `transport` replaces
-    httpx's own (tests inject an `httpx.MockTransport`).
+    (default ``Authorization: Bearer``). Every attempt's outcome is told to `breaker`. `transport_kind` says
+    what carries the requests (``httpx`` or ``aiohttp``: `stream.transports`); `transport` replaces both (tests
+    inject an `httpx.MockTransport`).
     """
 
     def __init__(
@@ -88,6 +89,7 @@ class ClientPool:
         auth: dict[str, str] | None = None,
         breaker: Breaker | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        transport_kind: str = "httpx",
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
@@ -115,12 +117,22 @@ class ClientPool:
                 limits=httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client),
                 trust_env=trust_env,
                 verify=verify,
-                transport=transport,
+                transport=transport or self._transport(transport_kind, per_client, verify, trust_env),
             )
             for _ in range(n)
         ]
         self.requests_sent = 0
         self.server: str | None = None  # the first response's Server header (llama.cpp names itself)
+
+    @staticmethod
+    def _transport(
+        kind: str, connections: int, verify: bool, trust_env: bool
+    ) -> httpx.AsyncBaseTransport | None:
+        if kind == "httpx":
+            return None  # httpx builds its own from the client's limits, verify and trust_env
+        from .transports import aiohttp_transport
+
+        return aiohttp_transport(connections=connections, verify=verify, trust_env=trust_env)
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):

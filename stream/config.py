@@ -25,6 +25,7 @@ __all__ = [
     "RESPONSE_FORMATS",
     "ON_SECRET",
     "PROGRESS_MODES",
+    "TRANSPORTS",
     "MAX_TOKENS",
     "REASONING_MAX_TOKENS",
     "is_loopback",
@@ -37,6 +38,9 @@ APIS = ("chat", "completions")  # /chat/completions with messages, or the legacy
 RESPONSE_FORMATS = ("auto", "json_schema", "json_object", "off")  # how structured tasks ask for JSON
 ON_SECRET = ("redact", "skip", "allow")  # what to do with a snippet holding a credential
 PROGRESS_MODES = ("auto", "tty", "plain", "off")
+#: Under httpx's client API: aiohttp's HTTP/1.1 engine (httpx-aiohttp, as the OpenAI SDK offers for high
+#: concurrency) or httpx's own (httpcore).
+TRANSPORTS = ("aiohttp", "httpx")
 #: max_tokens when none is given: 512, or for a reasoning model REASONING_MAX_TOKENS.
 MAX_TOKENS = 512
 # Reasoning tokens come out of the same budget as the answer (OpenAI's reasoning guide advises reserving
@@ -86,6 +90,7 @@ class Config:
     # throughput and reliability
     concurrency: int = 16
     clients: int = 0  # 0: one client per 8 concurrent requests
+    transport: str = "aiohttp"  # one of TRANSPORTS
     rpm: float | None = None
     tpm: float | None = None
     max_attempts: int = 6
@@ -198,6 +203,7 @@ class Config:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"--base-url must be an http(s) URL, got {self.base_url!r}")
         _one_of("--api", self.api, APIS)
+        _one_of("--transport", self.transport, TRANSPORTS)
         if not self.dry_run and not self.api_key and not is_loopback(self.base_url or ""):
             raise ConfigError(
                 f"no API key: set ${self.api_key_env} (or name another variable with --api-key-env); "

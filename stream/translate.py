@@ -100,22 +100,50 @@ def translate() -> Iterator[None]:
     """The one place httpx's exceptions become ours."""
     try:
         yield
-    except httpx.ReadTimeout:
-        raise APITimeout("ReadTimeout: the API sent nothing for --stall-timeout seconds (stalled)") from None
-    except httpx.TimeoutException as exc:
-        raise APITimeout(f"{type(exc).__name__}: the API did not answer in time") from None
-    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-        raise StreamError(f"the connection broke mid-response ({type(exc).__name__})") from None
-    except httpx.ConnectError as exc:
-        raise APIConnectionError(
-            f"cannot reach the API ({type(exc).__name__}: {exc})", cause=_connect_cause(exc)
-        ) from None
     except httpx.TransportError as exc:
-        raise APIConnectionError(f"cannot reach the API ({type(exc).__name__}: {exc})") from None
+        raise _transport_error(exc) from None
     except httpx.DecodingError as exc:
         raise StreamError(f"the response body could not be decoded ({exc})") from None
     except orjson.JSONDecodeError as exc:
         raise StreamError(f"malformed JSON from the API ({exc})") from None
+
+
+def _transport_error(exc: httpx.TransportError) -> APIError:
+    """httpx's transport errors as ours, whichever transport raised them."""
+    aiohttp_kind = _aiohttp_kind(exc)
+    if aiohttp_kind == "connect":
+        return APIConnectionError(f"cannot reach the API ({exc})", cause=_connect_cause(exc))
+    if aiohttp_kind == "broken":
+        return StreamError(f"the connection broke mid-response ({type(exc.__cause__).__name__})")
+    if isinstance(exc, httpx.ReadTimeout):
+        return APITimeout("ReadTimeout: the API sent nothing for --stall-timeout seconds (stalled)")
+    if isinstance(exc, httpx.TimeoutException):
+        return APITimeout(f"{type(exc).__name__}: the API did not answer in time")
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        return StreamError(f"the connection broke mid-response ({type(exc).__name__})")
+    if isinstance(exc, httpx.ConnectError):
+        return APIConnectionError(
+            f"cannot reach the API ({type(exc).__name__}: {exc})", cause=_connect_cause(exc)
+        )
+    return APIConnectionError(f"cannot reach the API ({type(exc).__name__}: {exc})")
+
+
+def _aiohttp_kind(exc: httpx.TransportError) -> str | None:
+    """What an aiohttp error behind an httpx one was, where httpx-aiohttp's mapping is too coarse: it turns
+    every ``aiohttp.ClientConnectionError`` into ``httpx.ConnectTimeout``, so a refused connection, a failed
+    TLS handshake or a server that closed the connection all look like a timeout. ``connect``: the
+    connection could not be made (``ClientConnectorError``: refused, DNS, TLS); ``broken``: it broke before
+    or during the answer (``ServerDisconnectedError``, a reset while sending); None: the httpx error stands."""
+    cause = exc.__cause__
+    if cause is None or not type(cause).__module__.startswith("aiohttp") or isinstance(cause, TimeoutError):
+        return None
+    import aiohttp
+
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return "connect"
+    if isinstance(cause, aiohttp.ClientConnectionError):
+        return "broken"
+    return None
 
 
 def status_error(

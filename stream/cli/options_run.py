@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import PROGRESS_MODES
+from ..config import PROGRESS_MODES, TRANSPORTS
 from .options import add_db, add_option
 
 __all__ = ["add_cost", "add_stopping", "add_throughput", "add_retries", "add_output", "add_behaviour"]
@@ -43,6 +43,13 @@ def add_throughput(parser: argparse.ArgumentParser) -> None:
         g,
         "clients",
         help="HTTP clients in the pool; 0 = one per 8 concurrent requests (default: %(default)s)",
+    )
+    add_option(
+        g,
+        "transport",
+        choices=TRANSPORTS,
+        help="what carries httpx's requests: aiohttp (httpx-aiohttp, several times less CPU per streamed "
+        "answer) or httpx's own (default: %(default)s)",
     )
     add_option(g, "rpm", metavar="N", help="most requests per minute")
     add_option(

@@ -36,6 +36,7 @@ def client_pool(cfg: Config) -> ClientPool:
         url=endpoint_url(cfg.endpoint_kind, cfg.base_url or "", cfg.api, cfg.model, cfg.api_version),
         auth=auth_headers(cfg.endpoint_kind, cfg.api_key),
         breaker=Breaker(cfg.base_url or ""),
+        transport_kind=cfg.transport,
     )
 
 

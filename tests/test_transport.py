@@ -1,0 +1,155 @@
+"""Both transports behave alike: the same answers, timeouts, stall detection, TLS, proxies and errors.
+
+Each test runs the client pool over httpx's own transport and over aiohttp's (httpx-aiohttp), against the
+loopback fake server or a port with nothing behind it. The end-to-end suites run the CLI, whose default is
+aiohttp; `test_a_run_over_either_transport_gives_the_same_records` runs one tree over both.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from stream.client import ClientPool, RetryPolicy
+from stream.errors import APIConnectionError, APITimeout, StreamError
+from tests.fakeserver import FakeOpenAI, Scripted
+from tests.helpers import read_ndjson, run_args, snipstream
+
+TRANSPORTS = ("aiohttp", "httpx")
+BODY = {"model": "m", "messages": [{"role": "user", "content": "say hi"}], "stream": True}
+
+
+def pool(url: str, transport: str, **kw) -> ClientPool:
+    kw.setdefault("retry", RetryPolicy(max_attempts=1, base=0.01))
+    kw.setdefault("trust_env", False)
+    return ClientPool(
+        base_url=url,
+        api_key=None,
+        api_key_env="OPENAI_API_KEY",
+        api="chat",
+        concurrency=2,
+        transport_kind=transport,
+        **kw,
+    )
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once it is closed
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_streamed_answer_comes_back_whole_with_its_usage_and_server_header(transport: str) -> None:
+    with FakeOpenAI(chunks=5) as srv:
+        async with pool(srv.url, transport) as p:
+            c = await p.complete(BODY, reserve_tokens=0)
+    assert c.text and c.finish_reason == "stop"
+    assert c.usage and c.usage["completion_tokens"] > 0
+    assert p.server is not None
+    assert srv.requests[0].body == BODY
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_stalled_stream_is_a_timeout_after_the_stall_timeout(transport: str) -> None:
+    with FakeOpenAI(chunks=5) as srv:
+        srv.script(Scripted(stall=5.0))
+        async with pool(srv.url, transport, stall_timeout=0.3) as p:
+            with pytest.raises(APITimeout, match="stalled"):
+                await p.complete(BODY, reserve_tokens=0)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_request_timeout_bounds_the_whole_answer(transport: str) -> None:
+    with FakeOpenAI(
+        chunks=50, chunk_delay=0.05
+    ) as srv:  # 2.5 s of events, each well within the stall timeout
+        async with pool(srv.url, transport, request_timeout=0.5) as p:
+            with pytest.raises(APITimeout, match="request-timeout"):
+                await p.complete(BODY, reserve_tokens=0)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_refused_connection_is_a_connection_error_the_breaker_counts(transport: str) -> None:
+    async with pool(f"http://127.0.0.1:{closed_port()}/v1", transport) as p:
+        with pytest.raises(APIConnectionError) as caught:
+            await p.complete(BODY, reserve_tokens=0)
+    assert caught.value.cause == "refused"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_tls_to_a_plain_http_server_fails_as_tls(transport: str) -> None:
+    with FakeOpenAI() as srv:
+        url = srv.url.replace("http://", "https://")
+        async with pool(url, transport) as p:
+            with pytest.raises(APIConnectionError) as caught:
+                await p.complete(BODY, reserve_tokens=0)
+    assert caught.value.cause == "tls"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_connection_cut_mid_stream_is_a_stream_error(transport: str) -> None:
+    with FakeOpenAI(chunks=6) as srv:
+        srv.script(Scripted(cut_after_chunks=2))
+        async with pool(srv.url, transport) as p:
+            with pytest.raises(StreamError):
+                await p.complete(BODY, reserve_tokens=0)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_the_proxy_from_the_environment_carries_the_request(transport: str, monkeypatch) -> None:
+    # The fake server takes absolute-form targets, as a forwarding HTTP proxy receives them (RFC 9112 3.2.2).
+    with FakeOpenAI(chunks=3) as proxy:
+        for name in (
+            "ALL_PROXY",
+            "all_proxy",
+            "NO_PROXY",
+            "no_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "http_proxy",
+        ):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.rsplit("/v1", 1)[0])
+        async with pool("http://api.snipstream.invalid/v1", transport, trust_env=True) as p:
+            c = await p.complete(BODY, reserve_tokens=0)
+    assert c.text
+    assert proxy.requests[0].headers["host"] == "api.snipstream.invalid"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_without_trust_env_the_proxy_variables_are_ignored(transport: str, monkeypatch) -> None:
+    with FakeOpenAI(chunks=3) as srv:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")
+        async with pool(srv.url, transport, trust_env=False) as p:
+            assert (await p.complete(BODY, reserve_tokens=0)).text
+
+
+def test_a_run_over_either_transport_gives_the_same_records(tree, tmp_path) -> None:
+    answers = {}
+    for transport in TRANSPORTS:
+        with FakeOpenAI() as srv:
+            out = tmp_path / f"{transport}.ndjson"
+            args = run_args(
+                srv, tree, "-o", out, "--db", tmp_path / f"{transport}.db", "--transport", transport
+            )
+            r = snipstream(*args, cwd=tmp_path)
+            assert r.code == 0, r.stderr
+        answers[transport] = sorted((x["record_id"], x["annotation"]) for x in read_ndjson(out))
+    assert answers["aiohttp"] == answers["httpx"] and answers["httpx"]
+
+
+def test_the_transport_is_recorded_with_the_run(tree, tmp_path) -> None:
+    import sqlite3
+
+    import orjson
+
+    with FakeOpenAI() as srv:
+        r = snipstream(
+            *run_args(srv, tree, "-o", tmp_path / "o.ndjson", "--transport", "httpx"), cwd=tmp_path
+        )
+    assert r.code == 0, r.stderr
+    with sqlite3.connect(tmp_path / "snipstream.db") as conn:
+        (config,) = conn.execute("SELECT config FROM runs").fetchone()
+    assert orjson.loads(config)["transport"] == "httpx"
