@@ -152,3 +152,18 @@ def test_report_commands_load_neither_httpx_nor_tree_sitter(command: list[str], 
     )
     done = _fresh(code)
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+
+
+def test_the_command_line_loads_no_subcommand_until_it_runs() -> None:
+    # Every command pays for what `stream.cli` imports: parsing the flags must not load any command's work.
+    heavy = [
+        "stream.pipeline",
+        "stream.export.run",
+        "stream.status",
+        "stream.plan",
+        "sinks.checkpoint",
+        "aiosqlite",
+    ]
+    done = _fresh(f"import sys, stream.cli; print([m for m in {heavy!r} if m in sys.modules])")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -6,17 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from sinks.ndjson import detach_stdout
-
 from ..errors import ConfigError, ExitCode, SinkError
-from ..export import (
-    DEFAULT_MAX_EXAMPLE_TOKENS,
-    DEFAULT_TOKENIZER_MODEL,
-    FORMATS,
-    export,
-    parse_split,
-)
-from ..render import format_export
+from ..export.formats import DEFAULT_MAX_EXAMPLE_TOKENS, DEFAULT_TOKENIZER_MODEL, FORMATS
+from ..export.split import parse_split
 from .epilogs import add_command, exit_table
 from .options import add_db
 
@@ -147,6 +139,11 @@ def _split_arg(text: str) -> tuple[float, ...]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``snipstream export`` for parsed `args`: 0 done, 2 usage/configuration error, 3 output failed."""
+    from sinks.ndjson import detach_stdout
+
+    from ..export.run import export
+    from ..render import format_export
+
     try:
         report = export(
             args.db,

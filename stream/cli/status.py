@@ -6,11 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-import orjson
-
 from ..errors import ConfigError, ExitCode
-from ..render import format_status
-from ..status import status
 from .epilogs import add_command, exit_table
 from .options import add_db
 
@@ -47,6 +43,11 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the status of ``args.db`` (a table on stderr, or with --json one JSON line on stdout); 0 on
     success, 2 when there is no readable checkpoint."""
+    import orjson
+
+    from ..render import format_status
+    from ..status import status
+
     try:
         report = status(args.db)
     except ConfigError as exc:  # no checkpoint there, not one, or unreadable

@@ -1,5 +1,6 @@
 """The training formats: one `Example` as one line's object in openai-chat, sharegpt, alpaca or
-prompt-completion (``jsonl`` writes the records as stored and has no renderer)."""
+prompt-completion (``jsonl`` writes the records as stored and has no renderer), and the defaults of the
+limit every example is held to."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from typing import Any
 
 from .examples import Example
 
-__all__ = ["FORMATS", "render"]
+__all__ = ["FORMATS", "render", "DEFAULT_MAX_EXAMPLE_TOKENS", "DEFAULT_TOKENIZER_MODEL"]
+
+DEFAULT_MAX_EXAMPLE_TOKENS = 16385
+DEFAULT_TOKENIZER_MODEL = "gpt-4o-mini"
 
 
 def _openai_chat(ex: Example, system: str | None) -> dict[str, Any]:
