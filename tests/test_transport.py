@@ -7,7 +7,10 @@ aiohttp; `test_a_run_over_either_transport_gives_the_same_records` runs one tree
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -17,7 +20,12 @@ from tests.fakeserver import FakeOpenAI, Scripted
 from tests.helpers import read_ndjson, run_args, snipstream
 
 TRANSPORTS = ("aiohttp", "httpx")
-BODY = {"model": "m", "messages": [{"role": "user", "content": "say hi"}], "stream": True}
+BODY = {
+    "model": "m",
+    "messages": [{"role": "user", "content": "say hi"}],
+    "stream": True,
+    "stream_options": {"include_usage": True},
+}
 
 
 def pool(url: str, transport: str, **kw) -> ClientPool:
@@ -32,6 +40,28 @@ def pool(url: str, transport: str, **kw) -> ClientPool:
         transport_kind=transport,
         **kw,
     )
+
+
+@contextlib.contextmanager
+def not_tls() -> Iterator[int]:
+    """A port that answers a TLS ClientHello with plain HTTP, as a server without TLS does."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(4096)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        thread.join(timeout=5)
 
 
 def closed_port() -> int:
@@ -79,10 +109,9 @@ async def test_a_refused_connection_is_a_connection_error_the_breaker_counts(tra
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_tls_to_a_plain_http_server_fails_as_tls(transport: str) -> None:
-    with FakeOpenAI() as srv:
-        url = srv.url.replace("http://", "https://")
-        async with pool(url, transport) as p:
+async def test_a_failed_tls_handshake_is_a_connection_error_of_cause_tls(transport: str) -> None:
+    with not_tls() as port:
+        async with pool(f"https://127.0.0.1:{port}/v1", transport) as p:
             with pytest.raises(APIConnectionError) as caught:
                 await p.complete(BODY, reserve_tokens=0)
     assert caught.value.cause == "tls"
