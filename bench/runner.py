@@ -29,7 +29,7 @@ from pathlib import Path
 from bench._common import COMMANDS, PY, REPO, Row, benchmark, versions
 from bench.readme import verdict
 
-BENCHMARKS = ("throughput", "concurrency", "first_request", "memory", "extraction", "rerun")
+BENCHMARKS = ("throughput", "concurrency", "first_request", "memory", "extraction", "rerun", "batch")
 RESULTS = REPO / "bench" / "RESULTS.md"
 
 

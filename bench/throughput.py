@@ -15,7 +15,8 @@ its own process, send the same N requests with 64 in flight:
 (b)-(e) send exactly snipstream's bodies (taken from its --dry-run output, not timed). Figures:
 snippets/s over the client process's whole life (spawn to exit: startup and imports included), the same
 over the server-side span (first request arrival to last answer finished: the steady state), client CPU
-ms per request (wait4 rusage of the client process) and its peak RSS (its own: see bench/_exec.py).
+ms per request and µs per SSE event (wait4 rusage of the client process, ÷ requests, ÷ the events of an
+answer, counted on a probe request) and its peak RSS (its own: see bench/_exec.py).
 
 Rounds: in full mode every client runs ROUNDS times, interleaved, the order reversed every other round
 (a b c d, d c b a, ...), so that load drift on a shared machine hits neighbours alike. A ratio is taken
@@ -37,7 +38,9 @@ from bench._common import (
     Row,
     Server,
     bodies_from_dry_run,
+    cpu_per_event_us,
     db_count,
+    first_body,
     fnum,
     fratio,
     fspread,
@@ -48,6 +51,7 @@ from bench._common import (
     run_proc,
     snipstream,
     spread,
+    sse_events,
     workdir,
 )
 
@@ -62,6 +66,14 @@ CASES = (
     ("c", "(c) naive openai.AsyncOpenAI + Semaphore + gather", "openai"),
     ("d", "(d) bare aiohttp loop (TCPConnector(limit=64))", "aiohttp"),
 )
+SHORT = {
+    "a": "snipstream (aiohttp)",
+    "a2": "snipstream (--transport httpx)",
+    "b": "bare httpx loop",
+    "e": "bare httpx loop over httpx-aiohttp",
+    "c": "naive openai",
+    "d": "bare aiohttp loop",
+}
 #: snipstream's flags per case (the transport it runs over)
 SNIPSTREAM_FLAGS = {"a": ["--transport", "aiohttp"], "a2": ["--transport", "httpx"]}
 
@@ -137,6 +149,23 @@ N = 2000
 SPARSE = {"c": 3}
 
 
+def _cpu_row(key: str, rs: list[dict[str, Any]], events: int) -> Row:
+    """One case's client CPU per request and per SSE event (the whole process: startup, walk, checkpoint
+    and writing included for snipstream; `events` per answer, counted on a probe request)."""
+    per_request = [r["cpu_ms"] for r in rs]
+    per_event = [cpu_per_event_us(ms, events) for ms in per_request]
+    return Row(
+        TITLE,
+        f"({key}) {SHORT[key]}: client CPU per request · per SSE event",
+        f"{fspread(per_request, unit=' ms/request')} · {fnum(spread(per_event).median, 1)} µs/SSE event",
+        note=f"{events} SSE events per answer (counted on a probe request: the content deltas, the finish "
+        "chunk, the usage chunk, [DONE]); "
+        "client process CPU time (wait4 rusage: user + system, every thread) ÷ requests, ÷ events; per round: "
+        + ", ".join(f"{x:.1f}" for x in per_event)
+        + " µs/event",
+    )
+
+
 def _gap(sp_median: float, q1: float, q3: float, target: str) -> str:
     """How the spread compares with the distance to the target (printed next to every headline ratio)."""
     try:
@@ -164,6 +193,7 @@ def run(quick: bool) -> list[Row]:
             raise RuntimeError(f"the dry run of {n} generated functions would send {nbodies} requests")
         results: dict[str, list[dict[str, Any] | None]] = {key: [] for key, _, _ in CASES}
         with Server(chunks=20) as server:
+            events = sse_events(server.url, first_body(bodies))
             for rep in range(rounds):
                 order = CASES if rep % 2 == 0 else tuple(reversed(CASES))
                 for key, _, kind in order:
@@ -206,6 +236,7 @@ def run(quick: bool) -> list[Row]:
                 f"{r['exit']}: {r['first_error'][:200]}"
             )
         rows.append(Row(TITLE, case, result, note=note))
+        rows.append(_cpu_row(key, rs, events))
 
     for ours, other, target, label in (
         ("a", "e", "≥ 0.9", "a/e snipstream ÷ bare httpx over aiohttp (the same transport)"),
@@ -223,9 +254,12 @@ def run(quick: bool) -> list[Row]:
         sp = spread(ratios)
         span = spread([a["rate_span"] / o["rate_span"] for a, o in pairs]).median
         cpu = spread([o["cpu_ms"] / a["cpu_ms"] for a, o in pairs]).median
+        cpu_a = spread([a["cpu_ms"] for a, _ in pairs]).median
+        cpu_o = spread([o["cpu_ms"] for _, o in pairs]).median
         note = (
             f"server-side span: {fratio(span)}; CPU per request {fratio(cpu)} (theirs ÷ ours) (medians of "
-            f"{len(pairs)} rounds)"
+            f"{len(pairs)} rounds): {ours} {cpu_a:.2f} ms/request, {cpu_per_event_us(cpu_a, events):.1f} µs/SSE "
+            f"event; {other} {cpu_o:.2f} ms/request, {cpu_per_event_us(cpu_o, events):.1f} µs/SSE event"
         )
         if target and sp.n > 1:
             note += "; " + _gap(sp.median, sp.q1, sp.q3, target)

@@ -262,7 +262,7 @@ class Checkpoint:
         `files` rows: `FileRow` (file, task, and what is known of the file)."""
         now = time.time()
         done, failed, skips, files = list(done), list(failed), list(skips), list(files)
-        async with self._transaction():
+        async with self.transaction():
             if files:
                 await self.db.executemany(_INSERT_FILES, [f.params() for f in files])
             if done:
@@ -278,7 +278,7 @@ class Checkpoint:
 
     async def add_occurrences(self, places: Sequence[tuple[str, Occurrence]]) -> None:
         """New places (record id, occurrence) of already answered records (same code found elsewhere)."""
-        async with self._transaction():
+        async with self.transaction():
             await self._insert_occurrences(places, time.time())
 
     async def _insert_occurrences(self, places: Sequence[tuple[str, Occurrence]], now: float) -> None:
@@ -291,14 +291,14 @@ class Checkpoint:
         self, occurrence_ids: Sequence[str], target: str | None, offset: int | None
     ) -> None:
         """Mark lines as written; with a file target, record the offset up to which the file is whole."""
-        async with self._transaction():
+        async with self.transaction():
             await self.db.executemany(
                 "UPDATE occurrences SET emitted = 1 WHERE occurrence_id = ?", [(i,) for i in occurrence_ids]
             )
             if target is not None and offset is not None:
                 await self.db.execute(_UPSERT_OUTPUT, (target, offset, time.time()))
 
-    def _transaction(self) -> _Transaction:
+    def transaction(self) -> _Transaction:
         return _Transaction(self.db)
 
 

@@ -10,6 +10,11 @@ Tables (created by the migrations in `MIGRATIONS`, each recorded by name in ``mi
 - ``skips``: files passed over, with the reason. ``runs``: one row per run with its summary.
 - ``files``: per task, files whose snippets were all done (or that were skipped for their content), with
   size, mtime and content hash, so an unchanged file is not parsed again.
+- Batch mode (`stream.batch`): ``batch_files`` (one row per batch input file: its local path, state, and the
+  provider's file and batch ids once known), ``batch_lines`` (which record went into which file, at which
+  line), ``batch_places`` (the places waiting for a record's answer, with their snippet), ``batch_tasks``
+  (what a record's task is, for collecting without the run's options) and ``batch_reasks`` (a structured
+  reply that did not validate, re-asked by the next submit).
 
 A migration, once released, is never edited: a change to the schema is a new migration at the end.
 
@@ -105,6 +110,53 @@ MIGRATIONS: list[tuple[str, str]] = [
             skip_detail TEXT,
             PRIMARY KEY (file, task)
         );
+        """,
+    ),
+    (
+        "0003_batches",
+        """
+        CREATE TABLE batch_files (
+            name TEXT PRIMARY KEY,
+            path TEXT NOT NULL,
+            state TEXT NOT NULL,
+            lines INTEGER NOT NULL DEFAULT 0,
+            bytes INTEGER NOT NULL DEFAULT 0,
+            base_url TEXT,
+            endpoint TEXT NOT NULL,
+            file_id TEXT,
+            batch_id TEXT,
+            status TEXT,
+            output_file_id TEXT,
+            error_file_id TEXT,
+            counts BLOB,
+            errors BLOB,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE batch_lines (
+            record_id TEXT NOT NULL,
+            name TEXT NOT NULL REFERENCES batch_files(name),
+            line INTEGER NOT NULL,
+            task TEXT NOT NULL,
+            PRIMARY KEY (record_id, name)
+        );
+        CREATE INDEX batch_lines_name ON batch_lines(name, line);
+        CREATE TABLE batch_places (
+            occurrence_id TEXT PRIMARY KEY,
+            record_id TEXT NOT NULL,
+            snippet BLOB NOT NULL
+        );
+        CREATE INDEX batch_places_record ON batch_places(record_id);
+        CREATE TABLE batch_tasks (
+            fingerprint TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            info BLOB NOT NULL,
+            schema BLOB
+        );
+        CREATE TABLE batch_reasks (
+            record_id TEXT PRIMARY KEY,
+            followup BLOB NOT NULL
+        )
         """,
     ),
 ]

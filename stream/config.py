@@ -1,19 +1,21 @@
 """One Config for a run. Precedence: command-line flags > environment > defaults.
 
 Environment: the key in ``OPENAI_API_KEY`` (or the endpoint kind's variable, or the one named by ``api_key_env``),
-``OPENAI_BASE_URL``, and Azure's ``OPENAI_API_VERSION``.
+``OPENAI_BASE_URL``, and Azure's ``OPENAI_API_VERSION``. With ``--endpoint``/``--endpoints`` each endpoint's key
+is in the variable it names (`stream.endpoint_list`).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from .endpoints import KINDS, detect_kind, family_of
+from . import endpoint_list
+from .endpoint_list import DEFAULT_BASE_URL, Endpoint, is_loopback
+from .endpoints import family_of
 from .errors import ConfigError
 from .prompt import DEFAULT_TASKS, TASKS, Template, task_fingerprint
 
@@ -31,7 +33,6 @@ __all__ = [
     "is_loopback",
 ]
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 #: OpenAI's documented values; each model takes some of them (gpt-5: minimal..high; o-series: low..high).
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 APIS = ("chat", "completions")  # /chat/completions with messages, or the legacy /completions with a prompt
@@ -55,16 +56,6 @@ def _one_of(flag: str, value: object, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{flag} must be {names}, got {value!r}")
 
 
-def is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass(frozen=True)
 class Config:
     """Everything a run needs. Build one, then call `resolve()` to apply the environment and validate."""
@@ -78,6 +69,12 @@ class Config:
     api_version: str | None = None  # Azure's api-version; None: $OPENAI_API_VERSION, else the GA default
     api: str = "chat"  # one of APIS
     model: str = "gpt-4o-mini"
+    # several endpoints (stream.endpoint_list): specs, a TOML file, and whether their models may differ
+    endpoint_specs: tuple[str, ...] = ()
+    endpoints_file: str | None = None
+    mixed_models: bool = False
+    #: set by resolve(): every endpoint of the run (without --endpoint(s), the one of --base-url)
+    endpoints: tuple[Endpoint, ...] = ()
     max_tokens: int | None = None  # None: MAX_TOKENS, or REASONING_MAX_TOKENS for reasoning models
     reasoning_effort: str | None = None  # sent only when given
     temperature: float | None = None
@@ -123,6 +120,11 @@ class Config:
     sinks: tuple[str, ...] = ()
     emit_all: bool = False
     dry_run: bool = False
+    # batch mode (stream.batch): the provider's limits per input file (OpenAI: 50,000 requests, 200 MB)
+    batch: bool = False  # set by `batch submit`: jobs become batch lines, nothing is streamed
+    batch_max_requests: int = 50_000
+    batch_max_bytes: int = 200_000_000
+    batch_file_only: str | None = None  # DIR: write the JSONL for a runner (vllm run-batch), upload nothing
     # behaviour
     grace: float = 10.0
     progress: str = "auto"  # one of PROGRESS_MODES
@@ -167,25 +169,24 @@ class Config:
     def resolve(self, env: Mapping[str, str] | None = None) -> Config:
         """Apply the environment, then check everything that can be checked before any work."""
         env = os.environ if env is None else env
-        base_url = (self.base_url or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        kind = detect_kind(base_url) if self.endpoint_kind == "auto" else self.endpoint_kind
-        if kind not in KINDS:
-            raise ConfigError(f"--endpoint-kind must be auto or one of {', '.join(KINDS)}, got {kind!r}")
-        key_env = self.api_key_env or KINDS[kind].key_env
-        key = self.api_key if self.api_key is not None else (env.get(key_env) or None)
         family = family_of(self.model)
         max_tokens = self.max_tokens or (REASONING_MAX_TOKENS if family and family.reasoning else MAX_TOKENS)
         cfg = replace(
             self,
-            base_url=base_url,
-            api_key=key,
-            api_key_env=key_env,
-            endpoint_kind=kind,
             api_version=self.api_version or env.get("OPENAI_API_VERSION") or None,
             max_tokens=max_tokens,
-        )
+        )._with_endpoints(env)
         cfg._validate()
         return cfg
+
+    @property
+    def several_endpoints(self) -> bool:
+        """Whether the endpoints come from ``--endpoint``/``--endpoints`` (else from ``--base-url``)."""
+        return bool(self.endpoint_specs or self.endpoints_file)
+
+    def _with_endpoints(self, env: Mapping[str, str]) -> Config:
+        """`endpoints` resolved; ``base_url``, ``endpoint_kind`` and ``api_key_env`` are then the first one's."""
+        return replace(self, **endpoint_list.settings(self, env))
 
     def _validate(self) -> None:
         """Check every setting that can be checked before any work; raises ConfigError for the first bad one."""
@@ -197,14 +198,18 @@ class Config:
 
     def _check_endpoint(self) -> None:
         """Paths, the URL, the API, the key and the reasoning effort."""
-        if not self.paths:
+        if not self.paths and not self.batch:  # (batch status, collect and cancel walk nothing)
             raise ConfigError("give at least one path to walk")
         parts = urlsplit(self.base_url or "")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"--base-url must be an http(s) URL, got {self.base_url!r}")
         _one_of("--api", self.api, APIS)
         _one_of("--transport", self.transport, TRANSPORTS)
-        if not self.dry_run and not self.api_key and not is_loopback(self.base_url or ""):
+        # (the batch steps after submit need a key only to reach the API: `stream.batch.api` checks then)
+        needs_key = not (self.dry_run or self.batch_file_only or (self.batch and not self.paths))
+        # (with --endpoint(s) each endpoint's key was checked as it was resolved, by its own variable)
+        needs_key = needs_key and not self.several_endpoints
+        if needs_key and not self.api_key and not is_loopback(self.base_url or ""):
             raise ConfigError(
                 f"no API key: set ${self.api_key_env} (or name another variable with --api-key-env); "
                 f"a key is needed for {self.base_url}"
@@ -224,6 +229,8 @@ class Config:
             ("--max-file-bytes", self.max_file_bytes, 1),
             ("--jobs", self.jobs, 1),
             ("--max-failures", self.max_failures or 1, 1),
+            ("--batch-max-requests", self.batch_max_requests, 1),
+            ("--batch-max-bytes", self.batch_max_bytes, 4096),
         ):
             if value < low:
                 raise ConfigError(f"{name} must be at least {low}, got {value}")
@@ -234,6 +241,11 @@ class Config:
             raise ConfigError(
                 f"--tpm {self.tpm:g} is below --max-tokens {self.max_tokens}: no request could fit"
             )
+        for e in self.endpoints:
+            if e.tpm is not None and self.max_tokens is not None and e.tpm < self.max_tokens:
+                raise ConfigError(
+                    f"endpoint {e.name}: tpm {e.tpm:g} is below --max-tokens {self.max_tokens}: no request could fit"
+                )
         for name, seconds in (
             ("--connect-timeout", self.connect_timeout),
             ("--stall-timeout", self.stall_timeout),
@@ -266,9 +278,10 @@ class Config:
             raise ConfigError(f"--max-cost must be positive, got {self.max_cost:g}")
 
     def public(self) -> dict[str, Any]:
-        """The config as stored with a run: everything but the key."""
+        """The config as stored with a run: everything but the keys (each endpoint's name and URL, no key)."""
         data = asdict(self)
         data.pop("api_key", None)
         data["api_key_set"] = bool(self.api_key)
+        data["endpoints"] = [e.public() for e in self.endpoints]
         data["tasks"] = [{"name": t.name, "fingerprint": self.fingerprint(t)} for t in self.tasks]
         return data

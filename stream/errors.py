@@ -122,7 +122,8 @@ class APIError(SnipstreamError):
     `retryable` says whether another attempt may succeed; `retry_after` is the server's hint in seconds.
     `code` and `param` are the error body's own fields when it had them (OpenAI's error object:
     ``{"error": {"message", "type", "param", "code"}}``); `detail` is the parsed error object itself.
-    `attempts` and `history` (one line per failed attempt) are set by the client pool when it gives up.
+    `attempts` and `history` (one line per failed attempt) are set by the client pool when it gives up;
+    `endpoint` is the name of the endpoint that answered so (`stream.pool`), when one did.
     """
 
     retryable: bool = False
@@ -148,6 +149,7 @@ class APIError(SnipstreamError):
         self.detail = detail or {}
         self.attempts = 1
         self.history: list[str] = []
+        self.endpoint: str | None = None
 
     @property
     def reason(self) -> str:

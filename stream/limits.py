@@ -176,6 +176,18 @@ class Limits:
             self._send_times.append(time.monotonic())
             return self._sent
 
+    def delay(self, tokens: int) -> float:
+        """Seconds `acquire(tokens)` would wait if called now (0: it would go at once; inf: it never fits);
+        takes nothing. Waiters already queued make it wait too. Lets a pool of endpoints prefer one with room."""
+        tpm = self.tokens.per_minute
+        if tpm and tokens > tpm:
+            return math.inf
+        now = anyio.current_time()
+        self.requests.refill(now)
+        self.tokens.refill(now)
+        wait = max(self._pause_until - now, self.requests.wait_for(1), self.tokens.wait_for(tokens))
+        return max(wait, 1e-3) if self._lock.locked() else max(wait, 0.0)
+
     def refund(self, tokens: float) -> None:
         """An answer's usage came in `tokens` under its reservation (negative: over it).
 

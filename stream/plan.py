@@ -80,6 +80,10 @@ async def plan_report(config: Config) -> tuple[dict[str, Any], int]:
             "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
             "output_tokens": sum(r["output_tokens"] for r in rows),
             "cost_usd": None if price is None else sum(r["cost_usd"] for r in rows),
+            # the same requests through `snipstream batch submit` (the Batch API's price)
+            "batch_cost_usd": None
+            if price is None
+            else sum(price.for_batch().cost(r["prompt_tokens"], r["output_tokens"]) for r in rows),
         },
     }
     return report, summary.exit_code

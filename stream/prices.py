@@ -1,4 +1,4 @@
-"""The dated price table: USD per million tokens (input, output, cached input) and `--prices` files."""
+"""The dated price table: USD per million tokens (input, output, cached input, batch) and `--prices` files."""
 
 from __future__ import annotations
 
@@ -33,14 +33,33 @@ PRICES: dict[str, tuple[float, ...]] = {
 }
 
 
+#: What the Batch API costs beside the list price, unless the table gives batch prices: "Save 50% on inputs
+#: and outputs" (https://platform.openai.com/docs/guides/batch, and the Batch column of
+#: https://platform.openai.com/docs/pricing).
+BATCH_DISCOUNT = 0.5
+_KEYS = ("input", "output", "cached_input", "batch_input", "batch_output")
+
+
 @dataclass(frozen=True, slots=True)
 class Price:
     """USD per million tokens; `cached_input` (None: the input price) for prompt tokens served from the
-    provider's prompt cache."""
+    provider's prompt cache; `batch_input`/`batch_output` (None: `BATCH_DISCOUNT` of the list price) for
+    requests sent through the Batch API."""
 
     input: float
     output: float
     cached_input: float | None = None
+    batch_input: float | None = None
+    batch_output: float | None = None
+
+    def for_batch(self) -> Price:
+        """The price of the same tokens through the Batch API (cached input discounted alike)."""
+        cached = self.input if self.cached_input is None else self.cached_input
+        return Price(
+            self.batch_input if self.batch_input is not None else self.input * BATCH_DISCOUNT,
+            self.batch_output if self.batch_output is not None else self.output * BATCH_DISCOUNT,
+            cached * (self.batch_input / self.input if self.batch_input and self.input else BATCH_DISCOUNT),
+        )
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
         cached = min(cached_tokens, prompt_tokens)
@@ -77,6 +96,7 @@ def load_prices(path: str | None) -> Prices:
     [models]
     "gpt-4o-mini" = { input = 0.15, output = 0.60, cached_input = 0.075 }   # USD per million tokens
     "qwen2.5-coder" = { input = 0, output = 0 }        # a self-hosted model
+    "my-model" = { input = 1, output = 4, batch_input = 0.6, batch_output = 2.4 }   # not half price
     """
     if path is None:
         return Prices(dict(PRICES), PRICES_DATE, "built-in")
@@ -96,20 +116,16 @@ def load_prices(path: str | None) -> Prices:
         raise ConfigError(f"--prices {path}: expected a [models] table (and an optional date)")
     table = dict(PRICES)
     for name, entry in models.items():
-        ok = isinstance(entry, dict) and {"input", "output"} <= set(entry) <= {
-            "input",
-            "output",
-            "cached_input",
-        }
-        values = [entry[k] for k in ("input", "output", "cached_input") if k in entry] if ok else []
+        ok = isinstance(entry, dict) and {"input", "output"} <= set(entry) <= set(_KEYS)
+        values = [entry[k] for k in _KEYS if k in entry] if ok else []
         if not ok or not all(
             isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in values
         ):
             raise ConfigError(
                 f"--prices {path}: models.{name} must be {{ input = USD, output = USD }} per million tokens "
-                "(and optionally cached_input = USD)"
+                "(and optionally cached_input, batch_input, batch_output = USD)"
             )
-        table[name] = tuple(float(v) for v in values)
+        table[name] = tuple(float(entry[k]) if k in entry else None for k in _KEYS)  # type: ignore[misc]
     return Prices(table, str(data.get("date") or "unknown date"), path)
 
 

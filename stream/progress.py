@@ -103,6 +103,8 @@ def format_summary(s: Summary, *, model: str, dry_run: bool, prices_date: str = 
         )
         if s.failed:
             lines.append("failed by reason: " + ", ".join(f"{k} {v}" for k, v in s.failed.most_common()))
+    if len(s.endpoints) > 1:
+        lines.append("requests by endpoint: " + ", ".join(f"{k} {v}" for k, v in s.endpoints.items()))
     if len(s.tasks) > 1:
         lines.append("annotated by task: " + ", ".join(f"{k} {v}" for k, v in s.tasks.most_common()))
     if s.skipped:

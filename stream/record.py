@@ -68,6 +68,7 @@ def answer(
             "usage": usage,
             "usage_estimated": estimated,
             "system_fingerprint": c.system_fingerprint,
+            "endpoint": c.endpoint,  # the name of the endpoint that answered (never its URL or key)
         },
         "attempts": c.attempts,
         "latency_s": round(c.latency_s, 4),

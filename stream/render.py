@@ -202,6 +202,9 @@ def format_plan(report: dict[str, Any]) -> str:
         f"({p['source']})"
         + ("" if p["known"] else f": no price for {report['model']}, give one with --prices")
     )
+    batch = report["total"].get("batch_cost_usd")
+    if batch is not None and report["rows"]:
+        lines.append(f"through the Batch API (snipstream batch submit): ${batch:,.4f}")
     sources = sorted({r["output_from"] for r in report["rows"]})
     if sources:
         lines.append(f"expected output tokens from: {', '.join(sources)}")
@@ -215,6 +218,39 @@ def format_plan(report: dict[str, Any]) -> str:
     ):
         if counts:
             lines.append(f"{label}: " + _counts(dict(sorted(counts.items()))))
+    return "\n".join(lines)
+
+
+# --- batch status -------------------------------------------------------------------------------------------
+
+_BATCH_HEADER = ["file", "batch", "status", "lines", "completed", "failed"]
+
+
+def format_batch_status(r: dict[str, Any]) -> str:
+    """The human table of `stream.batch.report.batch_status`'s dict."""
+    body = [
+        [
+            b["file"],
+            b["batch_id"] or "-",
+            b["status"],
+            f"{b['lines']:,}",
+            f"{b['request_counts'].get('completed', 0):,}",
+            f"{b['request_counts'].get('failed', 0):,}",
+        ]
+        for b in r["batches"]
+    ]
+    lines = table(_BATCH_HEADER, body, right=range(3, 6)) if body else ["no batches in this checkpoint"]
+    for b in r["batches"]:
+        lines += [f"{b['batch_id']}: {e}" for e in b["errors"][:20]]
+    lines.append("")
+    lines.append(
+        f"answered through batches: {r['answered']:,} ({r['prompt_tokens']:,} prompt and "
+        f"{r['completion_tokens']:,} completion tokens); model {r['model']}"
+    )
+    if r["cost_usd"] is not None:
+        lines.append(
+            f"cost at the Batch API's price: {_cost(r['cost_usd'])} (list price: {_cost(r['list_cost_usd'])})"
+        )
     return "\n".join(lines)
 
 

@@ -20,8 +20,9 @@ DEFAULTS = Config()
 FIELDS = {f.name for f in fields(Config)}
 # flags that feed a Config field through a conversion (task names and template files → tasks)
 CONVERTED = {"task", "template"}
-# Config fields no flag sets: the key comes from the environment, the tasks from --task/--template
-NO_FLAG = {"api_key", "tasks"}
+# Config fields no flag sets: the key comes from the environment, the tasks from --task/--template, the
+# resolved endpoints from --endpoint/--endpoints (or --base-url), batch mode from `snipstream batch`
+NO_FLAG = {"api_key", "tasks", "endpoints", "batch"}
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -48,10 +49,23 @@ def test_db_is_one_definition_shared_by_every_command() -> None:
     assert parse("export", "--format", "jsonl", "-o", "x").db == DEFAULTS.db
 
 
+def batch_submit_options() -> dict[str, argparse.Action]:
+    (steps,) = [a for a in subparsers()["batch"]._actions if isinstance(a, argparse._SubParsersAction)]
+    return {a.dest: a for a in steps.choices["submit"]._actions if a.dest != "help"}
+
+
 def test_every_run_flag_sets_a_config_field_and_every_field_has_a_flag() -> None:
     dests = set(options("run")) - {"paths"}
     assert dests - CONVERTED <= FIELDS, f"flags whose dest is no Config field: {dests - CONVERTED - FIELDS}"
-    assert FIELDS - NO_FLAG - {"paths"} <= dests, f"Config fields without a flag: {FIELDS - NO_FLAG - dests}"
+    batch = set(batch_submit_options()) - {"paths"}
+    assert batch - CONVERTED <= FIELDS, (
+        f"batch flags whose dest is no Config field: {batch - CONVERTED - FIELDS}"
+    )
+    # what only batch mode takes is declared on `batch submit`
+    covered = dests | batch
+    assert FIELDS - NO_FLAG - {"paths"} <= covered, (
+        f"Config fields without a flag: {FIELDS - NO_FLAG - covered}"
+    )
 
 
 @pytest.mark.parametrize("command", ["run", "plan"])

@@ -966,3 +966,58 @@ async def test_truncated_error_body_does_not_leak_a_key_prefix() -> None:
     exc = await failure(api, max_attempts=1)
     assert isinstance(exc, AuthError)
     assert KEY[:6] not in str(exc)
+
+
+# --- one cancel scope per attempt; the request sent straight to the client's transport ---------------------
+
+
+class _HeldOpen(httpx.AsyncByteStream):
+    """A body that sends `data` and then never ends (a server holding the stream open after [DONE])."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.data
+        await anyio.sleep(30)
+
+
+def held_open(data: bytes) -> Step:
+    def step(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=_HeldOpen(data))
+
+    return step
+
+
+async def test_a_stream_held_open_after_done_is_whole_after_one_second() -> None:
+    started = time.perf_counter()
+    c = await complete(FakeAPI(held_open(sse(*typical_chunks()))), max_attempts=1)
+    assert_typical(c)
+    assert 0.9 < time.perf_counter() - started < 5
+
+
+async def test_the_request_timeout_running_out_after_done_still_gives_the_whole_answer() -> None:
+    # [DONE] was read: the answer is whole, whichever deadline of the attempt ends the body.
+    c = await complete(FakeAPI(held_open(sse(*typical_chunks()))), max_attempts=1, request_timeout=0.3)
+    assert_typical(c)
+
+
+async def test_the_request_timeout_before_done_is_a_timeout() -> None:
+    api = FakeAPI(held_open(sse(*typical_chunks(), done=False)[:-40]))
+    exc = await failure(api, max_attempts=1, request_timeout=0.3)
+    assert isinstance(exc, APITimeout) and "request-timeout" in str(exc)
+
+
+async def test_cookies_a_server_sets_are_sent_back_as_the_client_would() -> None:
+    def with_cookie(request: httpx.Request) -> httpx.Response:
+        response = ok_stream()(request)
+        response.headers["set-cookie"] = "lb=node-7; Path=/"
+        return response
+
+    api = FakeAPI(with_cookie, ok_stream())
+    async with pool_for(api) as pool:
+        for _ in range(2):
+            assert_typical(await pool.complete(chat_body(), reserve_tokens=10))
+    assert "cookie" not in api.requests[0].headers
+    assert api.requests[1].headers["cookie"] == "lb=node-7"
+    assert api.requests[1].headers["authorization"] == f"Bearer {KEY}"  # the client's own headers

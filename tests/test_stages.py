@@ -240,6 +240,50 @@ async def test_planner_asks_once_for_code_in_flight_and_attaches_the_second_plac
     assert r.summary.snippets == 2
 
 
+async def test_planning_a_file_takes_no_turn_of_the_event_loop_per_job_while_there_is_room(r: Rig) -> None:
+    # A turn of a loop busy with a thousand streams takes ~10 ms: one per job capped the requests in
+    # flight at what the planner could hand out (~100 a second). It waits only when the buffer is full.
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            await anyio.lowlevel.checkpoint()
+            turns += 1
+
+    names = [f"f{i}" for i in range(50)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(count_turns)
+        await anyio.lowlevel.checkpoint()
+        jobs = await planned_jobs(r, r.scanned("pkg/a.py", *(snippet(n) for n in names)))
+        tg.cancel_scope.cancel()
+    assert [j.snippet.qualname for j in jobs] == names
+    assert turns <= 5, turns
+
+
+async def test_the_planner_waits_for_room_when_the_job_buffer_is_full(r: Rig) -> None:
+    names = [f"f{i}" for i in range(5)]
+    got: list[str] = []
+    with Pipe(size=1) as jobs, Pipe() as outcomes:
+        planner = r.real(jobs, outcomes)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(planner.plan_file, r.scanned("pkg/a.py", *(snippet(n) for n in names)))
+            for _ in names:
+                got.append((await jobs.recv.receive()).snippet.qualname)
+    assert got == names
+
+
+def test_the_graph_collects_young_garbage_less_often_and_restores_the_thresholds() -> None:
+    import gc
+
+    from stream.pipeline.graph import fewer_collections
+
+    before = gc.get_threshold()
+    with fewer_collections(young=12_345):
+        assert gc.get_threshold() == (max(before[0], 12_345), *before[1:])
+    assert gc.get_threshold() == before
+
+
 async def test_max_prompt_tokens_leaves_a_long_prompt_out_as_too_many_tokens(tmp_path: Path) -> None:
     r = Rig(tmp_path, max_prompt_tokens=80)
     short = snippet("short")

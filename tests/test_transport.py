@@ -182,3 +182,65 @@ def test_the_transport_is_recorded_with_the_run(tree, tmp_path) -> None:
     with sqlite3.connect(tmp_path / "snipstream.db") as conn:
         (config,) = conn.execute("SELECT config FROM runs").fetchone()
     assert orjson.loads(config)["transport"] == "httpx"
+
+
+# --- the short ways (stream.transports): asserted, so that a release renaming what they use fails here ---
+
+
+async def test_over_aiohttp_the_body_is_read_straight_from_aiohttp_and_the_request_skips_client_stream(
+    monkeypatch,
+) -> None:
+    import httpx
+
+    from stream import transports
+
+    taken: list[str] = []
+    chunks = transports._aiohttp_chunks
+    monkeypatch.setattr(
+        transports, "_aiohttp_chunks", lambda content: taken.append("aiohttp") or chunks(content)
+    )
+
+    def no_stream(*args, **kwargs):
+        raise AssertionError("client.stream() was used")
+
+    monkeypatch.setattr(httpx.AsyncClient, "stream", no_stream)
+    with FakeOpenAI(chunks=5) as srv:
+        async with pool(srv.url, "aiohttp") as p:
+            c = await p.complete(BODY, reserve_tokens=0)
+            c2 = await p.complete(BODY, reserve_tokens=0)  # the connection was reused and still works
+    assert c.text and c.text == c2.text and c.finish_reason == "stop"
+    assert taken == ["aiohttp", "aiohttp"]
+
+
+async def test_the_clients_of_an_https_pool_share_one_tls_context_and_load_no_other() -> None:
+    import ssl
+
+    p = pool("https://api.snipstream.invalid/v1", "aiohttp", clients=3)
+    transports = [c._transport for c in p._clients]
+    # httpx-aiohttp's own context serves only a connector it makes itself: not loaded (no CA bundle)
+    assert all(t.ssl_context.verify_mode == ssl.CERT_NONE for t in transports)
+    sessions = [t.client() for t in transports]  # the session factories (run on first request)
+    try:
+        contexts = {id(s.connector._ssl) for s in sessions}
+        assert len(contexts) == 1
+        assert sessions[0].connector._ssl.verify_mode == ssl.CERT_REQUIRED  # TLS stays verified
+    finally:
+        for s in sessions:
+            await s.close()
+        await p.aclose()
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080/v1/chat/completions", "https://api.example.com/v1/x"])
+def test_a_request_from_the_header_template_is_the_one_the_client_would_build(url: str) -> None:
+    import httpx
+
+    from stream.transports import _request
+
+    client = httpx.AsyncClient(headers={"content-type": "application/json", "authorization": "Bearer k"})
+    for body in (b"{}", b'{"model": "m"}' * 40):  # the template is reused: Content-Length is each body's
+        ours, theirs = (
+            _request(client, url, httpx.URL(url), body),
+            client.build_request("POST", url, content=body),
+        )
+        assert sorted(ours.headers.multi_items()) == sorted(theirs.headers.multi_items())
+        assert (ours.method, ours.url, ours.content) == (theirs.method, theirs.url, theirs.content)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from . import export, status
+from . import batch, export, status
 from . import run as run_cmd
 from .options import config_from_args
 
@@ -24,6 +24,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "plan": run_cmd.plan,
     "status": status.run,
     "export": export.run,
+    "batch": batch.run,
 }
 
 
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_cmd.add_plan_parser(commands)
     status.add_parser(commands)
     export.add_parser(commands)
+    batch.add_parser(commands)
     return parser
 
 

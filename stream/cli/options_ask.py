@@ -90,6 +90,34 @@ def add_endpoint(parser: argparse.ArgumentParser) -> None:
         "prompt (default: %(default)s)",
     )
     add_option(g, "model", help="model name (default: %(default)s)")
+    _several(g)
+
+
+def _several(g: argparse._ArgumentGroup) -> None:
+    """Several endpoints in place of --base-url (`stream.endpoint_list`, `stream.pool`)."""
+    add_option(
+        g,
+        "endpoint_specs",
+        "--endpoint",
+        metavar="SPEC",
+        help="one endpoint of several, instead of --base-url (repeatable): comma-separated "
+        "field=value pairs, e.g. name=east,url=https://east.example/v1,key-env=EAST_KEY,rpm=500,"
+        "tpm=200000,weight=2 (also kind=, model=, api-version=); the key is read from the variable "
+        "key-env names (default: --api-key-env's, or the kind's); unset rpm/tpm/kind take --rpm/--tpm/"
+        "--endpoint-kind; requests go to endpoints with budget, weighted, and move when one fails",
+    )
+    add_option(
+        g,
+        "endpoints_file",
+        "--endpoints",
+        metavar="FILE",
+        help="endpoints from a TOML file: one [[endpoint]] table each, with --endpoint's fields",
+    )
+    add_option(
+        g,
+        "mixed_models",
+        help="let endpoints serve different models (model=); the tasks' fingerprints then name --model only",
+    )
 
 
 def add_generation(parser: argparse.ArgumentParser) -> None:

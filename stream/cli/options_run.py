@@ -7,7 +7,15 @@ import argparse
 from ..config import PROGRESS_MODES, TRANSPORTS
 from .options import add_db, add_option
 
-__all__ = ["add_cost", "add_stopping", "add_throughput", "add_retries", "add_output", "add_behaviour"]
+__all__ = [
+    "add_cost",
+    "add_stopping",
+    "add_throughput",
+    "add_retries",
+    "add_output",
+    "add_output_file",
+    "add_behaviour",
+]
 
 
 def add_cost(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +26,8 @@ def add_cost(parser: argparse.ArgumentParser) -> None:
         "prices",
         metavar="FILE",
         help='TOML price table overriding the built-in one: date = "...", [models] "name" = '
-        "{ input = USD, output = USD } per million tokens",
+        "{ input = USD, output = USD } per million tokens (optionally cached_input, and batch_input/"
+        "batch_output for the Batch API, else half the list price)",
     )
 
 
@@ -96,15 +105,7 @@ def add_retries(parser: argparse.ArgumentParser) -> None:
 def add_output(parser: argparse.ArgumentParser) -> None:
     """Where records go: the NDJSON file, the checkpoint, other sinks; or nowhere (--dry-run)."""
     g = parser.add_argument_group("output")
-    add_option(
-        g,
-        "output",
-        "-o",
-        "--output",
-        metavar="FILE",
-        help="NDJSON output file, appended to across runs; - for stdout (default: %(default)s)",
-    )
-    add_db(g)
+    add_output_file(g)
     add_option(
         g,
         "sinks",
@@ -120,6 +121,19 @@ def add_output(parser: argparse.ArgumentParser) -> None:
         help="walk, extract, render and count tokens; send nothing, write the requests that would "
         "be sent as NDJSON and estimate the cost",
     )
+
+
+def add_output_file(g: argparse._ActionsContainer) -> None:
+    """``-o FILE`` and ``--db FILE``: where records and the checkpoint go (run, batch submit and collect)."""
+    add_option(
+        g,
+        "output",
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="NDJSON output file, appended to across runs; - for stdout (default: %(default)s)",
+    )
+    add_db(g)
 
 
 def add_behaviour(parser: argparse.ArgumentParser) -> None:

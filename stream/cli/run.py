@@ -17,7 +17,7 @@ from .options_ask import add_endpoint, add_generation, add_tasks
 from .options_run import add_behaviour, add_cost, add_output, add_retries, add_stopping, add_throughput
 from .options_walk import add_filters, add_sources
 
-__all__ = ["add_run_parser", "add_plan_parser", "RUN_GROUPS", "PLAN_GROUPS", "run", "plan"]
+__all__ = ["add_run_parser", "add_plan_parser", "RUN_GROUPS", "PLAN_GROUPS", "run", "plan", "failed", "say"]
 
 #: The option groups of each command, in the order --help lists them. A plan sends nothing and writes no
 #: records, so it leaves out throughput, retries and output, and gets Config's defaults for those.
@@ -66,13 +66,13 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args).resolve()
         summary = anyio.run(run_pipeline, config)
     except (Exception, KeyboardInterrupt) as exc:
-        return _failed(exc)
+        return failed(exc)
     if not config.quiet:
         from ..prices import load_prices
         from ..progress import format_summary
 
         prices = load_prices(config.prices)
-        _say(format_summary(summary, model=config.model, dry_run=config.dry_run, prices_date=prices.date))
+        say(format_summary(summary, model=config.model, dry_run=config.dry_run, prices_date=prices.date))
     return summary.exit_code
 
 
@@ -83,23 +83,23 @@ def plan(args: argparse.Namespace) -> int:
     try:
         return anyio.run(make_plan, config_from_args(args).resolve(), args.json)
     except (Exception, KeyboardInterrupt) as exc:
-        return _failed(exc)
+        return failed(exc)
 
 
-def _failed(exc: BaseException) -> ExitCode:
+def failed(exc: BaseException) -> ExitCode:
     """Report why a run or plan ended early, and the exit code that says so."""
     if isinstance(exc, ConfigError):
-        _say(f"snipstream: error: {exc}")
+        say(f"snipstream: error: {exc}")
         return ExitCode.USAGE
     if isinstance(exc, SnipstreamError):
-        _say(f"snipstream: {type(exc).__name__}: {exc}")
+        say(f"snipstream: {type(exc).__name__}: {exc}")
         return ExitCode.ABORTED
     if isinstance(exc, KeyboardInterrupt):
-        _say("snipstream: interrupted")
+        say("snipstream: interrupted")
         return ExitCode.INTERRUPTED
-    _say("snipstream: internal error, please report this:\n" + "".join(traceback.format_exception(exc)))
+    say("snipstream: internal error, please report this:\n" + "".join(traceback.format_exception(exc)))
     return ExitCode.INTERNAL
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)

@@ -9,7 +9,8 @@ ask            the context gate: a prompt that cannot fit the model is not sent 
                --retry-truncated asks once more with twice the tokens
     └ _negotiated  a 400 that teaches something rewrites the run's shape and resends (stream.negotiate);
                    a context overflow teaches the context size
-      └ ClientPool.complete   retries, rate limits, the circuit breaker (stream.client)
+      └ EndpointPool.complete  which endpoint; moved to another when one fails or is taken out (stream.pool)
+        └ ClientPool.complete   retries, rate limits, the circuit breaker (stream.client)
 ```
 """
 
@@ -41,8 +42,8 @@ from .counting import TokenCounter
 from .messages import Answered, Failure, Job
 
 if TYPE_CHECKING:
-    from ..client import ClientPool
     from ..config import Config
+    from ..pool import EndpointPool
     from ..sse import Completion
 
 __all__ = ["Asker"]
@@ -73,7 +74,7 @@ class Asker:
     cfg: Config
     shape: Shape
     budget: ContextBudget
-    pool: Callable[[], ClientPool]  # made on first use: a run with nothing to send never builds one
+    pool: Callable[[], EndpointPool]  # made on first use: a run with nothing to send never builds one
     counter: TokenCounter
     count_usage: Callable[[dict[str, Any] | None], None]
     count_request: Callable[[], None]
@@ -265,8 +266,8 @@ class Asker:
             used = (completion.usage or {}).get("total_tokens")
             if used is None and limits.counts_tokens:
                 used = (job.prompt_tokens or 0) + await self.counter.text(completion.text)
-            if used is not None:
-                limits.refund(reserve - int(used))
+            if used is not None:  # (to the limiter of the endpoint that answered)
+                pool.refund(completion, reserve - int(used))
             prompt_used = (completion.usage or {}).get("prompt_tokens")
             if job.prompt_tokens and isinstance(prompt_used, int):
                 self.budget.calibrate(job.prompt_tokens, prompt_used)

@@ -1,4 +1,4 @@
-"""What a run takes from the system: open files for its sockets, and the HTTP client pool."""
+"""What a run takes from the system: open files for its sockets, and the HTTP client pool of each endpoint."""
 
 from __future__ import annotations
 
@@ -6,36 +6,50 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..config import Config, is_loopback
+from ..endpoint_list import Endpoint
 from ..endpoints import auth_headers, endpoint_url
 from ..limits import Limits
 
 if TYPE_CHECKING:
     from ..client import ClientPool
+    from ..pool import EndpointPool
 
-__all__ = ["client_pool", "raise_file_limit"]
+__all__ = ["client_pool", "endpoint_client", "raise_file_limit"]
 
 
-def client_pool(cfg: Config) -> ClientPool:
-    """The run's HTTP clients (httpx is imported here, when the first request is about to go)."""
+def client_pool(cfg: Config, note: Callable[[str], None] | None = None) -> EndpointPool:
+    """The run's endpoints, each with its own HTTP clients, limits and breaker, as one pool (httpx is
+    imported here, when the first request is about to go). `note` hears of endpoints taken out."""
+    from ..pool import EndpointPool, Member
+
+    members = [
+        Member(e.name, endpoint_client(cfg, e), e.weight, model=e.model if e.model != cfg.model else None)
+        for e in cfg.endpoints
+    ]
+    return EndpointPool(members, note=note)
+
+
+def endpoint_client(cfg: Config, e: Endpoint) -> ClientPool:
+    """One endpoint's HTTP clients. Its breaker names the URL (and, among several, the endpoint)."""
     from ..breaker import Breaker
     from ..client import ClientPool, RetryPolicy
 
     return ClientPool(
-        base_url=cfg.base_url or "",
-        api_key=cfg.api_key,
-        api_key_env=cfg.api_key_env,
+        base_url=e.url,
+        api_key=e.key,
+        api_key_env=e.key_env,
         api=cfg.api,
         concurrency=cfg.concurrency,
         clients=cfg.clients,
-        limits=Limits(rpm=cfg.rpm, tpm=cfg.tpm),
+        limits=Limits(rpm=e.rpm, tpm=e.tpm),
         retry=RetryPolicy(max_attempts=cfg.max_attempts, base=cfg.backoff),
         connect_timeout=cfg.connect_timeout,
         stall_timeout=cfg.stall_timeout,
         request_timeout=cfg.request_timeout,
-        trust_env=not is_loopback(cfg.base_url or ""),
-        url=endpoint_url(cfg.endpoint_kind, cfg.base_url or "", cfg.api, cfg.model, cfg.api_version),
-        auth=auth_headers(cfg.endpoint_kind, cfg.api_key),
-        breaker=Breaker(cfg.base_url or ""),
+        trust_env=not is_loopback(e.url),
+        url=endpoint_url(e.kind, e.url, cfg.api, e.model, e.api_version),
+        auth=auth_headers(e.kind, e.key),
+        breaker=Breaker(f"{e.url} (endpoint {e.name})" if cfg.several_endpoints else e.url),
         transport_kind=cfg.transport,
     )
 

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 from anyio.abc import ObjectSendStream
@@ -44,15 +44,37 @@ from .workers import Workers
 from .writer import Writer
 
 if TYPE_CHECKING:
-    from ..client import ClientPool
+    from ..pool import EndpointPool
 
-__all__ = ["run"]
+__all__ = ["run", "Planning"]
+
+
+class Planning(Protocol):
+    """Another destination for a real run's jobs (`batch submit`: batch files): no workers are started."""
+
+    def route(
+        self,
+        ckpt: Checkpoint,
+        body: Callable[..., Any],
+        summary: Summary,
+        outcomes: ObjectSendStream[Outcome],
+    ) -> Route: ...
+
+    async def finish(self) -> None:
+        """The graph is done: close what the route wrote (under a shield)."""
 
 
 class _Session:
-    def __init__(self, config: Config, summary: Summary, err: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        summary: Summary,
+        err: Callable[[str], None],
+        planning: Planning | None = None,
+    ) -> None:
         from .setup import prepare
 
+        self.planning = planning
         self.cfg = config
         self.summary = summary
         self.err = err
@@ -61,7 +83,7 @@ class _Session:
         self.counter = TokenCounter(config.model, config.api, summary, self.note)
         self.ledger = Ledger(self.setup.file_task)
         self.known: dict[str, KnownFile] = {}
-        self._pool: ClientPool | None = None
+        self._pool: EndpointPool | None = None
         self._asker: Asker | None = None
 
     def note(self, message: str) -> None:
@@ -73,7 +95,8 @@ class _Session:
         walk(cfg.paths, excludes=cfg.excludes)  # bad --exclude globs raise ConfigError here, before any work
         async with anyio.create_task_group() as outer:
             outer.start_soon(self.control.watch_signals, outer.cancel_scope)
-            if cfg.dry_run or cfg.tpm or cfg.max_cost or cfg.max_prompt_tokens:  # needed at once: load now
+            tpm = any(e.tpm for e in cfg.endpoints)
+            if cfg.dry_run or tpm or cfg.max_cost or cfg.max_prompt_tokens:  # needed at once: load now
                 outer.start_soon(self.counter.tokenizer)
             if not cfg.quiet:
                 show = functools.partial(
@@ -120,13 +143,9 @@ class _Session:
     async def _real_run(self) -> None:
         cfg = self.cfg
         raise_file_limit(cfg.concurrency + 256, self.err)
-        if (
-            cfg.api_key
-            and cfg.base_url
-            and cfg.base_url.startswith("http://")
-            and not is_loopback(cfg.base_url)
-        ):
-            self.err(f"warning: sending the API key over plain http to {cfg.base_url}")
+        for e in cfg.endpoints:
+            if e.key and e.url.startswith("http://") and not is_loopback(e.url):
+                self.err(f"warning: sending the API key over plain http to {e.url}")
         plugins = [load_sink(spec) for spec in cfg.sinks]
         async with Checkpoint(cfg.db) as ckpt:
             self.known = await ckpt.known_files(self.setup.file_task)
@@ -152,11 +171,25 @@ class _Session:
                 entered.append(plugin)
             writer.run_id = await ckpt.start_run(cfg.public())
             await writer.emit_backlog(emit_all=cfg.emit_all)
-            if not self.control.stopping:
+            if self.control.stopping:
+                pass
+            elif self.planning is None:
                 await wire(self._feed(ckpt, self._real_route), writer, self._workers(), self.control)
+            else:
+                planning, body = self.planning, self.asker().body
+
+                def route(jobs: ObjectSendStream[Job], outcomes: ObjectSendStream[Outcome]) -> Route:
+                    return planning.route(ckpt, body, self.summary, outcomes)
+
+                try:
+                    await wire(self._feed(ckpt, route), writer, None, self.control)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await planning.finish()
         finally:
             with anyio.CancelScope(shield=True):
                 if self._pool is not None:
+                    summary.endpoints.update(self._pool.requests_by_endpoint())
                     await self._pool.aclose()
                 for plugin in reversed(entered):
                     await plugin.__aexit__(None, None, None)
@@ -218,11 +251,11 @@ class _Session:
         )
         return Workers(cfg.concurrency, self.asker(), gates, self.control)
 
-    def pool(self) -> ClientPool:
+    def pool(self) -> EndpointPool:
         """The HTTP clients, made when the first request is about to go: a run with nothing to send (a
         rerun over a finished tree) neither imports httpx nor builds them."""
         if self._pool is None:
-            self._pool = client_pool(self.cfg)
+            self._pool = client_pool(self.cfg, self.note)
         return self._pool
 
     def asker(self) -> Asker:
@@ -252,14 +285,17 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
     return out
 
 
-async def run(config: Config, *, err: Callable[[str], None] | None = None) -> Summary:
+async def run(
+    config: Config, *, err: Callable[[str], None] | None = None, planning: Planning | None = None
+) -> Summary:
     """Run the whole job for a resolved `Config` and return its summary (see `Summary`).
 
-    Human messages go to `err` (stderr by default); NDJSON goes to ``config.output``.
+    Human messages go to `err` (stderr by default); NDJSON goes to ``config.output``. With `planning`,
+    the jobs go to its route instead of the workers (`stream.batch`).
     """
     summary = Summary()
     err = err or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    session = _Session(config, summary, err)
+    session = _Session(config, summary, err, planning)
     session.started = time.perf_counter()
     try:
         await session.main()

@@ -32,6 +32,7 @@ class Summary:
     filtered: Counter[str] = field(default_factory=Counter)  # snippets left out, by reason
     secrets: Counter[str] = field(default_factory=Counter)  # secrets found, by kind (never the secret)
     tasks: Counter[str] = field(default_factory=Counter)  # new answers by task
+    endpoints: Counter[str] = field(default_factory=Counter)  # requests sent (retries included) by endpoint
     # dry run: "task/language/kind" -> [requests, prompt tokens]
     plan: dict[str, list[int]] = field(default_factory=dict)
     prompt_tokens: int = 0
@@ -49,7 +50,7 @@ class Summary:
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
-        for name in ("failed", "skipped", "filtered", "secrets", "tasks"):
+        for name in ("failed", "skipped", "filtered", "secrets", "tasks", "endpoints"):
             data[name] = dict(data[name])
         return data
 

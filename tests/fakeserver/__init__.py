@@ -8,7 +8,10 @@ tests (on any loop) and subprocesses alike::
         assert server.completions_for("chat/completions") == 1
 
 Endpoints (under ``/v1``): ``POST /chat/completions``, ``POST /completions`` (legacy), ``GET /models``;
-anything else is a 404 with an OpenAI-style error body. Streaming answers are Server-Sent Events in a
+OpenAI's Files API (``POST/GET /files``, ``GET/DELETE /files/{id}``, ``GET /files/{id}/content``) and Batch
+API (``POST/GET /batches``, ``GET /batches/{id}``, ``POST /batches/{id}/cancel``), whose batches run their
+lines through the same answers, on a clock of configurable steps (`BatchAPI`); anything else is a 404 with
+an OpenAI-style error body. Streaming answers are Server-Sent Events in a
 chunked body, shaped like OpenAI's (role in the first delta, a final chunk with ``finish_reason``, an
 optional ``choices: []`` usage chunk, then ``data: [DONE]``).
 
@@ -30,7 +33,9 @@ Content-Length request bodies, ``Expect: 100-continue``); JSON goes through orjs
 built from byte templates, so the per-request cost stays low. Stdlib + orjson only.
 
 The package, by concern: `server` (`FakeOpenAI`: settings, state, counters), `routes` (one function per
-endpoint, and the checks before them), `faults` (`Scripted`, the random faults, faulty deliveries),
+endpoint, and the checks before them), `batchapi` (`BatchAPI`: the Files and Batch knobs, counters and
+routes), `files` (the file store, multipart parsing, the Files routes), `batches` (a batch's life cycle),
+`batchlines` (validating input lines, answering them), `faults` (`Scripted`, the random faults, faulty deliveries),
 `ratelimits` (buckets, headers, the charges ledger), `replies` (`LoggedRequest`, `default_reply`, the
 answers' JSON and SSE shapes), `http` (request parsing, response and SSE writing), `threaded` (the event
 loop thread and connections), `cli` (`main`); provider modes are in `tests.providers`.
@@ -39,6 +44,7 @@ Run by hand: ``python -m tests.fakeserver --port 8000 [--latency S] [--chunks N]
 stderr and serves until Ctrl-C (or SIGTERM).
 """
 
+from tests.fakeserver.batchapi import BatchAPI
 from tests.fakeserver.cli import main
 from tests.fakeserver.faults import ALL_FAULTS, Scripted
 from tests.fakeserver.ratelimits import format_duration, parse_duration
@@ -47,6 +53,7 @@ from tests.fakeserver.server import FakeOpenAI
 
 __all__ = [
     "ALL_FAULTS",
+    "BatchAPI",
     "LoggedRequest",
     "Scripted",
     "FakeOpenAI",

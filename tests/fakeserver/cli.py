@@ -43,6 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         stall_seconds=args.stall_seconds,
         finish_reason=args.finish_reason,
         provider=modes_from_names(args.provider, n_ctx=args.n_ctx, key=args.api_key),
+        batch_step_seconds=args.batch_step_seconds,
+        batch_expire=args.batch_expire,
+        batch_line_errors=args.batch_line_errors,
+        upload_delay=args.upload_delay,
+        content_delay=args.content_delay,
+        content_chunk_lines=args.content_chunk_lines,
+        max_file_bytes=args.max_file_bytes,
+        max_batch_requests=args.max_batch_requests,
     )
     server.start()
     try:
@@ -69,6 +77,7 @@ def _parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="print one line per request")
     _add_limits(parser)
     _add_faults(parser)
+    _add_batches(parser)
     parser.add_argument(
         "--provider",
         action="append",
@@ -117,3 +126,42 @@ def _add_faults(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
     parser.add_argument("--stall-seconds", type=float, default=2.0, help="pause of the 'stall' fault")
     parser.add_argument("--finish-reason", default=None, help="force this finish_reason on every answer")
+
+
+def _add_batches(parser: argparse.ArgumentParser) -> None:
+    """The Files and Batch API knobs (`tests.fakeserver.batchapi.BatchAPI`)."""
+    group = parser.add_argument_group("batches", "the Files and Batch APIs (/v1/files, /v1/batches)")
+    group.add_argument(
+        "--batch-step-seconds",
+        type=float,
+        default=0.05,
+        help="seconds a batch spends validating, in_progress, finalizing (default 0.05)",
+    )
+    group.add_argument(
+        "--batch-expire",
+        type=float,
+        default=0.0,
+        help="fraction of each batch's lines left undone: it expires",
+    )
+    group.add_argument(
+        "--batch-line-errors",
+        type=float,
+        default=0.0,
+        help="fraction of each batch's lines answered with a 500",
+    )
+    group.add_argument("--upload-delay", type=float, default=0.0, help="seconds before answering an upload")
+    group.add_argument(
+        "--content-delay", type=float, default=0.0, help="seconds between pieces of a file's content"
+    )
+    group.add_argument(
+        "--content-chunk-lines",
+        type=int,
+        default=100,
+        help="lines per piece of a file's content (default 100)",
+    )
+    group.add_argument(
+        "--max-file-bytes", type=int, default=200_000_000, help="largest batch upload (default 200 MB)"
+    )
+    group.add_argument(
+        "--max-batch-requests", type=int, default=50_000, help="most lines in a batch (default 50,000)"
+    )

@@ -1,5 +1,6 @@
 """The endpoints: `dispatch` runs the checks every request goes through (provider routing, the API key,
-the route), then the route's function: `models`, `chat_completions`, `completions`. A completion is
+the route), then the route's function: `models`, `chat_completions`, `completions` (the Files and Batch
+routes are found by `BatchAPI._batch_route`, in `batchapi`). A completion is
 validated, refused by a provider mode or not, admitted by the rate limiter (`FakeOpenAI._admit`, which also
 takes a scripted answer or draws a fault), then answered: `answer`."""
 
@@ -35,6 +36,7 @@ class Exchange:
     path: str
     headers: dict[str, str]
     bad_json: bool
+    raw: bytes = b""  # the request body as received (the Files API reads multipart bodies)
 
     async def json(
         self, status: int, payload: bytes | dict[str, Any], headers: dict[str, str] | None
@@ -80,7 +82,7 @@ async def dispatch(ex: Exchange) -> bool:
                 "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
             )
         return await ex.error(401, message, "invalid_api_key")
-    route = ROUTES.get((method, ex.path))
+    route = ROUTES.get((method, ex.path)) or server._batch_route(method, ex.path)  # Files, Batches
     if route is None:
         return await ex.error(404, f"Invalid URL ({method} {ex.path})", "unknown_url")
     return await route(ex)
@@ -131,8 +133,14 @@ ROUTES: dict[tuple[str, str], Callable[[Exchange], Awaitable[bool]]] = {
 def invalid(ex: Exchange, kind: str) -> tuple[int, str, str | None, str | None] | None:
     """(status, message, code, param) of the error for a completion body that cannot be answered (JSON,
     ``model``, ``messages`` or ``prompt``, then a model the server does not serve), or None."""
-    body = ex.req.body
-    if ex.bad_json or body is None:
+    return invalid_body(ex.server, None if ex.bad_json else ex.req.body, kind)
+
+
+def invalid_body(
+    server: FakeOpenAI, body: dict[str, Any] | None, kind: str
+) -> tuple[int, str, str | None, str | None] | None:
+    """`invalid` for a body (None: not a JSON object); batch lines are checked with it too."""
+    if body is None:
         message = (
             "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
             "your HTTP library correctly. The OpenAI API expects a JSON payload.)"
@@ -147,7 +155,7 @@ def invalid(ex: Exchange, kind: str) -> tuple[int, str, str | None, str | None] 
             return 400, "'messages' is a required property and must be a non-empty array.", None, "messages"
     elif not isinstance(body.get("prompt", ""), (str, list)):
         return 400, "'prompt' must be a string or an array of strings.", None, "prompt"
-    if ex.server.model is not None and model != ex.server.model:
+    if server.model is not None and model != server.model:
         message = f"The model `{model}` does not exist or you do not have access to it."
         return 404, message, "model_not_found", "model"
     return None
@@ -166,9 +174,7 @@ async def completion(ex: Exchange, kind: str) -> bool:
         refusal = mode.refuse(kind, body, prompt_tokens)
         if refusal is not None:
             return await ex.json(refusal.status, refusal.body, server._current_ratelimit_headers())
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0:
-        max_tokens = None
+    max_tokens = requested_max_tokens(body)
     reserve = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
     cost = prompt_tokens + reserve
     adm = server._admit(cost)
@@ -187,6 +193,14 @@ async def completion(ex: Exchange, kind: str) -> bool:
         return await answer(ex, kind, adm, charge, max_tokens, prompt_tokens)
     finally:  # the client went away mid-answer, or an unexpected error
         charge.settle()
+
+
+def requested_max_tokens(body: dict[str, Any]) -> int | None:
+    """``max_completion_tokens``, else ``max_tokens``, when it is a non-negative integer; else None."""
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0:
+        return None
+    return max_tokens
 
 
 async def answer(

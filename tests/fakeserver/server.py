@@ -12,18 +12,19 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
 import orjson
 
 from tests.fakeserver import http, routes
+from tests.fakeserver.batchapi import BatchAPI, BatchKnobs
 from tests.fakeserver.faults import ALL_FAULTS, Scripted, checked_faults, draw
 from tests.fakeserver.ratelimits import Accounts, check_limits, headers_mode
 from tests.fakeserver.replies import LoggedRequest, default_reply, error_body
 from tests.fakeserver.threaded import LoopbackServer
 
 
-class FakeOpenAI(LoopbackServer):
+class FakeOpenAI(BatchAPI, LoopbackServer):
     """A loopback OpenAI-compatible server running in a background thread with its own event loop.
 
     `reply(request) -> str` gives the answer text (default: `default_reply`); it runs on the server's loop
@@ -85,7 +86,12 @@ class FakeOpenAI(LoopbackServer):
     reasoning-model rules, Azure's URLs and header, llama.cpp's refusal of grammars, context windows),
     each documented there with the provider's own words.
 
-    Counters: `stats`, `reset_stats()`.
+    Files and Batch APIs (``/v1/files``, ``/v1/batches``): the `batch_knobs` and the counters are
+    `BatchAPI`'s (`batch_step_seconds`, `batch_hold`, `batch_expire`, `batch_line_errors`, `upload_delay`,
+    `content_delay`, `content_chunk_lines`, `max_file_bytes`, `max_batch_requests`).
+
+    Counters: `stats`, `reset_stats()`; for batches `uploads`, `batches_created`, `batch_lines_answered`,
+    `batch(id)`, `file_content(id)`.
 
     Settings are plain attributes and may be changed while the server runs (read per request); changing
     `rpm`, `tpm` or `burst_seconds` starts fresh, full buckets.
@@ -118,6 +124,7 @@ class FakeOpenAI(LoopbackServer):
         stall_seconds: float = 2.0,
         finish_reason: str | None = None,
         provider: Any = (),
+        **batch_knobs: Unpack[BatchKnobs],
     ) -> None:
         check_limits(rpm, tpm, burst_seconds, ratelimit_headers)
         self.faults: tuple[str, ...] = checked_faults(fault_rate, faults)
@@ -149,6 +156,7 @@ class FakeOpenAI(LoopbackServer):
         self._log: list[LoggedRequest] = []
         self._scripts: deque[Scripted] = deque()
         self._ids = itertools.count(1)
+        self._init_batch_api(**batch_knobs)
 
     # ---- public state -------------------------------------------------------------------------------
 
@@ -250,7 +258,7 @@ class FakeOpenAI(LoopbackServer):
             print(f"fakeserver: {method} {target}", file=sys.stderr, flush=True)
         if self.latency > 0:
             await asyncio.sleep(self.latency)
-        return await routes.dispatch(routes.Exchange(self, writer, keep, req, path, headers, bad_json))
+        return await routes.dispatch(routes.Exchange(self, writer, keep, req, path, headers, bad_json, raw))
 
     def _admit(self, cost: int) -> Admission:
         """The rate limiter, the scripted answer and the random fault of a completion request costing

@@ -1,0 +1,158 @@
+"""Batch results into records: each output or error line through the run's own writer, exactly once.
+
+A result line is OpenAI's batch output (https://platform.openai.com/docs/api-reference/batch/request-output,
+which vLLM's ``run-batch`` writes too): ``custom_id`` (our record id), ``response`` (``status_code``,
+``request_id``, ``body``: the completion object) and ``error`` (``code``, ``message``: e.g.
+``batch_expired``, ``batch_cancelled``). Lines come in any order ("The output line order may not match the
+input line order", https://platform.openai.com/docs/guides/batch): each is matched by ``custom_id``.
+
+A record the checkpoint holds as done is passed over (a collect interrupted after committing it); the rest
+become `Answered` or `Failure` outcomes for `stream.pipeline.writer.Writer`, which commits before it
+writes and marks what it wrote, as in a streamed run. Structured replies are validated as the asker
+validates them; one that does not validate is failed and re-asked by the next submit (once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from sinks.batches import BatchStore
+from sinks.checkpoint import Checkpoint
+
+from ..errors import StreamError, StructuredError
+from ..pipeline.messages import Answered, Failure, Job, Outcome, Task
+from ..pipeline.writer import Writer
+from ..prompt import Template, parse_structured
+from ..request import reask
+from ..sse import Completion, parse_full
+from .lines import snippet_from
+
+__all__ = ["Ingest", "BLOCK"]
+
+BLOCK = 256  # result lines committed together, at most (the writer's batch)
+
+
+@dataclass(eq=False, kw_only=True)
+class Ingest:
+    """Feeds result lines to the writer in blocks; counts what it saw."""
+
+    ckpt: Checkpoint
+    store: BatchStore
+    writer: Writer
+    tasks: dict[str, Task]  # by fingerprint, rebuilt from the checkpoint's batch_tasks
+    note: Any
+    seen: int = 0
+    already: int = 0  # records done before (an interrupted collect, or a line answered twice)
+    unknown: int = 0  # custom ids that are no line of ours
+    bad: int = 0  # lines that are not JSON objects
+    ids: set[str] = field(default_factory=set)  # the records of the lines ingested
+    _block: list[dict[str, Any]] = field(default_factory=list)
+
+    @staticmethod
+    async def make_tasks(store: BatchStore) -> dict[str, Task]:
+        tasks = {}
+        for fp, (name, info, schema) in (await store.tasks()).items():
+            tasks[fp] = Task(Template(name=name, user="", schema=schema), fp, info)
+        return tasks
+
+    async def line(self, raw: bytes) -> None:
+        self.seen += 1
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            obj = None
+        if not isinstance(obj, dict) or not isinstance(obj.get("custom_id"), str):
+            self.bad += 1
+            return
+        await self.line_obj(obj)
+
+    async def line_obj(self, obj: dict[str, Any]) -> None:
+        self._block.append(obj)
+        if len(self._block) >= BLOCK:
+            await self.flush()
+
+    async def flush(self) -> None:
+        block, self._block = self._block, []
+        if not block:
+            return
+        ids = [o["custom_id"] for o in block]
+        done, _ = await self.ckpt.lookup(ids, [])
+        places = await self.store.places([i for i in ids if i not in done])
+        tasks = await self.store.line_tasks(list(places))
+        reasks = await self.store.reasks(list(places))
+        outcomes: list[Outcome] = []
+        new_reasks: list[tuple[str, Any]] = []
+        cleared: list[str] = []
+        for obj in block:
+            rid = obj["custom_id"]
+            if rid in done:
+                self.already += 1
+                continue
+            task = self.tasks.get(tasks.get(rid, ""))
+            if rid not in places or task is None:
+                self.unknown += 1
+                continue
+            done.add(rid)  # the same id twice in one block is one answer
+            self.ids.add(rid)
+            snippets = [(snippet_from(blob), oid) for oid, blob in places[rid]]
+            self.writer.ledger.inflight[rid] = snippets
+            job = Job(rid, snippets[0][0], snippets[0][1], None, None, "", task)
+            outcome, followup = self._outcome(job, obj, rid in reasks)
+            if rid in reasks:
+                cleared.append(rid)
+            if followup is not None:
+                new_reasks.append((rid, followup))
+            outcomes.append(outcome)
+        await self.writer.write(outcomes)
+        if cleared:
+            await self.store.clear_reasks(cleared)
+        if new_reasks:
+            await self.store.set_reasks(new_reasks)
+
+    def _outcome(self, job: Job, obj: dict[str, Any], reasked: bool) -> tuple[Outcome, Any]:
+        """The line's outcome, and the re-ask to store when a structured reply did not validate."""
+        response, error = obj.get("response"), obj.get("error")
+        if isinstance(error, dict) and error:
+            code = str(error.get("code") or "batch_error")
+            return Failure(job, code, f"{code}: {error.get('message') or ''}".strip(), 1), None
+        if not isinstance(response, dict):
+            return Failure(job, "batch_error", "the result line has neither a response nor an error", 1), None
+        status, body = response.get("status_code"), response.get("body")
+        if status != 200:
+            message = _error_message(body)
+            return Failure(job, f"http_{status}", f"{status} in the batch: {message}", 1), None
+        try:
+            completion = parse_full(body)
+        except StreamError as exc:
+            return Failure(job, exc.reason, str(exc), 1), None
+        return self._answer(job, completion, reasked)
+
+    def _answer(self, job: Job, c: Completion, reasked: bool) -> tuple[Outcome, Any]:
+        price = self.writer.price
+        if c.finish_reason == "content_filter":
+            self.writer.summary.add_usage(c.usage, price)
+            return Failure(job, "content_filter", "content_filter: the API withheld the answer", 1), None
+        if not c.text.strip():
+            self.writer.summary.add_usage(c.usage, price)
+            reason = "truncated" if c.finish_reason == "length" else "empty_answer"
+            return Failure(job, reason, f"{reason}: no text (finish_reason {c.finish_reason})", 1), None
+        schema = job.task.template.schema
+        data = None
+        if schema is not None:
+            try:
+                data = parse_structured(c.text, schema)
+            except StructuredError as exc:
+                self.writer.summary.add_usage(c.usage, price)
+                again = None if reasked or c.finish_reason == "length" else list(reask(c.text, str(exc)))
+                return Failure(job, exc.reason, f"{exc.reason}: {exc}", 1), again
+        return Answered(job, c, data), None
+
+
+def _error_message(body: Any) -> str:
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("code") or error)
+    return str(error or body)[:200]
