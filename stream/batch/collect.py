@@ -20,13 +20,13 @@ import anyio
 
 from sinks.batches import SETTLED, TERMINAL, BatchFile, BatchStore
 from sinks.checkpoint import Checkpoint
-from sinks.ndjson import NDJSONSink
 
 from ..config import Config
 from ..errors import ConfigError
 from ..pipeline.control import Control
 from ..pipeline.counting import TokenCounter
 from ..pipeline.ledger import Ledger
+from ..pipeline.session import resumable_output
 from ..pipeline.summary import Summary
 from ..pipeline.writer import Writer
 from ..prices import load_prices
@@ -96,14 +96,7 @@ async def collect(
             raise ConfigError(f"{cfg.db} holds no batch: run `snipstream batch submit` first")
         model = str(next(iter(tasks.values())).info.get("model") or cfg.model)
         price = load_prices(cfg.prices).get(model)
-        sink = NDJSONSink(cfg.output)
-        if sink.key is not None:
-            sink.resume_offset = await ckpt.output_offset(sink.key)
-        async with sink as out:
-            for note in out.notes:
-                err(f"note: {note}")
-            if out.key is not None and sink.resume_offset is None:
-                await ckpt.mark_emitted([], out.key, out.offset)
+        async with resumable_output(ckpt, cfg.output, err) as out:
             counter = TokenCounter(model, cfg.api, summary, lambda _: None)
             writer = Writer(
                 ckpt=ckpt,

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -46,7 +46,26 @@ from .writer import Writer
 if TYPE_CHECKING:
     from ..pool import EndpointPool
 
-__all__ = ["run", "Planning"]
+__all__ = ["run", "Planning", "resumable_output"]
+
+
+@contextlib.asynccontextmanager
+async def resumable_output(
+    ckpt: Checkpoint, target: str, err: Callable[[str], None]
+) -> AsyncIterator[NDJSONSink]:
+    """The NDJSON output of a checkpoint's records, cut back to the last offset the checkpoint knows as whole
+    (a crash left a torn or unconfirmed line beyond it); used by a run and by `batch collect`."""
+    sink = NDJSONSink(target)
+    if sink.key is not None:
+        sink.resume_offset = await ckpt.output_offset(sink.key)
+    async with sink as out:
+        for note in out.notes:
+            err(f"note: {note}")
+        if out.key is not None and sink.resume_offset is None:
+            # Where this checkpoint's lines start, known before the first is written: a crash before the
+            # first confirmation is then cut back to it like any other.
+            await ckpt.mark_emitted([], out.key, out.offset)
+        yield out
 
 
 class Planning(Protocol):
@@ -149,16 +168,7 @@ class _Session:
         plugins = [load_sink(spec) for spec in cfg.sinks]
         async with Checkpoint(cfg.db) as ckpt:
             self.known = await ckpt.known_files(self.setup.file_task)
-            sink = NDJSONSink(cfg.output)
-            if sink.key is not None:
-                sink.resume_offset = await ckpt.output_offset(sink.key)
-            async with sink as out:
-                for note in out.notes:
-                    self.err(f"note: {note}")
-                if out.key is not None and sink.resume_offset is None:
-                    # Where this checkpoint's lines start, known before the first is written: a crash
-                    # before the first confirmation is then cut back to it like any other.
-                    await ckpt.mark_emitted([], out.key, out.offset)
+            async with resumable_output(ckpt, cfg.output, self.err) as out:
                 await self._with_plugins(ckpt, out, plugins)
 
     async def _with_plugins(self, ckpt: Checkpoint, out: NDJSONSink, plugins: list[Sink]) -> None:
