@@ -251,10 +251,14 @@ class BatchStore:
 
     # --- reports ---------------------------------------------------------------------------------------
 
-    async def results(self) -> list[bytes]:
-        """The stored results of the records that went through a batch and are done (to price them)."""
+    async def usage(self) -> tuple[int, int, int, int]:
+        """(answers, prompt, completion, cached tokens) of the records that went through a batch and are done,
+        summed in SQL from their stored usage (to price them)."""
+        usage = "json_extract(result, '$.response.usage.{}')"
         rows = await self.db.execute_fetchall(
-            "SELECT result FROM records WHERE status = 'done' AND record_id IN "
-            "(SELECT record_id FROM batch_lines)"
+            f"SELECT count(*), total({usage.format('prompt_tokens')}), total({usage.format('completion_tokens')}), "
+            f"total({usage.format('prompt_tokens_details.cached_tokens')}) FROM records "
+            "WHERE status = 'done' AND record_id IN (SELECT record_id FROM batch_lines)"
         )
-        return [r[0] for r in rows]
+        count, prompt, completion, cached = rows[0]
+        return int(count), int(prompt), int(completion), int(cached)

@@ -180,3 +180,16 @@ def test_collect_prices_at_the_batch_rate(tmp_path: Path) -> None:
     assert report["answered"] == n
     assert abs(report["list_cost_usd"] - n * (100 * 0.15 + 20 * 0.60) / 1e6) < 1e-12
     assert abs(report["cost_usd"] - report["list_cost_usd"] / 2) < 1e-12
+
+
+def test_collect_names_result_lines_that_are_not_ours(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "src")
+    _submit(tmp_path, tree)
+    inputs = _lines(tmp_path / "in")
+    output = tmp_path / "out.jsonl"
+    answer_file([*inputs, {**inputs[0], "custom_id": "not-one-of-ours"}], output)
+    output.write_bytes(output.read_bytes() + b"this is no JSON\n")
+    records = tmp_path / "records.ndjson"
+    err = _collect(tmp_path, output, records)
+    assert "1 result lines name no request" in err and "1 are not result lines" in err
+    assert {r["record_id"] for r in read_ndjson(records)} == {line["custom_id"] for line in inputs}

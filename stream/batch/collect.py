@@ -42,7 +42,8 @@ class Collected:
     collected: list[str] = field(default_factory=list)  # files whose batches were collected
     waiting: list[BatchFile] = field(default_factory=list)  # batches still running
     line_errors: list[str] = field(default_factory=list)  # a failed batch's errors, as the provider gave them
-    unknown: int = 0
+    unknown: int = 0  # result lines whose custom_id is no line of this checkpoint
+    bad: int = 0  # result lines that are not JSON objects with a custom_id
 
 
 async def refresh(store: BatchStore, api: BatchAPI) -> list[BatchFile]:
@@ -112,13 +113,13 @@ async def collect(
             writer.run_id = await ckpt.start_run({**cfg.public(), "command": "batch collect"})
             try:
                 await writer.emit_backlog(emit_all=False)
-                ingest = Ingest(ckpt=ckpt, store=store, writer=writer, tasks=tasks, note=err)
+                ingest = Ingest(ckpt=ckpt, store=store, writer=writer, tasks=tasks)
                 if source is not None:
                     await _from_file(Path(source), store, ingest, done)
                 else:
                     async with BatchAPI(api_config(cfg, await store.files())) as api:
                         await _from_api(store, api, ingest, done, wait=wait, poll=poll)
-                done.unknown = ingest.unknown
+                done.unknown, done.bad = ingest.unknown, ingest.bad
             finally:
                 with anyio.CancelScope(shield=True):
                     summary.elapsed = time.perf_counter() - started
@@ -138,10 +139,10 @@ async def _from_file(path: Path, store: BatchStore, ingest: Ingest, done: Collec
             if raw.strip():
                 await ingest.line(raw)
     await ingest.flush()
+    local = {b.name: b for b in await store.files("local")}
     for name in sorted(await store.names_of(sorted(ingest.ids))):
-        files = {b.name: b for b in await store.files("local")}
-        if name in files:
-            await _settle(files[name], "missing", store, ingest, done)
+        if name in local:
+            await _settle(local[name], "missing", store, ingest, done)
 
 
 async def _from_api(

@@ -43,9 +43,7 @@ class Ingest:
     store: BatchStore
     writer: Writer
     tasks: dict[str, Task]  # by fingerprint, rebuilt from the checkpoint's batch_tasks
-    note: Any
     seen: int = 0
-    already: int = 0  # records done before (an interrupted collect, or a line answered twice)
     unknown: int = 0  # custom ids that are no line of ours
     bad: int = 0  # lines that are not JSON objects
     ids: set[str] = field(default_factory=set)  # the records of the lines ingested
@@ -88,8 +86,7 @@ class Ingest:
         cleared: list[str] = []
         for obj in block:
             rid = obj["custom_id"]
-            if rid in done:
-                self.already += 1
+            if rid in done:  # committed by an interrupted collect, or a line answered twice
                 continue
             task = self.tasks.get(tasks.get(rid, ""))
             if rid not in places or task is None:

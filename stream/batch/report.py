@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from sinks.batches import TERMINAL, BatchFile, BatchStore
 from sinks.checkpoint import Checkpoint
 
@@ -30,19 +28,13 @@ async def batch_status(cfg: Config) -> dict[str, Any]:
             async with BatchAPI(api_config(cfg, files)) as api:
                 files = await refresh(store, api)
         tasks = await store.tasks()
-        results = await store.results()
+        answered, prompt, completion, cached = await store.usage()
     model = next((str(info.get("model")) for _, info, _ in tasks.values()), cfg.model)
     price = load_prices(cfg.prices).get(model)
-    prompt = completion = cached = 0
-    for raw in results:
-        usage = ((orjson.loads(raw).get("response") or {}).get("usage") or {}) if raw else {}
-        prompt += int(usage.get("prompt_tokens") or 0)
-        completion += int(usage.get("completion_tokens") or 0)
-        cached += int(((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0)
     return {
         "model": model,
         "batches": [_row(f) for f in files],
-        "answered": len(results),
+        "answered": answered,
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "cost_usd": None if price is None else price.for_batch().cost(prompt, completion, cached),

@@ -160,6 +160,11 @@ def _collect(cfg: Any, args: argparse.Namespace) -> int:
         + f"; {s.emitted:,} lines written; {len(done.collected)} batch(es) collected"
         + (f"; cost at the batch price ${s.cost:,.4f}" if s.cost is not None else "")
     )
+    if done.unknown or done.bad:
+        say(
+            f"warning: {done.unknown:,} result lines name no request of {cfg.db} and {done.bad:,} are not "
+            "result lines; they were left out"
+        )
     for line in done.line_errors[:20]:
         say(f"  {line}")
     if done.waiting:
