@@ -29,7 +29,16 @@ from pathlib import Path
 from bench._common import COMMANDS, PY, REPO, Row, benchmark, versions
 from bench.readme import verdict
 
-BENCHMARKS = ("throughput", "concurrency", "first_request", "memory", "extraction", "rerun", "batch")
+BENCHMARKS = (
+    "throughput",
+    "concurrency",
+    "first_request",
+    "memory",
+    "extraction",
+    "rerun",
+    "batch",
+    "context",
+)
 RESULTS = REPO / "bench" / "RESULTS.md"
 
 

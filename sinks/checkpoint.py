@@ -46,10 +46,10 @@ _INSERT_FILES = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_DONE = (
-    "INSERT INTO records (record_id, snippet_id, task, model, status, result, attempts, updated_at) "
-    "VALUES (?, ?, ?, ?, 'done', ?, ?, ?) ON CONFLICT(record_id) DO UPDATE SET status = 'done', "
+    "INSERT INTO records (record_id, snippet_id, task, model, status, result, attempts, updated_at, flags, "
+    "score) VALUES (?, ?, ?, ?, 'done', ?, ?, ?, ?, ?) ON CONFLICT(record_id) DO UPDATE SET status = 'done', "
     "result = excluded.result, reason = NULL, error = NULL, attempts = records.attempts + excluded.attempts, "
-    "updated_at = excluded.updated_at"
+    "updated_at = excluded.updated_at, flags = excluded.flags, score = excluded.score"
 )
 # A failure never overwrites a done answer (the WHERE of the upsert).
 _INSERT_FAILED = (
@@ -268,7 +268,20 @@ class Checkpoint:
             if done:
                 await self.db.executemany(
                     _INSERT_DONE,
-                    [(d.record_id, d.snippet_id, d.task, d.model, d.result, d.attempts, now) for d in done],
+                    [
+                        (
+                            d.record_id,
+                            d.snippet_id,
+                            d.task,
+                            d.model,
+                            d.result,
+                            d.attempts,
+                            now,
+                            d.flags,
+                            d.score,
+                        )
+                        for d in done
+                    ],
                 )
                 await self._insert_occurrences([(d.record_id, o) for d in done for o in d.occurrences], now)
             if failed:

@@ -31,6 +31,7 @@ __all__ = [
     "Places",
     "FailureExample",
     "History",
+    "Quality",
     "ExportPlace",
 ]
 
@@ -109,6 +110,18 @@ class FailureExample(NamedTuple):
     error: str | None  # every attempt's error, one per line
 
 
+class Quality(NamedTuple):
+    """The done answers' quality: the cleaning step's reasons and the judge's scores (`stream.clean`,
+    `stream.judge`). Empty on a checkpoint last written before migration 0004 (the reader never migrates)."""
+
+    checked: int  # answers the cleaning step looked at (records.flags set)
+    flagged: int  # of those, answers with at least one reason
+    reasons: dict[str, int]  # reason -> answers marked with it
+    scores: dict[int, int]  # judge score 1-5 -> answers
+    unjudged: int  # done answers with no score
+    judge_tokens: dict[str, tuple[int, int, int]]  # model -> the judgments' prompt, completion, cached tokens
+
+
 class History(NamedTuple):
     """Completion tokens per done answer of one task fingerprint: the mean, over this many answers."""
 
@@ -117,10 +130,13 @@ class History(NamedTuple):
 
 
 class ExportPlace(NamedTuple):
-    """A place of a done answer in the export order; the first place of each answer carries its line."""
+    """A place of a done answer in the export order; the first place of each answer carries its line and
+    the answer's quality (``records.flags``, ``records.score``; both NULL in a checkpoint from before them)."""
 
     nth: int  # 1 for the answer's first place
     line: bytes | None  # the stored NDJSON line, only when nth == 1
+    flags: str | None = None  # JSON array of cleaning reasons; None: not checked (or not the first place)
+    score: int | None = None  # the judge's score 1-5; None: not judged
 
 
 # --- queries ------------------------------------------------------------------------------------------------
@@ -136,6 +152,23 @@ SELECT task, model, sum(status = 'done'), sum(status = 'failed'),
        max(json_extract(j, '$.task.template'))
 FROM (SELECT task, model, status, CAST(result AS TEXT) AS j FROM records)
 GROUP BY task, model
+"""
+
+_FLAG_REASONS = """
+SELECT f.value, count(*) FROM records r, json_each(r.flags) f
+WHERE r.status = 'done' AND r.flags IS NOT NULL GROUP BY f.value
+"""
+_FLAGGED = """
+SELECT count(*), coalesce(sum(json_array_length(flags) > 0), 0) FROM records
+WHERE status = 'done' AND flags IS NOT NULL
+"""
+_SCORES = "SELECT score, count(*) FROM records WHERE status = 'done' GROUP BY score"
+_JUDGE_TOKENS = """
+SELECT model, coalesce(sum(json_extract(j, '$.judge.usage.prompt_tokens')), 0),
+       coalesce(sum(json_extract(j, '$.judge.usage.completion_tokens')), 0),
+       coalesce(sum(json_extract(j, '$.judge.usage.prompt_tokens_details.cached_tokens')), 0)
+FROM (SELECT model, CAST(result AS TEXT) AS j FROM records WHERE status = 'done')
+WHERE json_extract(j, '$.judge') IS NOT NULL GROUP BY model
 """
 
 _HISTORY = """
@@ -156,10 +189,16 @@ WITH places AS (
            row_number() OVER (PARTITION BY rid ORDER BY path, start_line, qualname, oid) AS nth
     FROM places
 )
-SELECT ranked.nth, CASE WHEN ranked.nth = 1 THEN o.line END
-FROM ranked JOIN occurrences o ON o.occurrence_id = ranked.oid
+SELECT ranked.nth, CASE WHEN ranked.nth = 1 THEN o.line END,
+       CASE WHEN ranked.nth = 1 THEN {flags} END, CASE WHEN ranked.nth = 1 THEN {score} END
+FROM ranked JOIN occurrences o ON o.occurrence_id = ranked.oid JOIN records r ON r.record_id = o.record_id
 ORDER BY ranked.path, ranked.start_line, ranked.qualname, ranked.oid
 """
+
+# Done answers per model, the most first: what --model can choose from.
+_DONE_MODELS = (
+    "SELECT model, count(*) FROM records WHERE status = 'done' GROUP BY model ORDER BY count(*) DESC, model"
+)
 
 
 class Reader:
@@ -244,6 +283,22 @@ class Reader:
             sql = "SELECT reason, count(*) FROM skips GROUP BY reason ORDER BY count(*) DESC, reason"
             return dict(self.conn.execute(sql).fetchall())
 
+    def quality(self) -> Quality:
+        """Cleaning reasons and judge scores of the done answers, and the judgments' tokens by model."""
+        columns = self._record_columns()
+        if not {"flags", "score"} <= columns:  # (a checkpoint from before migration 0004)
+            with self._reading():
+                done = self.conn.execute("SELECT count(*) FROM records WHERE status = 'done'").fetchone()[0]
+            return Quality(0, 0, {}, {}, int(done), {})
+        with self._reading():
+            checked, flagged = self.conn.execute(_FLAGGED).fetchone()
+            reasons = dict(self.conn.execute(_FLAG_REASONS).fetchall())
+            scores = dict(self.conn.execute(_SCORES).fetchall())
+            rows = self.conn.execute(_JUDGE_TOKENS).fetchall()
+        tokens = {row[0]: (int(row[1]), int(row[2]), int(row[3])) for row in rows}
+        unjudged = int(scores.pop(None, 0))
+        return Quality(int(checked), int(flagged), reasons, scores, unjudged, tokens)
+
     # --- plan --------------------------------------------------------------------------------------------
 
     def completion_history(self, fingerprints: Collection[str]) -> dict[str, History]:
@@ -263,10 +318,28 @@ class Reader:
             sql = "SELECT count(*) FROM records WHERE status = 'failed'"
             return int(self.conn.execute(sql).fetchone()[0])
 
+    def done_models(self) -> dict[str, int]:
+        """Done answers per model (the model asked), the most common first."""
+        with self._reading():
+            return dict(self.conn.execute(_DONE_MODELS).fetchall())
+
+    def _record_columns(self) -> set[str]:
+        with self._reading():
+            return {row[1] for row in self.conn.execute("PRAGMA table_info(records)")}
+
     def export_places(self, models: Sequence[str] = ()) -> Iterator[ExportPlace]:
         """Every place of every done answer (of these models, when given) in the export order: path, start
-        line, qualname. Streamed: SQLite sorts, spilling to disk, so memory does not grow with the table."""
+        line, qualname. Streamed: SQLite sorts, spilling to disk, so memory does not grow with the table.
+
+        A checkpoint last written before the quality columns (migration 0004) reads them as NULL: the
+        reader never migrates, so it works on a checkpoint a run of an older version still holds."""
         where = f"AND r.model IN ({','.join('?' * len(models))})" if models else ""
+        columns = self._record_columns()
+        sql = _EXPORT_PLACES.format(
+            models=where,
+            flags="r.flags" if "flags" in columns else "NULL",
+            score="r.score" if "score" in columns else "NULL",
+        )
         with self._reading():
-            for row in self.conn.execute(_EXPORT_PLACES.format(models=where), tuple(models)):
+            for row in self.conn.execute(sql, tuple(models)):
                 yield ExportPlace(*row)

@@ -15,6 +15,10 @@ Tables (created by the migrations in `MIGRATIONS`, each recorded by name in ``mi
   line), ``batch_places`` (the places waiting for a record's answer, with their snippet), ``batch_tasks``
   (what a record's task is, for collecting without the run's options) and ``batch_reasks`` (a structured
   reply that did not validate, re-asked by the next submit).
+- Quality (0004): ``records.flags``, the cleaning step's reasons as a JSON array, and ``records.score``, the
+  judge's score.
+- Near-duplicates (0005): ``near_dup_snippets`` (each grouped snippet's group, and whether it is the group's
+  first) and ``near_dup_bands`` (LSH band key → group), written and read by `sinks.neardup`.
 
 A migration, once released, is never edited: a change to the schema is a new migration at the end.
 
@@ -159,6 +163,37 @@ MIGRATIONS: list[tuple[str, str]] = [
         )
         """,
     ),
+    (
+        # The answer's quality (`stream.clean`, `stream.judge`): ``flags`` is the cleaning step's verdict, a
+        # JSON array of reasons (``[]``: clean; NULL: answered before cleaning existed, checked on export);
+        # ``score`` is the judge's score 1-5 (NULL: not judged). The judge's finding is in the result blob.
+        "0004_quality",
+        """
+        ALTER TABLE records ADD COLUMN flags TEXT;
+        ALTER TABLE records ADD COLUMN score INTEGER
+        """,
+    ),
+    (
+        # Near-duplicate code (`stream.neardup`, `sinks.neardup`): one ``near_dup_snippets`` row per distinct
+        # snippet big enough to group, with its group and whether it is the group's first in walk order
+        # (``first = 1``: the one asked under --near-dup ask-once); ``near_dup_bands`` maps the LSH band keys
+        # of each group's first snippet to the group, looked up per file.
+        "0005_near_dups",
+        """
+        CREATE TABLE near_dup_snippets (
+            snippet_id TEXT PRIMARY KEY,
+            grp INTEGER NOT NULL,
+            first INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            qualname TEXT NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX near_dup_members ON near_dup_snippets(grp) WHERE first = 0;
+        CREATE TABLE near_dup_bands (
+            key INTEGER PRIMARY KEY,
+            grp INTEGER NOT NULL
+        )
+        """,
+    ),
 ]
 
 #: The tables every checkpoint has since the first migration: what makes a database a checkpoint.
@@ -198,6 +233,8 @@ class Done:
     result: bytes  # orjson of the annotation and response metadata, reused for new occurrences
     attempts: int
     occurrences: Sequence[Occurrence]
+    flags: str | None = None  # the cleaning reasons as a JSON array (``[]``: clean; None: not checked)
+    score: int | None = None  # the judge's score 1-5 (None: not judged)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,13 +11,25 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
 
 from . import endpoint_list
+from .config_checks import (
+    APIS,
+    DEFAULT_CONTEXT,
+    MAX_TOKENS,
+    NEAR_DUP,
+    ON_SECRET,
+    PROGRESS_MODES,
+    REASONING_EFFORTS,
+    REASONING_MAX_TOKENS,
+    RESPONSE_FORMATS,
+    TRANSPORTS,
+    check,
+)
+from .context import remembered_mode
 from .endpoint_list import DEFAULT_BASE_URL, Endpoint, is_loopback
 from .endpoints import family_of
-from .errors import ConfigError
-from .prompt import DEFAULT_TASKS, TASKS, Template, task_fingerprint
+from .prompt import DEFAULT_TASKS, TASKS, Template, task_fingerprint, with_context
 
 __all__ = [
     "Config",
@@ -26,34 +38,13 @@ __all__ = [
     "APIS",
     "RESPONSE_FORMATS",
     "ON_SECRET",
+    "NEAR_DUP",
     "PROGRESS_MODES",
     "TRANSPORTS",
     "MAX_TOKENS",
     "REASONING_MAX_TOKENS",
     "is_loopback",
 ]
-
-#: OpenAI's documented values; each model takes some of them (gpt-5: minimal..high; o-series: low..high).
-REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
-APIS = ("chat", "completions")  # /chat/completions with messages, or the legacy /completions with a prompt
-RESPONSE_FORMATS = ("auto", "json_schema", "json_object", "off")  # how structured tasks ask for JSON
-ON_SECRET = ("redact", "skip", "allow")  # what to do with a snippet holding a credential
-PROGRESS_MODES = ("auto", "tty", "plain", "off")
-#: Under httpx's client API: aiohttp's HTTP/1.1 engine (httpx-aiohttp, as the OpenAI SDK offers for high
-#: concurrency) or httpx's own (httpcore).
-TRANSPORTS = ("aiohttp", "httpx")
-#: max_tokens when none is given: 512, or for a reasoning model REASONING_MAX_TOKENS.
-MAX_TOKENS = 512
-# Reasoning tokens come out of the same budget as the answer (OpenAI's reasoning guide advises reserving
-# at least 25,000 for reasoning and outputs when starting out); 4,096 leaves an annotation room at low effort.
-REASONING_MAX_TOKENS = 4096
-
-
-def _one_of(flag: str, value: object, choices: tuple[str, ...]) -> None:
-    """Raise ConfigError unless `value` is one of `choices` ("--api must be chat or completions, got ...")."""
-    if value not in choices:
-        names = f"{', '.join(choices[:-1])} or {choices[-1]}"
-        raise ConfigError(f"{flag} must be {names}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -84,6 +75,13 @@ class Config:
     stream: bool = True
     tasks: tuple[Template, ...] = tuple(TASKS[name] for name in DEFAULT_TASKS)
     response_format: str = "auto"  # one of RESPONSE_FORMATS (structured tasks)
+    judge: bool = False  # --task judge (stream.judge); a score under judge_reask_below (0: never) asks again
+    judge_reask_below: int = 3
+    judge_reasks: int = 1
+    # what a prompt is told about where its snippet lives (stream.context): one of CONTEXT_MODES, and its
+    # bound; None: resolve() takes the checkpoint's (stream.context.remembered_mode), else DEFAULT_CONTEXT
+    context: str | None = None
+    context_tokens: int = 2048
     # throughput and reliability
     concurrency: int = 16
     clients: int = 0  # 0: one client per 8 concurrent requests
@@ -111,6 +109,7 @@ class Config:
     keep_trivial: bool = False
     keep_generated: bool = False
     on_secret: str = "redact"  # one of ON_SECRET
+    near_dup: str = "keep"  # one of NEAR_DUP
     # cost
     max_cost: float | None = None  # USD
     prices: str | None = None  # TOML file overriding the price table
@@ -147,6 +146,16 @@ class Config:
             params["reasoning_effort"] = self.reasoning_effort
         return params
 
+    @property
+    def asked_tasks(self) -> tuple[Template, ...]:
+        """The tasks as this run asks them: the built-ins take their ``{context}`` first (`with_context`)."""
+        return tuple(with_context(t, self.context_mode) for t in self.tasks)
+
+    @property
+    def context_mode(self) -> str:
+        """``--context`` as the run asks (`context` before resolve() took the checkpoint's)."""
+        return self.context or DEFAULT_CONTEXT
+
     def fingerprint(self, template: Template) -> str:
         """Identity of asking `template` with this API, model and parameters."""
         return task_fingerprint(template, api=self.api, model=self.model, params=self.params)
@@ -155,7 +164,11 @@ class Config:
     def selection(self) -> dict[str, Any]:
         """Everything that decides which snippets a file yields and how they read when sent (part of the
         file index's key: changing any of it makes every file be looked at again)."""
+        context = {"context": self.context_mode, "context_tokens": self.context_tokens}
         return {
+            **(
+                context if self.context_mode != "none" else {}
+            ),  # (absent: file indexes from before still hold)
             "languages": sorted(self.languages),
             "min_lines": self.min_lines,
             "max_lines": self.max_lines,
@@ -164,6 +177,9 @@ class Config:
             "keep_trivial": self.keep_trivial,
             "keep_generated": self.keep_generated,
             "on_secret": self.on_secret,
+            **(
+                {"near_dup": self.near_dup} if self.near_dup != "keep" else {}
+            ),  # (keep: as before it existed)
         }
 
     def resolve(self, env: Mapping[str, str] | None = None) -> Config:
@@ -175,6 +191,7 @@ class Config:
             self,
             api_version=self.api_version or env.get("OPENAI_API_VERSION") or None,
             max_tokens=max_tokens,
+            context=self.context or remembered_mode(self.db) or DEFAULT_CONTEXT,
         )._with_endpoints(env)
         cfg._validate()
         return cfg
@@ -190,92 +207,7 @@ class Config:
 
     def _validate(self) -> None:
         """Check every setting that can be checked before any work; raises ConfigError for the first bad one."""
-        self._check_endpoint()
-        self._check_numbers()
-        self._check_tasks()
-        self._check_selection()
-        _one_of("--progress", self.progress, PROGRESS_MODES)
-
-    def _check_endpoint(self) -> None:
-        """Paths, the URL, the API, the key and the reasoning effort."""
-        if not self.paths and not self.batch:  # (batch status, collect and cancel walk nothing)
-            raise ConfigError("give at least one path to walk")
-        parts = urlsplit(self.base_url or "")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"--base-url must be an http(s) URL, got {self.base_url!r}")
-        _one_of("--api", self.api, APIS)
-        _one_of("--transport", self.transport, TRANSPORTS)
-        # (the batch steps after submit need a key only to reach the API: `stream.batch.api` checks then)
-        needs_key = not (self.dry_run or self.batch_file_only or (self.batch and not self.paths))
-        # (with --endpoint(s) each endpoint's key was checked as it was resolved, by its own variable)
-        needs_key = needs_key and not self.several_endpoints
-        if needs_key and not self.api_key and not is_loopback(self.base_url or ""):
-            raise ConfigError(
-                f"no API key: set ${self.api_key_env} (or name another variable with --api-key-env); "
-                f"a key is needed for {self.base_url}"
-            )
-        if self.reasoning_effort not in (None, *REASONING_EFFORTS):
-            raise ConfigError(
-                f"--reasoning-effort must be one of {', '.join(REASONING_EFFORTS)}, got {self.reasoning_effort!r}"
-            )
-
-    def _check_numbers(self) -> None:
-        """Counts, rates, timeouts and the budget."""
-        for name, value, low in (
-            ("--concurrency", self.concurrency, 1),
-            ("--max-tokens", self.max_tokens or 0, 1),
-            ("--max-attempts", self.max_attempts, 1),
-            ("--clients", self.clients, 0),
-            ("--max-file-bytes", self.max_file_bytes, 1),
-            ("--jobs", self.jobs, 1),
-            ("--max-failures", self.max_failures or 1, 1),
-            ("--batch-max-requests", self.batch_max_requests, 1),
-            ("--batch-max-bytes", self.batch_max_bytes, 4096),
-        ):
-            if value < low:
-                raise ConfigError(f"{name} must be at least {low}, got {value}")
-        for name, value in (("--rpm", self.rpm), ("--tpm", self.tpm)):
-            if value is not None and value <= 0:
-                raise ConfigError(f"{name} must be positive, got {value:g}")
-        if self.tpm is not None and self.max_tokens is not None and self.tpm < self.max_tokens:
-            raise ConfigError(
-                f"--tpm {self.tpm:g} is below --max-tokens {self.max_tokens}: no request could fit"
-            )
-        for e in self.endpoints:
-            if e.tpm is not None and self.max_tokens is not None and e.tpm < self.max_tokens:
-                raise ConfigError(
-                    f"endpoint {e.name}: tpm {e.tpm:g} is below --max-tokens {self.max_tokens}: no request could fit"
-                )
-        for name, seconds in (
-            ("--connect-timeout", self.connect_timeout),
-            ("--stall-timeout", self.stall_timeout),
-            ("--request-timeout", self.request_timeout),
-            ("--backoff", self.backoff + 1e-9),
-        ):
-            if seconds <= 0:
-                raise ConfigError(f"{name} must be positive, got {seconds:g}")
-
-    def _check_tasks(self) -> None:
-        """At least one task, each named once, and how structured ones ask for JSON."""
-        if not self.tasks:
-            raise ConfigError("no task: give --task or --template")
-        names = [t.name for t in self.tasks]
-        dup = next((n for n in names if names.count(n) > 1), None)
-        if dup is not None:
-            raise ConfigError(f"task {dup!r} given twice (each task needs its own name)")
-        _one_of("--response-format", self.response_format, RESPONSE_FORMATS)
-
-    def _check_selection(self) -> None:
-        """Which snippets are sent: secrets, line counts, prompt size; and the spending limit."""
-        _one_of("--on-secret", self.on_secret, ON_SECRET)
-        if self.min_lines < 1:
-            raise ConfigError(f"--min-lines must be at least 1, got {self.min_lines}")
-        if self.max_lines is not None and self.max_lines < self.min_lines:
-            raise ConfigError(f"--max-lines {self.max_lines} is below --min-lines {self.min_lines}")
-        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
-            raise ConfigError(f"--max-prompt-tokens must be at least 1, got {self.max_prompt_tokens}")
-        if self.max_cost is not None and self.max_cost <= 0:
-            raise ConfigError(f"--max-cost must be positive, got {self.max_cost:g}")
+        check(self)
 
     def public(self) -> dict[str, Any]:
         """The config as stored with a run: everything but the keys (each endpoint's name and URL, no key)."""
@@ -283,5 +215,5 @@ class Config:
         data.pop("api_key", None)
         data["api_key_set"] = bool(self.api_key)
         data["endpoints"] = [e.public() for e in self.endpoints]
-        data["tasks"] = [{"name": t.name, "fingerprint": self.fingerprint(t)} for t in self.tasks]
+        data["tasks"] = [{"name": t.name, "fingerprint": self.fingerprint(t)} for t in self.asked_tasks]
         return data

@@ -62,7 +62,8 @@ class ExitCode(IntEnum):
     """How a snipstream command ends; the CLI's epilog explains each to the user."""
 
     OK = 0  # everything done (or already done); also when the output pipe was closed early
-    FAILED = 1  # finished, but some snippets failed (stored with their reasons) or --max-failures hit
+    FAILED = 1  # finished, but some snippets failed (stored with their reasons) or --max-failures hit;
+    #             export: finished with nothing to write (every answer left out; the message says why)
     USAGE = 2  # usage or configuration error, found before any request
     ABORTED = 3  # the API, the checkpoint or a sink made going on pointless
     INTERNAL = 70  # a bug (EX_SOFTWARE)

@@ -30,6 +30,8 @@ class Selection:
     keep_generated: bool = False
     on_secret: str = "redact"  # redact | skip | allow
     doc_max_chars: int = 6000
+    near_dup: bool = False  # the scan makes each snippet's band keys (stream.neardup) for grouping
+    context_tokens: int = 0  # the scan keeps each file's context (stream.context) of up to this; 0: none
 
 
 # --- files -----------------------------------------------------------------------------------------------
@@ -165,6 +167,12 @@ def select(
             continue
         kept.append(checked)
     return kept
+
+
+def redacted(text: str, sel: Selection) -> str:
+    """`text` with its secrets cut out (unless ``--on-secret allow``): for what goes into a prompt beside
+    a snippet (its context), counted where the secret's own snippet is."""
+    return text if sel.on_secret == "allow" or not text else _Scanner.get().redact(text)[0]
 
 
 def _secrets(s: Snippet, sel: Selection, counts: Counter[str]) -> Snippet | None:

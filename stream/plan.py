@@ -16,7 +16,7 @@ from sinks.reader import History, open_readonly
 
 from .config import Config
 from .errors import ConfigError
-from .prices import load_prices
+from .prices import Price, load_prices
 from .render import format_plan
 
 __all__ = ["plan", "plan_report", "DEFAULT_OUTPUT_SHARE"]
@@ -42,12 +42,51 @@ async def plan_report(config: Config) -> tuple[dict[str, Any], int]:
     summary = await run(config)
     prices = load_prices(config.prices)
     price = prices.get(config.model)
-    by_task = {t.name: config.fingerprint(t) for t in config.tasks}
+    rows = _rows(config, summary.plan, price)
+    report = {
+        "model": config.model,
+        "encoding": summary.encoding,
+        "prices": {"date": prices.date, "source": prices.source, "known": price is not None},
+        "files": summary.files,
+        "already_done": summary.unchanged + summary.reused,
+        "skipped_files": dict(summary.skipped),
+        "filtered": dict(summary.filtered),
+        "secrets": dict(summary.secrets),
+        # near-duplicate groups (--near-dup): the checkpoint's and this plan's, and how many the plan found
+        "near_dups": {
+            "groups": summary.near_dup_groups,
+            "members": summary.near_dup_members,
+            "found": summary.near_dup_found,
+        },
+        "rows": rows,
+        "total": {
+            "requests": sum(r["requests"] for r in rows),
+            "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
+            "cached_tokens": sum(r["cached_tokens"] for r in rows),
+            "output_tokens": sum(r["output_tokens"] for r in rows),
+            "cost_usd": None if price is None else sum(r["cost_usd"] for r in rows),
+            "uncached_cost_usd": None if price is None else sum(r["uncached_cost_usd"] for r in rows),
+            # the same requests through `snipstream batch submit` (the Batch API's price)
+            "batch_cost_usd": None
+            if price is None
+            else sum(
+                price.for_batch().cost(r["prompt_tokens"], r["output_tokens"], r["cached_tokens"])
+                for r in rows
+            ),
+        },
+    }
+    return report, summary.exit_code
+
+
+def _rows(config: Config, plan: dict[str, list[int]], price: Price | None) -> list[dict[str, Any]]:
+    """One row per task/language/kind of the dry run: requests, tokens (cached: an estimate,
+    `stream.pipeline.prefixes`), expected output and cost."""
+    by_task = {t.name: config.fingerprint(t) for t in config.asked_tasks}
     history = _history(config.db, set(by_task.values()))
     rows: list[dict[str, Any]] = []
-    for key in sorted(summary.plan):
+    for key in sorted(plan):
         task, language, kind = key.split("/", 2)
-        requests, prompt_tokens = summary.plan[key]
+        requests, prompt_tokens, cached_tokens = plan[key]
         past = history.get(by_task[task])
         per_answer = past.mean if past else DEFAULT_OUTPUT_SHARE * config.max_tokens
         output_tokens = round(per_answer * requests)
@@ -58,35 +97,18 @@ async def plan_report(config: Config) -> tuple[dict[str, Any], int]:
                 "kind": kind,
                 "requests": requests,
                 "prompt_tokens": prompt_tokens,
+                "cached_tokens": cached_tokens,
                 "output_tokens": output_tokens,
                 "output_from": f"{past.answers} past answers"
                 if past
                 else f"{DEFAULT_OUTPUT_SHARE:g} x max_tokens",
-                "cost_usd": None if price is None else price.cost(prompt_tokens, output_tokens),
+                "cost_usd": None
+                if price is None
+                else price.cost(prompt_tokens, output_tokens, cached_tokens),
+                "uncached_cost_usd": None if price is None else price.cost(prompt_tokens, output_tokens),
             }
         )
-    report = {
-        "model": config.model,
-        "encoding": summary.encoding,
-        "prices": {"date": prices.date, "source": prices.source, "known": price is not None},
-        "files": summary.files,
-        "already_done": summary.unchanged + summary.reused,
-        "skipped_files": dict(summary.skipped),
-        "filtered": dict(summary.filtered),
-        "secrets": dict(summary.secrets),
-        "rows": rows,
-        "total": {
-            "requests": sum(r["requests"] for r in rows),
-            "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
-            "output_tokens": sum(r["output_tokens"] for r in rows),
-            "cost_usd": None if price is None else sum(r["cost_usd"] for r in rows),
-            # the same requests through `snipstream batch submit` (the Batch API's price)
-            "batch_cost_usd": None
-            if price is None
-            else sum(price.for_batch().cost(r["prompt_tokens"], r["output_tokens"]) for r in rows),
-        },
-    }
-    return report, summary.exit_code
+    return rows
 
 
 def _history(db: str, fingerprints: set[str]) -> dict[str, History]:

@@ -64,6 +64,41 @@ async def show_progress(s: Summary, *, mode: str, interval: float, stream: TextI
             stream.flush()
 
 
+def _cached(s: Summary) -> str:
+    """The prompt cache's share of the prompt tokens and what it saved (nothing when it served none)."""
+    if not s.cached_tokens or not s.prompt_tokens:
+        return ""
+    saved = f", saving ${s.cache_saving:,.4f}" if s.cache_saving else ""
+    share = s.cached_tokens / s.prompt_tokens
+    return f" · prompt cache served {s.cached_tokens:,} ({share:.0%}) of the tokens in{saved}"
+
+
+def _dry_run_lines(s: Summary, model: str, prices_date: str) -> list[str]:
+    """The dry run's part of the summary: what would be sent, its tokens and estimated cost."""
+    lines = []
+    lines.append(
+        f"dry run: {s.snippets} snippets in {s.files} files; {s.would_send} requests would be sent"
+        f" ({s.snippets - s.would_send} already done or duplicates)"
+    )
+    lines.append(
+        f"prompt tokens: {s.prompt_tokens:,} (counted with {s.encoding or '?'})"
+        + (
+            f"; about {s.cached_tokens:,} ({s.cached_tokens / s.prompt_tokens:.0%}) in prefixes a prompt "
+            "cache would likely serve"
+            if s.cached_tokens and s.prompt_tokens
+            else ""
+        )
+    )
+    if s.estimated_cost is not None:
+        lines.append(
+            f"estimated cost for {model}: up to ${s.estimated_cost:,.2f} "
+            f"(prompt tokens + max_tokens per request; prices of {prices_date})"
+        )
+    else:
+        lines.append(f"estimated cost: unknown for model {model!r} (not in the price table)")
+    return lines
+
+
 def format_summary(s: Summary, *, model: str, dry_run: bool, prices_date: str = "") -> str:
     if not prices_date:
         from .prices import PRICES_DATE
@@ -71,18 +106,7 @@ def format_summary(s: Summary, *, model: str, dry_run: bool, prices_date: str = 
         prices_date = PRICES_DATE
     lines = []
     if dry_run:
-        lines.append(
-            f"dry run: {s.snippets} snippets in {s.files} files; {s.would_send} requests would be sent"
-            f" ({s.snippets - s.would_send} already done or duplicates)"
-        )
-        lines.append(f"prompt tokens: {s.prompt_tokens:,} (counted with {s.encoding or '?'})")
-        if s.estimated_cost is not None:
-            lines.append(
-                f"estimated cost for {model}: up to ${s.estimated_cost:,.2f} "
-                f"(prompt tokens + max_tokens per request; prices of {prices_date})"
-            )
-        else:
-            lines.append(f"estimated cost: unknown for model {model!r} (not in the price table)")
+        lines += _dry_run_lines(s, model, prices_date)
     else:
         failed = sum(s.failed.values())
         lines.append(
@@ -95,6 +119,7 @@ def format_summary(s: Summary, *, model: str, dry_run: bool, prices_date: str = 
             f"{s.completion_tokens:,} out"
             + (f" ({s.reasoning_tokens:,} reasoning)" if s.reasoning_tokens else "")
             + (f" · cost ${s.cost:,.4f} (prices of {prices_date})" if s.cost is not None else "")
+            + _cached(s)
             + (
                 f" ({s.usage_estimated} answers without usage, counted with {s.encoding})"
                 if s.usage_estimated
@@ -111,6 +136,11 @@ def format_summary(s: Summary, *, model: str, dry_run: bool, prices_date: str = 
         lines.append("skipped files: " + ", ".join(f"{k} {v}" for k, v in s.skipped.most_common()))
     if s.filtered:
         lines.append("snippets left out: " + ", ".join(f"{k} {v}" for k, v in s.filtered.most_common()))
+    if s.near_dup_groups:
+        from .render import near_dup_line
+
+        when = "by this dry run, not recorded" if dry_run else "this run"
+        lines.append(near_dup_line(s.near_dup_groups, s.near_dup_members, s.near_dup_found, when))
     if s.secrets:
         lines.append(
             "secrets found (by kind; values never shown): "

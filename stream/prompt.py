@@ -12,7 +12,7 @@ import functools
 import re
 import string
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,11 @@ __all__ = [
     "load_template",
     "parse_structured",
     "task_fingerprint",
+    "with_context",
+    "CONTEXT_MODES",
 ]
 
-PLACEHOLDERS = frozenset({"code", "language", "path", "qualname", "kind", "docstring"})
+PLACEHOLDERS = frozenset({"code", "language", "path", "qualname", "kind", "docstring", "context"})
 # Placeholders whose value depends on where a snippet lives rather than on its text. A template that uses
 # one of them asks a different question for the same code in two places, so they join the record identity.
 LOCATION_PLACEHOLDERS = frozenset({"path", "qualname", "kind"})
@@ -65,8 +67,14 @@ class Template:
     def fields(self) -> frozenset[str]:
         return _fields(self.user) | (_fields(self.system) if self.system else frozenset())
 
-    def render(self, snippet: Snippet) -> tuple[str | None, str]:
+    @property
+    def uses_context(self) -> bool:
+        """Whether the prompt carries ``{context}`` (`stream.context`): then the context joins the record id."""
+        return "context" in self.fields
+
+    def render(self, snippet: Snippet, context: str = "") -> tuple[str | None, str]:
         values = _values(snippet)
+        values["context"] = context
         system = self.system.format_map(values) if self.system else None
         user = self.user.format_map(values)
         if self.schema is not None:
@@ -164,8 +172,9 @@ EXPLAIN = Template(
 )
 
 #: Built-in tasks by name. None uses {path}, {qualname} or {kind}: the same text found in several places is
-#: asked about once. (``--task``). ``annotate`` is unchanged from the first release, so its
-#: fingerprint, and with it every earlier checkpoint, stays valid.
+#: asked about once (per distinct context, `with_context`). (``--task``). ``annotate`` is unchanged from the
+#: first release, so with ``--context none`` its fingerprint, and with it every earlier checkpoint, stays
+#: valid.
 TASKS: dict[str, Template] = {
     t.name: t for t in (DEFAULT_TEMPLATE, SUMMARIZE, QA, DOCSTRING, INSTRUCT, EXPLAIN)
 }
@@ -187,6 +196,21 @@ DISPLAY_NAMES = {
     "markdown": "Markdown",
     "rst": "reStructuredText",
 }
+
+
+#: Where a built-in task's prompt takes the snippet's context: first, so that what the snippets of one file
+#: share (the file's part of the context) is the prompt's prefix and providers' prompt caches apply to it;
+#: the snippet and the instruction come last. (`stream.context` renders the text, ending in a blank line.)
+CONTEXT_LEAD = "{context}"
+CONTEXT_MODES = ("none", "file", "project")
+
+
+def with_context(template: Template, mode: str) -> Template:
+    """The template as a run with ``--context MODE`` asks it: a built-in task takes its context first; a
+    user's template is asked as written (``{context}`` where it puts it, empty with ``none``)."""
+    if mode == "none" or TASKS.get(template.name) is not template or template.uses_context:
+        return template
+    return replace(template, user=CONTEXT_LEAD + template.user)
 
 
 def instructions(template: Template) -> str:

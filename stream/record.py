@@ -7,6 +7,7 @@ sent. The README documents the fields; `SCHEMA_VERSION` changes when they change
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -50,16 +51,25 @@ def line(record_id: str, snippet: Snippet, result: dict[str, Any]) -> bytes:
 
 
 def answer(
-    task: dict[str, Any], completion: Completion, data: Any, usage: dict[str, Any], *, estimated: bool
+    task: dict[str, Any],
+    completion: Completion,
+    data: Any,
+    usage: dict[str, Any],
+    *,
+    estimated: bool,
+    flags: Sequence[str] = (),
+    judge: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The part of a record that comes from the API: the checkpoint stores it once per record id, and
-    every place of the same code gets its own line from it (`line`)."""
+    every place of the same code gets its own line from it (`line`). `flags` are the cleaning step's
+    reasons (`stream.clean`); `judge`, with ``--task judge``, the judgment (`stream.judge`)."""
     c = completion
-    return {
+    out = {
         "task": task,
         "annotation": c.text,
         "data": data,
         "truncated": c.finish_reason == "length",
+        "flags": list(flags),
         "response": {
             "id": c.response_id,
             "model": c.model,
@@ -74,6 +84,9 @@ def answer(
         "latency_s": round(c.latency_s, 4),
         "annotated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if judge is not None:
+        out["judge"] = judge
+    return out
 
 
 def dry_line(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .export.report import Report
 
-__all__ = ["table", "format_status", "format_plan", "format_export"]
+__all__ = ["table", "format_status", "format_plan", "format_export", "near_dup_line"]
 
 
 def table(
@@ -77,6 +77,7 @@ def format_status(s: dict[str, Any]) -> str:
     lines += _status_tasks(s)
     lines += _status_places(s["places"])
     lines += _status_failures(s)
+    lines += _status_quality(s["quality"])
     if s["skipped"]:
         lines += ["", "skipped files: " + _counts(s["skipped"], " · ")]
     lines += _status_runs(s["runs"], s["running"])
@@ -126,6 +127,26 @@ def _status_failures(s: dict[str, Any]) -> list[str]:
         for f in s["failures"]
     ]
     return ["", head, *("  " + line for line in table(["reason", "count", "example"], rows, right={1})[1:])]
+
+
+def _status_quality(q: dict[str, Any]) -> list[str]:
+    """Cleaning by reason, and the judge's score distribution (when anything was judged)."""
+    lines = [""]
+    if q["checked"]:
+        marked = (": " + _counts(q["flags"], " · ")) if q["flags"] else ""
+        lines.append(f"cleaning: {q['checked']:,} answers checked, {q['flagged']:,} flagged{marked}")
+    else:
+        lines.append("cleaning: no answer checked yet (answers stored before cleaning existed are not)")
+    if not q["judged"]:
+        return [*lines, "judge scores: none yet (snipstream run --task judge scores new answers)"]
+    scores = "  ".join(f"{score}: {n:,}" for score, n in q["scores"].items())
+    cost = "" if q["judge_cost_usd"] is None else f", {_cost(q['judge_cost_usd'])}"
+    return [
+        *lines,
+        f"judge scores: {scores}  unjudged: {q['unjudged']:,}",
+        f"  judgments: {q['judge_prompt_tokens']:,} prompt + {q['judge_completion_tokens']:,} completion "
+        f"tokens{cost} (not in the table above)",
+    ]
 
 
 def _status_runs(runs: dict[str, Any], running: bool | None) -> list[str]:
@@ -202,7 +223,19 @@ def format_plan(report: dict[str, Any]) -> str:
         f"({p['source']})"
         + ("" if p["known"] else f": no price for {report['model']}, give one with --prices")
     )
-    batch = report["total"].get("batch_cost_usd")
+    sums = report["total"]
+    if sums.get("cached_tokens") and sums["prompt_tokens"]:
+        share = sums["cached_tokens"] / sums["prompt_tokens"]
+        saved = (
+            ""
+            if sums.get("uncached_cost_usd") is None
+            else f", saving about ${sums['uncached_cost_usd'] - sums['cost_usd']:,.4f} (in the cost above)"
+        )
+        lines.append(
+            f"prompt cache: about {share:.0%} of prompt tokens ({sums['cached_tokens']:,}) share a prefix "
+            f"of 1,024+ tokens with a recent prompt and would be billed at the cached rate{saved}"
+        )
+    batch = sums.get("batch_cost_usd")
     if batch is not None and report["rows"]:
         lines.append(f"through the Batch API (snipstream batch submit): ${batch:,.4f}")
     sources = sorted({r["output_from"] for r in report["rows"]})
@@ -218,7 +251,20 @@ def format_plan(report: dict[str, Any]) -> str:
     ):
         if counts:
             lines.append(f"{label}: " + _counts(dict(sorted(counts.items()))))
+    near = report.get("near_dups") or {}
+    if near.get("groups"):
+        lines.append(
+            near_dup_line(near["groups"], near["members"], near["found"], "by this plan, not recorded")
+        )
     return "\n".join(lines)
+
+
+def near_dup_line(groups: int, members: int, found: int, when: str) -> str:
+    """The groups of near-duplicate code, as the plan and a run's summary show them."""
+    return (
+        f"near-duplicates: {groups:,} group{'s' if groups != 1 else ''}, {members:,} snippet"
+        f"{'s' if members != 1 else ''} besides each group's first ({found:,} found {when})"
+    )
 
 
 # --- batch status -------------------------------------------------------------------------------------------
@@ -276,6 +322,7 @@ def format_export(r: Report) -> str:
     ]
     if r.answers_skipped:
         lines.append("answers skipped: " + _counts(dict(r.answers_skipped.most_common())))
+    lines += _export_quality(r)
     if r.lengths:
         lim = r.max_example_tokens
         lines.append(
@@ -288,11 +335,31 @@ def format_export(r: Report) -> str:
             )
         )
     if r.fmt != "jsonl":
+        limit = f"{r.max_example_tokens:,}" if r.max_example_tokens else "none"
+        lines.append(f"max tokens per example: {limit} ({r.limit_source})")
+    if r.fmt != "jsonl":
         checked = sum(r.written.values()) + sum(r.examples_dropped.values())
         found = r.examples_dropped["format_problems"]
         text = f"format check ({r.fmt}): {checked:,} examples, {found:,} with problems"
         if found:
             text += " (not written): " + _counts(dict(r.problems.most_common()))
         lines.append(text)
+    lines.extend(f"removed {path}: an older file of a split that is empty now" for path in r.removed)
     lines.extend(f"note: {note}" for note in r.notes)
     return "\n".join(lines)
+
+
+def _export_quality(r: Report) -> list[str]:
+    """What the cleaning flags and the judge's scores left out, and the answers' trimming."""
+    lines = []
+    if r.flag_reasons:
+        lines.append(
+            f"flagged by cleaning, left out: answers {r.answers_skipped['flagged']:,} ("
+            + _counts(dict(r.flag_reasons.most_common()))
+            + "; --include-flagged exports them)"
+        )
+    if r.flagged_at_export:
+        lines.append(f"  {r.flagged_at_export:,} answers from before cleaning were checked now")
+    if r.trimmed:
+        lines.append(f"answers trimmed of surrounding whitespace: {r.trimmed:,}")
+    return lines

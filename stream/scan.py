@@ -19,15 +19,17 @@ from typing import TYPE_CHECKING
 from sinks.schema import KnownFile
 
 from . import extract as extractors
+from .context import FileContext, file_context
 from .errors import SourceError
 from .filters import Selection, file_filter, select
 from .model import Snippet, SourceFile
+from .neardup import file_band_keys
 from .walk import Skip, read_source, walk
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-__all__ = ["Scanned", "Unchanged", "Skipped", "scan", "EXTRACTOR_VERSION"]
+__all__ = ["Scanned", "Unchanged", "Skipped", "scan", "definitions", "EXTRACTOR_VERSION"]
 
 # Part of the file index's key: a new extractor must look at every file again.
 EXTRACTOR_VERSION = "2"
@@ -40,6 +42,10 @@ class Scanned:
     hash: str
     filtered: Counter[str]  # snippets left out, by reason
     secrets: Counter[str]  # secrets found, by kind
+    context: FileContext | None = None  # what the file's snippets share in their prompts (--context)
+    near: list[tuple[int, ...] | None] | None = (
+        None  # per snippet, its band keys (stream.neardup; --near-dup)
+    )
 
 
 @dataclass(slots=True)
@@ -85,9 +91,10 @@ def _parse(file: SourceFile, data: bytes, sel: Selection) -> Scanned | Skipped |
         snippets = extractors.extract(data, file.relpath, language, doc_max_chars=sel.doc_max_chars)
         filtered: Counter[str] = Counter()
         secrets: Counter[str] = Counter()
-        return Scanned(
-            file, select(snippets, file.relpath, sel, filtered, secrets), digest, filtered, secrets
-        )
+        context = file_context(data, file.relpath, language, snippets, sel) if sel.context_tokens else None
+        kept = select(snippets, file.relpath, sel, filtered, secrets)
+        near = file_band_keys(kept) if sel.near_dup else None
+        return Scanned(file, kept, digest, filtered, secrets, context, near)
     except SourceError as exc:
         return Skipped(str(file.path), file.relpath, exc.reason, exc.detail, file, digest)
     except Exception as exc:
@@ -173,6 +180,32 @@ def scan(
             for pending in window:
                 if isinstance(pending, tuple):
                     pending[1].cancel()
+
+
+def definitions(
+    paths: Sequence[str],
+    *,
+    excludes: Sequence[str],
+    default_excludes: bool,
+    max_file_bytes: int,
+    sel: Selection,
+) -> Iterator[tuple[str, list[Snippet]]]:
+    """Every file's definitions as extracted, unfiltered, changed or not (``--context project``'s index)."""
+    for file in walk(
+        paths,
+        suffixes=extractors.suffixes_for(sel.languages),
+        excludes=excludes,
+        default_excludes=default_excludes,
+        max_file_bytes=max_file_bytes,
+    ):
+        if isinstance(file, Skip) or (language := extractors.language_of(file.relpath)) is None:
+            continue
+        if language in extractors.DOC_LANGUAGES:
+            continue
+        try:
+            yield file.relpath, extractors.extract(read_source(file), file.relpath, language)
+        except Exception:  # (the real walk reports the file; the index goes without it)
+            continue
 
 
 def _result(entry: Item | tuple[SourceFile, Future[Scanned | Skipped | None]]) -> Item | None:

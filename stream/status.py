@@ -9,6 +9,8 @@ The report (``snipstream status`` prints it as a table on stderr, or with ``--js
 - places (NDJSON lines) and how many are committed but not yet written;
 - the most common failure reasons, each with an example place and its last error line;
 - skipped files by reason (the latest reason recorded per file, over every run);
+- the answers' quality: how many the cleaning step (`stream.clean`) marked, by reason, and the judge's
+  score distribution (``--task judge``: answers per score 1-5, and unjudged) with the judgments' tokens;
 - the number of runs, the requests they sent, and the last run's start, finish and summary.
 
 How many snippets are *pending* cannot be known from the checkpoint alone: that takes a walk of the tree.
@@ -27,8 +29,9 @@ from typing import Any
 
 import orjson
 
-from sinks.reader import Reader, RunRow, TaskTotals, open_readonly
+from sinks.reader import Quality, Reader, RunRow, TaskTotals, open_readonly
 
+from .clean import REASONS
 from .prices import PRICES_DATE, estimate_cost
 
 __all__ = ["status", "collect", "held_by_a_run"]
@@ -69,6 +72,7 @@ def collect(reader: Reader, *, db: str = "", held: bool | None = None) -> dict[s
         ]
         failure_reasons = reader.failure_reasons()
         skipped = reader.skips_by_reason()
+        quality = _quality(reader.quality())
     last = _last_run(runs[-1]) if runs else None
     return {
         "db": db,
@@ -79,6 +83,7 @@ def collect(reader: Reader, *, db: str = "", held: bool | None = None) -> dict[s
         "failures": failures,
         "failure_reasons": failure_reasons,
         "skipped": skipped,
+        "quality": quality,
         "runs": {
             "count": len(runs),
             "requests": sum(int(_loads(r.summary).get("requests") or 0) for r in runs),
@@ -133,6 +138,29 @@ def _totals(tasks: list[dict[str, Any]]) -> dict[str, Any]:
     totals["cost_usd"] = sum(priced) if priced else None
     totals["unpriced_models"] = sorted({t["model"] for t in tasks if t["cost_usd"] is None})
     return totals
+
+
+def _quality(q: Quality) -> dict[str, Any]:
+    """Cleaning: answers checked and flagged, by reason (in `stream.clean.REASONS` order); the judge: answers
+    per score (every score 1-5 shown) and unjudged, and what the judgments cost by model."""
+    reasons = {r: q.reasons[r] for r in REASONS if r in q.reasons}
+    reasons.update({r: n for r, n in sorted(q.reasons.items()) if r not in reasons})
+    tokens = [
+        (model, p, c, cached, estimate_cost(model, p, c, cached))
+        for model, (p, c, cached) in q.judge_tokens.items()
+    ]
+    priced = [t[4] for t in tokens if t[4] is not None]
+    return {
+        "checked": q.checked,
+        "flagged": q.flagged,
+        "flags": reasons,
+        "judged": sum(q.scores.values()),
+        "scores": {str(score): q.scores.get(score, 0) for score in range(1, 6)},
+        "unjudged": q.unjudged,
+        "judge_prompt_tokens": sum(t[1] for t in tokens),
+        "judge_completion_tokens": sum(t[2] for t in tokens),
+        "judge_cost_usd": sum(priced) if priced else None,
+    }
 
 
 def _last_run(run: RunRow) -> dict[str, Any]:

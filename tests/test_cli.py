@@ -21,8 +21,9 @@ FIELDS = {f.name for f in fields(Config)}
 # flags that feed a Config field through a conversion (task names and template files → tasks)
 CONVERTED = {"task", "template"}
 # Config fields no flag sets: the key comes from the environment, the tasks from --task/--template, the
-# resolved endpoints from --endpoint/--endpoints (or --base-url), batch mode from `snipstream batch`
-NO_FLAG = {"api_key", "tasks", "endpoints", "batch"}
+# resolved endpoints from --endpoint/--endpoints (or --base-url), batch mode from `snipstream batch`, the
+# judge from --task judge
+NO_FLAG = {"api_key", "tasks", "endpoints", "batch", "judge"}
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:

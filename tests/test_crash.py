@@ -93,7 +93,18 @@ def test_hard_kills_at_each_stage_and_reruns_leave_each_record_once(tmp_path):
     out, db = tmp_path / "out.ndjson", tmp_path / "snipstream.db"
     rng = random.Random(20261125)
     with FakeOpenAI(chunks=4, chunk_delay=0.005) as srv:
-        args = [*run_args(srv, src), "-o", out, "--concurrency", "4", "--progress", "off"]
+        # (--context none: the prompts are rebuilt from each record's code alone, TEMPLATE)
+        args = [
+            *run_args(srv, src),
+            "-o",
+            out,
+            "--concurrency",
+            "4",
+            "--progress",
+            "off",
+            "--context",
+            "none",
+        ]
         hits = {"requests": 0, "unconfirmed": 0}
         kills = 0
         for stage in ("requests", "unconfirmed") * 2:

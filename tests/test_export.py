@@ -58,6 +58,8 @@ def stored_line(db: Path, qualname: str) -> dict[str, Any]:
 PLAIN = 'def plain(a, b=1):\n    """Add two numbers."""\n    # a comment inside\n    return a + b\n'
 PARSE = "def parse(text):\n    return int(text)\n"
 GUIDE = "# Install\n\nRun `pip install snipstream`.\n"
+REVIEW = "It reviews its input and returns it unchanged."  # long enough to pass cleaning (stream.clean)
+ANSWER = "It returns its argument doubled, for any number."
 
 QA = {
     "pairs": [
@@ -112,12 +114,12 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 code=GUIDE,
                 annotation="It says to install with pip.",
             ),
-            make_record("review_me", path="pkg/custom.py", template="brief", annotation="Fine."),
+            make_record("review_me", path="pkg/custom.py", template="brief", annotation=REVIEW),
             make_record(
                 "cut",
                 path="pkg/cut.py",
                 fingerprint=annotate_fp,
-                annotation="This is cut sho",
+                annotation="This is cut short before the end of its sen",
                 truncated=True,
             ),
         ],
@@ -296,28 +298,24 @@ def test_the_other_formats_are_checked_too():
 
 def test_an_empty_answer_is_not_written_and_counted_as_a_problem(tmp_path, capsysbinary):
     db = tmp_path / "c.db"
-    store(db, [make_record("empty", annotation="  "), make_record("fine")])
+    store(db, [make_record("empty", annotation="  "), make_record("fine", annotation=ANSWER)])
     out = tmp_path / "chat.jsonl"
-    code, _, err = export("--db", db, "--format", "openai-chat", "-o", out, capsysbinary=capsysbinary)
+    chat = ["--db", db, "--format", "openai-chat", "-o", out]
+    code, _, err = export(*chat, "--include-flagged", capsysbinary=capsysbinary)
     assert code == 0, err
     assert len(read_ndjson(out)) == 1
     assert "format check (openai-chat): 2 examples, 1 with problems (not written): empty_content 1" in err
+    # without --include-flagged the cleaning step's too_short keeps it out before the format check
+    code, _, err = export(*chat, capsysbinary=capsysbinary)
+    assert (code, len(read_ndjson(out))) == (0, 1), err
+    assert "flagged by cleaning, left out: answers 1 (too_short 1;" in err
 
 
 def test_an_answer_in_several_places_is_exported_once_at_its_first_place(tmp_path, capsysbinary):
-    src = tmp_path / "src"
-    (src / "b").mkdir(parents=True)
-    same = "def twin(x):\n    return x * 2\n"
-    (src / "z.py").write_text(same)
-    (src / "b" / "a.py").write_text("\n\n" + same)
-    (src / "other.py").write_text("def other():\n    return 1\n")
-    with FakeOpenAI(chunks=2) as srv:
-        r = snipstream(
-            "run", src, "--base-url", srv.url, "--model", "m", "-o", tmp_path / "o.ndjson", cwd=tmp_path
-        )
-        assert r.code == 0, r.stderr
-        assert len(srv.requests) == 2, "the twin was asked about once"
+    twin = make_record("twin", path="z.py", annotation=ANSWER, code="def twin(x):\n    return x * 2\n")
+    other = make_record("other", path="other.py", annotation=ANSWER)
     db = tmp_path / "snipstream.db"
+    store(db, [twin, elsewhere(twin, "b/a.py", 3), other])  # the same record (code and task) in two files
     code, _, err = export(
         "--db", db, "--format", "jsonl", "-o", tmp_path / "x.jsonl", capsysbinary=capsysbinary
     )
@@ -337,14 +335,14 @@ def test_an_answer_in_several_places_is_exported_once_at_its_first_place(tmp_pat
 def test_truncated_answers_are_left_out_unless_asked_for(ckpt, tmp_path, capsysbinary):
     out = tmp_path / "chat.jsonl"
     code, _, err = export("--db", ckpt, "--format", "openai-chat", "-o", out, capsysbinary=capsysbinary)
-    assert "This is cut sho" not in out.read_text()
+    assert "This is cut short" not in out.read_text()
     assert "answers skipped:" in err and "truncated 1" in err
     code, _, err = export(
         "--db", ckpt, "--format", "openai-chat", "-o", out, "--include-truncated", capsysbinary=capsysbinary
     )
     assert code == 0, err
     assert len(read_ndjson(out)) == EXAMPLES + 1
-    assert "This is cut sho" in out.read_text()
+    assert "This is cut short" in out.read_text()
 
 
 def test_task_selection_and_custom_templates(ckpt, tmp_path, capsysbinary):
@@ -361,7 +359,7 @@ def test_task_selection_and_custom_templates(ckpt, tmp_path, capsysbinary):
     assert code == 0, err
     ((user, assistant),) = [[m["content"] for m in r["messages"]] for r in read_ndjson(out)]
     assert user.startswith("Explain the Python function `review_me` from `pkg/custom.py`: what it does")
-    assert assistant == "Fine."
+    assert assistant == REVIEW
     assert "note: --task nosuch matched no answer" in err
     # a fingerprint prefix selects one task
     prefix = stored_line(ckpt, "plain")["task"]["fingerprint"][:8]
@@ -377,7 +375,12 @@ def test_split_keeps_each_file_in_one_split_with_the_ratio(tmp_path, capsysbinar
     for i in range(1000):
         for j in range(3):  # three answers per file
             records.append(
-                make_record(f"f{j}", path=f"src/m{i}.py", code=f"def f{j}(x):\n    return x + {i}\n")
+                make_record(
+                    f"f{j}",
+                    path=f"src/m{i}.py",
+                    code=f"def f{j}(x):\n    return x + {i}\n",
+                    annotation=ANSWER,
+                )
             )
     store(db, records)
     out = tmp_path / "data.jsonl"
@@ -471,10 +474,12 @@ def test_usage_errors_exit_2_and_write_nothing(ckpt, tmp_path, capsysbinary):
 
 
 def test_unwritable_output_exits_3_and_leaves_no_temporary_file(ckpt, tmp_path, capsysbinary):
-    code, _, err = export(
-        "--db", ckpt, "--format", "alpaca", "-o", tmp_path / "missing" / "x.jsonl", capsysbinary=capsysbinary
-    )
-    assert code == 3 and "cannot write" in err
+    taken = tmp_path / "taken.jsonl"
+    taken.mkdir()  # a folder where the file should go: the final rename fails, as root too
+    code, _, err = export("--db", ckpt, "--format", "alpaca", "-o", taken, capsysbinary=capsysbinary)
+    assert code == 3 and f"cannot write {taken}: Is a directory" in err
+    assert ".tmp" not in err, "the error names the file asked for, not the temporary one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.jsonl"], "no temporary file left"
     # a device is written in place, never renamed over (that would replace /dev/full itself)
     code, _, err = export("--db", ckpt, "--format", "alpaca", "-o", "/dev/full", capsysbinary=capsysbinary)
     assert code == 3 and "cannot write /dev/full" in err

@@ -64,8 +64,10 @@ def test_every_definition_appears_once_with_its_exact_source(tree, server, tmp_p
             "information about what the code does, any relevant details, and how it can be used in questions, "
             f"documentation, and code creation:\n{rec['code']}\n"
         )
-        assert prompt in prompts
-        assert rec["annotation"] == default_reply(prompt)
+        # the file's context first (--context file, the default; tests/test_context.py), the snippet last
+        sent = next(p for p in prompts if p.endswith(prompt))
+        assert sent.startswith("Context: where the code below lives in its project") and rec["path"] in sent
+        assert rec["annotation"] == default_reply(sent)
 
 
 def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(tree, server, tmp_path):
@@ -267,7 +269,8 @@ def test_dry_run_counts_code_repeated_across_files_once(tmp_path):
     for n in range(30):
         (src / f"m{n:02d}.py").write_text(f"{shared}def own_{n}():\n    return {n}\n\n\n{shared}")
     out = tmp_path / "dry.ndjson"
-    r = snipstream("run", src, "--dry-run", "--model", "m", "-o", out, cwd=tmp_path)
+    # the code alone (with a context, each file's copy is its own question: tests/test_context.py)
+    r = snipstream("run", src, "--dry-run", "--model", "m", "-o", out, "--context", "none", cwd=tmp_path)
     assert r.code == 0, r.stderr
     lines = read_ndjson(out)
     # as a real run would ask: the shared code once (for the first file holding it), each own function once
@@ -319,7 +322,8 @@ def test_same_code_in_two_places_is_asked_once_and_recorded_at_both(tmp_path, se
     (src / "a.py").write_text(body)
     (src / "b.py").write_text(body)
     out = tmp_path / "out.ndjson"
-    r = snipstream("run", src, "--base-url", server.url, "--model", "m", "-o", out, cwd=tmp_path)
+    args = ("--context", "none")  # the code alone: in a context, each place is asked (tests/test_context.py)
+    r = snipstream("run", src, "--base-url", server.url, "--model", "m", "-o", out, *args, cwd=tmp_path)
     assert r.code == 0, r.stderr
     assert len(server.requests) == 1
     records = read_ndjson(out)
@@ -328,7 +332,8 @@ def test_same_code_in_two_places_is_asked_once_and_recorded_at_both(tmp_path, se
     assert records[0]["annotation"] == records[1]["annotation"]
     # moved to a new file later: emitted for the new place without a request
     (src / "c.py").write_text(body)
-    r = snipstream("run", src, "--base-url", server.url, "--model", "m", "-o", out, cwd=tmp_path)
+    args = ("--context", "none")  # the code alone: in a context, each place is asked (tests/test_context.py)
+    r = snipstream("run", src, "--base-url", server.url, "--model", "m", "-o", out, *args, cwd=tmp_path)
     assert r.code == 0, r.stderr
     assert len(server.requests) == 1
     assert sorted(rec["path"] for rec in read_ndjson(out)) == ["a.py", "b.py", "c.py"]
@@ -590,7 +595,10 @@ def test_code_repeated_across_many_files_is_asked_about_once(tmp_path, server):
         (src / f"m{n:03d}.py").write_text(own + shared)
     out = tmp_path / "o.ndjson"
     r = snipstream(
-        "run", src, "--base-url", server.url, "--model", "m", "-o", out, "--concurrency", "8", cwd=tmp_path
+        # the code alone: in a context, each file's copy is asked (tests/test_context.py)
+        *("run", src, "--base-url", server.url, "--model", "m", "-o", out, "--concurrency", "8"),
+        *("--context", "none"),
+        cwd=tmp_path,
     )
     assert r.code == 0, r.stderr
     prompts = [req.prompt_text for req in server.requests]

@@ -319,7 +319,7 @@ async def test_dry_route_writes_one_line_per_distinct_record_and_counts_its_toke
     assert [g["prompt_tokens"] for g in got] == tokens
     assert got[0]["request"] == asker.body(expected[0])
     assert (r.summary.would_send, r.summary.prompt_tokens) == (3, sum(tokens))
-    assert r.summary.plan == {"annotate/python/function": [3, sum(tokens)]}
+    assert r.summary.plan == {"annotate/python/function": [3, sum(tokens), 0]}
 
 
 # --- writer -------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from ..errors import ConfigError, ExitCode, SinkError
-from ..export.formats import DEFAULT_MAX_EXAMPLE_TOKENS, DEFAULT_TOKENIZER_MODEL, FORMATS
+from ..export.formats import DEFAULT_TOKENIZER_MODEL, FORMATS
 from ..export.split import parse_split
 from .epilogs import add_command, exit_table
 from .options import add_db
@@ -17,7 +17,10 @@ __all__ = ["add_parser", "run", "EXPORT_EXITS"]
 #: What each exit status of ``snipstream export`` means.
 EXPORT_EXITS = {
     ExitCode.OK: "exported (the summary on stderr says what was written and skipped)",
-    ExitCode.USAGE: "usage or configuration error: no checkpoint at --db, a bad --split, ...",
+    ExitCode.FAILED: "nothing to write: every answer was left out (the message says why); no file was "
+    "written or replaced",
+    ExitCode.USAGE: "usage or configuration error: no checkpoint at --db, a missing output folder, a bad "
+    "--split, a blank --system, no answers of --model, ...",
     ExitCode.ABORTED: "the output could not be written (a file being replaced is left as it was)",
     ExitCode.INTERRUPTED: "interrupted",
 }
@@ -42,11 +45,17 @@ splits:
   --split 0.9/0.1 -o data.jsonl writes data.train.jsonl and data.valid.jsonl; a file's examples
   all go to one split (stable hash of its path). 0.8/0.1/0.1 adds data.test.jsonl.
 
+trainers:
+  sharegpt (from: human/gpt) is for LLaMA-Factory and Axolotl. For TRL's SFTTrainer export
+  openai-chat (messages) or prompt-completion; assistant_only_loss=True needs a chat template
+  with {{% generation %}} markers.
+
 {exit_codes}
 examples:
   snipstream export --format openai-chat -o train.jsonl
   snipstream export --format sharegpt --split 0.9/0.1 -o data/code.jsonl --task annotate qa
   snipstream export --format jsonl -o - | jq .annotation
+  snipstream export --format openai-chat -o train.jsonl --min-score 4 --ids train.ids.jsonl --card CARD.md
 """
 
 
@@ -80,6 +89,7 @@ def add_parser(subparsers: Any) -> None:
     )
     _add_selection(p)
     _add_examples(p)
+    _add_provenance(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no summary; errors only")
 
 
@@ -103,6 +113,19 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also export answers cut at max_tokens (truncated: true), left out by default",
     )
+    g.add_argument(
+        "--include-flagged",
+        action="store_true",
+        help="also export answers the cleaning step flagged (replacement or control characters, too short, "
+        "repetitive, echoing the prompt, refusing), left out by default",
+    )
+    g.add_argument(
+        "--min-score",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only answers the judge scored N (1-5) or more; unjudged answers are left out too",
+    )
 
 
 def _add_examples(p: argparse.ArgumentParser) -> None:
@@ -117,16 +140,35 @@ def _add_examples(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--max-example-tokens",
         type=int,
-        default=DEFAULT_MAX_EXAMPLE_TOKENS,
+        default=None,
         metavar="N",
         help="drop examples longer than this, counted as a chat conversation; 0 = no limit "
-        "(default: %(default)s, the fine-tuning context of gpt-3.5-turbo)",
+        "(default: the tokenizer model's documented fine-tuning limit per example, 65536 for gpt-4o-mini)",
     )
     g.add_argument(
         "--tokenizer-model",
         default=DEFAULT_TOKENIZER_MODEL,
         metavar="NAME",
         help="count tokens with this model's tiktoken encoding, or cl100k_base offline (default: %(default)s)",
+    )
+
+
+def _add_provenance(p: argparse.ArgumentParser) -> None:
+    """What is written beside the examples, only when asked for."""
+    g = p.add_argument_group("beside the examples")
+    g.add_argument(
+        "--ids",
+        default=None,
+        metavar="FILE",
+        help="write a sidecar: one JSON line per example, in the same order (its line, split and file when "
+        "splitting, record_id, path, qualname, start_line, end_line)",
+    )
+    g.add_argument(
+        "--card",
+        default=None,
+        metavar="FILE",
+        help="write a dataset card (Markdown): counts per task, split and model, the options used, what was "
+        "left out and why, and licence/source fields for you to fill in",
     )
 
 
@@ -138,7 +180,8 @@ def _split_arg(text: str) -> tuple[float, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``snipstream export`` for parsed `args`: 0 done, 2 usage/configuration error, 3 output failed."""
+    """Run ``snipstream export`` for parsed `args`: 0 done, 1 nothing to write, 2 usage/configuration error,
+    3 output failed."""
     from sinks.ndjson import detach_stdout
 
     from ..export.run import export
@@ -153,9 +196,13 @@ def run(args: argparse.Namespace) -> int:
             tasks=tuple(args.task),
             models=tuple(args.model),
             include_truncated=args.include_truncated,
+            include_flagged=args.include_flagged,
+            min_score=args.min_score,
             max_example_tokens=args.max_example_tokens,
             system=args.system,
             tokenizer_model=args.tokenizer_model,
+            ids=args.ids,
+            card=args.card,
         )
     except ConfigError as exc:
         _say(f"snipstream: error: {exc}")
@@ -170,6 +217,9 @@ def run(args: argparse.Namespace) -> int:
         detach_stdout()
     if not args.quiet:
         _say(format_export(report))
+    if not report.examples_written and not report.output_closed:
+        _say(f"snipstream: error: nothing exported ({report.empty_reason()}); no file was written")
+        return ExitCode.FAILED
     return ExitCode.OK
 
 

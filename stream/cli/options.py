@@ -15,6 +15,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from ..config import Config
 from ..errors import ConfigError
+from ..judge import JUDGE_TASK
 from ..prompt import DEFAULT_TASKS, TASKS, Template, load_template
 
 __all__ = ["DEFAULTS", "CONFIG_FIELDS", "add_option", "add_db", "split_names", "config_from_args"]
@@ -73,7 +74,8 @@ def _tasks(names: list[str], templates: list[str]) -> tuple[Template, ...]:
     tasks = []
     for name in split_names(names):
         if name not in TASKS:
-            raise ConfigError(f"--task {name!r}: no such task; built-in tasks: {', '.join(TASKS)}")
+            known = ", ".join([*TASKS, JUDGE_TASK])
+            raise ConfigError(f"--task {name!r}: no such task; built-in tasks: {known}")
         tasks.append(TASKS[name])
     tasks += [load_template(path) for path in templates]
     return tuple(tasks) if tasks else tuple(TASKS[name] for name in DEFAULT_TASKS)
@@ -90,7 +92,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if "languages" in values:
         values["languages"] = split_names(values["languages"])
     if "task" in given or "template" in given:
-        values["tasks"] = _tasks(given.get("task", []), given.get("template", []))
+        names = split_names(given.get("task", []))
+        values["judge"] = JUDGE_TASK in names  # (the judge scores the other tasks' answers: not a task)
+        values["tasks"] = _tasks([n for n in names if n != JUDGE_TASK], given.get("template", []))
     if values.get("quiet"):
         values["progress"] = "off"
     return Config(**values)

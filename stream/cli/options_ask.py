@@ -7,13 +7,14 @@ import argparse
 from ..config import (
     APIS,
     DEFAULT_BASE_URL,
+    DEFAULT_CONTEXT,
     MAX_TOKENS,
     REASONING_EFFORTS,
     REASONING_MAX_TOKENS,
     RESPONSE_FORMATS,
 )
 from ..endpoints import DEFAULT_AZURE_API_VERSION, KINDS
-from ..prompt import DEFAULT_TASKS, TASKS
+from ..prompt import CONTEXT_MODES, DEFAULT_TASKS, TASKS
 from .options import add_option
 
 __all__ = ["add_tasks", "add_endpoint", "add_generation"]
@@ -29,8 +30,20 @@ def add_tasks(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help=f"built-in task (repeatable or comma-separated): {', '.join(TASKS)}; annotate, docstring and "
         "instruct ask about code, summarize and explain about doc sections, qa about both; structured tasks "
-        "(summarize, qa, docstring, instruct) get JSON checked against a schema "
+        "(summarize, qa, docstring, instruct) get JSON checked against a schema; judge is no task of its "
+        "own: each new answer of the other tasks is scored 1-5 by the same model against its prompt "
         f"(default: {' + '.join(DEFAULT_TASKS)}, unless --template is given)",
+    )
+    add_option(
+        g,
+        "judge_reask_below",
+        help="with --task judge: an answer the judge scores below N is asked once more with the judge's "
+        "finding, and the new answer judged; 0 never asks again (default: %(default)s)",
+    )
+    add_option(
+        g,
+        "judge_reasks",
+        help="with --task judge: how many times, at most, one answer is asked again (default: %(default)s)",
     )
     g.add_argument(
         "--template",
@@ -39,7 +52,24 @@ def add_tasks(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="a task from a TOML file (repeatable): user = '...' (required), system, name, applies_to = "
         "['code', 'doc'], schema = {JSON schema as a table}; placeholders {code} {language} {path} "
-        "{qualname} {kind} {docstring}",
+        "{qualname} {kind} {docstring} {context}",
+    )
+    add_option(
+        g,
+        "context",
+        choices=CONTEXT_MODES,
+        help="what each prompt is told about where its snippet lives, put first so that providers' prompt "
+        "caches apply: file = the file's docstring and imports, a method's class (header, docstring, "
+        "attributes, methods), the signatures of the file's own functions it calls, a doc section's file "
+        "and heading path; project = the same, with the callees found anywhere in the walked tree (one "
+        "more pass over it first); none = the code alone, as before. Default: the mode of the checkpoint's "
+        f"last run (none for a checkpoint made before contexts existed, so a rerun pays for nothing already "
+        f"done), else {DEFAULT_CONTEXT}",
+    )
+    add_option(
+        g,
+        "context_tokens",
+        help="the context's bound, in tokens (counted as characters / 3) (default: %(default)s)",
     )
     add_option(
         g,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import ON_SECRET
+from ..config import NEAR_DUP, ON_SECRET
 from .options import add_option
 
 __all__ = ["add_sources", "add_filters"]
@@ -46,7 +46,7 @@ def add_sources(parser: argparse.ArgumentParser) -> None:
 
 
 def add_filters(parser: argparse.ArgumentParser) -> None:
-    """Which snippets are sent: their size, tests, trivial and generated code, and secrets."""
+    """Which snippets are sent: their size, tests, trivial and generated code, secrets, near-duplicates."""
     g = parser.add_argument_group("filters and secrets")
     add_option(g, "min_lines", help="leave out snippets shorter than N lines")
     add_option(g, "max_lines", help="leave out snippets longer than N lines")
@@ -77,4 +77,13 @@ def add_filters(parser: argparse.ArgumentParser) -> None:
         help="a snippet holding a credential (detect-secrets' detectors, private keys, high-entropy "
         "strings): redact replaces the value with <REDACTED:kind> in the prompt and the stored code, skip "
         "leaves the snippet out, allow sends it as is; every hit is counted by kind (default: %(default)s)",
+    )
+    add_option(
+        g,
+        "near_dup",
+        choices=NEAR_DUP,
+        help="code that differs only in names, literals or layout (copied helpers, generated variants) is "
+        "grouped by MinHash over normalised tokens and the groups kept in the checkpoint: keep asks about "
+        "every snippet, ask-once only each group's first in walk order (the others are left out as "
+        "near_duplicate), off does not group (default: %(default)s)",
     )

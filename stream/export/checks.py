@@ -17,7 +17,11 @@ _CHAT_MESSAGE_KEYS = frozenset({"role", "content", "name", "weight"})
 def check_openai_chat(example: Any) -> list[str]:
     """OpenAI's fine-tuning format checks for one chat example: the problems found (empty when it is fine).
 
-    After OpenAI's cookbook "Data preparation and analysis for chat model fine-tuning"."""
+    After OpenAI's cookbook "Data preparation and analysis for chat model fine-tuning"
+    (openai/openai-cookbook, examples/Chat_finetuning_data_prep.ipynb, "Format validation"), which also
+    allows a legacy ``function_call`` key that no export writes; the length limit per example (the guide's
+    "Token limits", https://platform.openai.com/docs/guides/fine-tuning) is held by the exporter, which
+    counts tokens (`formats.example_limit`)."""
     if not isinstance(example, dict):
         return ["not_an_object"]
     problems = [f"unknown_key:{key}" for key in example if key != "messages"]

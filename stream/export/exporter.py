@@ -1,10 +1,10 @@
-"""One answer at a time: a stored line selected (or skipped, with the reason), turned into examples,
-rendered, checked, measured in tokens, and counted in the export's `Report`."""
+"""One answer at a time: a stored line selected (or skipped, with the reason), turned into examples with
+their answers trimmed, rendered, checked, measured in tokens, and counted in the export's `Report`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -13,10 +13,11 @@ from ..tokens import Tokenizer, load_tokenizer
 from .checks import check_example
 from .examples import TASKS, Example, examples_for
 from .formats import render
+from .quality import QualityGate
 from .report import Lengths, Report
 from .split import split_of
 
-__all__ = ["Options", "Selector", "Exporter"]
+__all__ = ["Options", "Selector", "Exporter", "Source"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,28 @@ class Options:
     max_example_tokens: int
     system: str | None
     tokenizer_model: str
+    include_flagged: bool = False
+    min_score: int | None = None
+
+
+class Source(NamedTuple):
+    """Where an answer's lines come from, for the --ids sidecar: the record and its first place."""
+
+    record_id: str
+    path: str
+    qualname: str
+    start_line: int | None
+    end_line: int | None
+
+    @classmethod
+    def of(cls, rec: dict[str, Any]) -> Source:
+        return cls(
+            str(rec.get("record_id") or ""),
+            str(rec.get("path") or ""),
+            str(rec.get("qualname") or ""),
+            rec.get("start_line"),
+            rec.get("end_line"),
+        )
 
 
 class Selector:
@@ -61,12 +84,19 @@ class Exporter:
     def __init__(self, options: Options, report: Report) -> None:
         self.options, self.report = options, report
         self.selected = Selector(options.tasks)
+        self.quality = QualityGate(
+            report, include_flagged=options.include_flagged, min_score=options.min_score
+        )
         self.tok: Tokenizer | None = None
+        self.source = Source("", "", "", None, None)  # of the answer `lines` last gave lines for
         self.lengths = Lengths()
         self.fingerprints: dict[str, set[tuple[str, str]]] = {}  # template → {(fingerprint, model)}: a few
 
-    def lines(self, line: bytes) -> tuple[int, list[bytes]]:
-        """(split index, lines to write) for one answer; raises ExampleSkipped when it gives nothing."""
+    def lines(
+        self, line: bytes, flags: str | None = None, score: int | None = None
+    ) -> tuple[int, list[bytes]]:
+        """(split index, lines to write) for one answer with its stored quality (`flags`, `score`); raises
+        ExampleSkipped when it gives nothing. `source` then says where the lines come from."""
         opt = self.options
         try:
             rec = orjson.loads(line)
@@ -82,13 +112,19 @@ class Exporter:
         if opt.fmt == "jsonl":
             if "annotation" not in rec and "data" not in rec:
                 raise ExampleSkipped("no_answer")
+            self.quality(rec, flags, score)
             lines = [line.rstrip(b"\n") + b"\n"]
         else:
             custom = bool(self.selected.names) and str(task.get("template") or "") not in TASKS
-            lines = [data for example in examples_for(rec, custom=custom) if (data := self._line(example))]
+            examples = examples_for(rec, custom=custom)  # what is not asked for is skipped before quality
+            self.quality(rec, flags, score)
+            lines = [data for example in examples if (data := self._line(example))]
             if not lines:
                 raise ExampleSkipped("all_examples_dropped")  # why: in examples_dropped
         self.report.answers_exported += 1
+        self.report.tasks[str(task.get("template") or "")] += len(lines)
+        self.report.models[str(task.get("model") or "")] += 1
+        self.source = Source.of(rec)
         key = (str(task.get("fingerprint") or ""), str(task.get("model") or ""))
         self.fingerprints.setdefault(str(task.get("template") or ""), set()).add(key)
         return (split_of(str(rec.get("path") or ""), opt.split) if opt.split else 0), lines
@@ -96,6 +132,9 @@ class Exporter:
     def _line(self, example: Example) -> bytes | None:
         """The example's line, or None when it fails the format checks or is too long (both counted)."""
         opt = self.options
+        if example.output != (output := example.output.strip()):
+            example = replace(example, output=output)
+            self.report.trimmed += 1
         row = render(opt.fmt, example, system=opt.system)
         problems = check_example(opt.fmt, row)
         if problems:

@@ -24,10 +24,29 @@ class Report:
     problems: Counter[str] = field(default_factory=Counter)  # format problems found, by kind
     lengths: dict[str, float] = field(default_factory=dict)
     max_example_tokens: int = 0
+    limit_source: str = ""  # where max_example_tokens comes from: the option, or the model's limit
     encoding: str = ""
     failed_answers: int = 0
+    tasks: Counter[str] = field(default_factory=Counter)  # template → examples written
+    models: Counter[str] = field(default_factory=Counter)  # model → answers exported
+    flag_reasons: Counter[str] = field(default_factory=Counter)  # cleaning reason → answers left out with it
+    flagged_at_export: int = 0  # answers without stored flags (answered before cleaning), checked on export
+    trimmed: int = 0  # examples whose answer had whitespace trimmed off its ends
+    removed: list[str] = field(default_factory=list)  # older files of an empty split, removed
     notes: list[str] = field(default_factory=list)
     output_closed: bool = False
+
+    @property
+    def examples_written(self) -> int:
+        return sum(self.written.values())
+
+    def empty_reason(self) -> str:
+        """Why nothing was written (for an export that wrote no example), from the counts."""
+        if not self.answers:
+            return "no done answers in the checkpoint"
+        parts = [f"{reason} {n:,}" for reason, n in self.answers_skipped.most_common()]
+        parts += [f"{reason} {n:,}" for reason, n in self.examples_dropped.most_common()]
+        return f"all {self.answers:,} answers were left out: " + ", ".join(parts)
 
 
 class Lengths:

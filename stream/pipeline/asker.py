@@ -3,7 +3,8 @@
 Layered like httpx's send path, each step one concern calling the next:
 
 ```
-ask            the context gate: a prompt that cannot fit the model is not sent (too_long_for_model)
+ask            the context gate: a prompt that cannot fit the model is not sent (too_long_for_model);
+│              with --task judge, the accepted answer is then judged (`stream.pipeline.judging`)
 └ _structured  a structured task's reply parsed against its schema, asked once more when it does not parse
   └ _whole     an empty answer is a failure (reasoning_used_budget, truncated, empty_answer);
                --retry-truncated asks once more with twice the tokens
@@ -34,12 +35,14 @@ from ..errors import (
     QuotaExceeded,
     StructuredError,
 )
+from ..judge import TEMPLATE as JUDGE_TEMPLATE
 from ..negotiate import ContextBudget, FormatLadder, lesson_from
 from ..prompt import parse_structured
 from ..request import Shape, build_body, reask
 from ..sse import reasoning_tokens
 from .counting import TokenCounter
-from .messages import Answered, Failure, Job
+from .judging import Judging
+from .messages import Answered, Failure, Job, Task
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -52,7 +55,7 @@ _LESSONS = 4  # rewrites one job may make before its 400 counts as a failure
 
 
 @dataclass(slots=True)
-class _Trace:
+class Trace:
     """What one job's attempts have been so far."""
 
     max_tokens: int
@@ -82,12 +85,32 @@ class Asker:
     _probe: anyio.Lock = field(default_factory=anyio.Lock, init=False)
     _probed: bool = field(default=True, init=False)
     _known: bool = field(default=False, init=False)
+    _judging: Judging | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         # llama.cpp's context size is asked for at once when the kind says so, else once an answer's
         # ``Server: llama.cpp`` header shows it (a generic loopback URL often is one)
         self._probed = self.cfg.endpoint_kind not in ("llamacpp", "generic")
         self._known = self.cfg.endpoint_kind == "llamacpp"
+        if self.cfg.judge:
+            self._judging = self._judge()
+
+    def _judge(self) -> Judging:
+        """The run's judge: the same endpoint and model, asked through this asker's own path."""
+        cfg = self.cfg
+        fingerprint = cfg.fingerprint(JUDGE_TEMPLATE)
+        info = {"template": JUDGE_TEMPLATE.name, "fingerprint": fingerprint, "model": cfg.model}
+        return Judging(
+            task=Task(JUDGE_TEMPLATE, fingerprint, info),
+            below=cfg.judge_reask_below,
+            reasks=cfg.judge_reasks,
+            ask=self._structured,
+            too_long=self._too_long,
+            new_trace=lambda: Trace(cfg.max_tokens),
+            counter=self.counter,
+            count_usage=self.count_usage,
+            note=self.note,
+        )
 
     def body(
         self, job: Job, *, max_tokens: int | None = None, fmt: str | None = None, followup: tuple = ()
@@ -116,14 +139,14 @@ class Asker:
         """One job, all its attempts: an answer, or a failure with every attempt's reason.
 
         Aborting errors (401/403, 404, quota, a tripped breaker) are raised: the run stops."""
-        trace = _Trace(self.cfg.max_tokens)
+        trace = Trace(self.cfg.max_tokens)
         if not self._probed and (self._known or (self.pool().server or "").startswith("llama.cpp")):
             await self._props()
         try:
             too_long = await self._too_long(job)
             if too_long is not None:
                 return Failure(job, "too_long_for_model", too_long, 0)
-            return await self._structured(index, job, trace)
+            answered = await self._structured(index, job, trace)
         except AnswerRejected as end:
             return Failure(job, end.reason, "\n".join(trace.history), trace.attempts)
         except (AuthError, NotFoundError, QuotaExceeded, CircuitOpen):
@@ -135,6 +158,9 @@ class Asker:
             return Failure(job, exc.reason, "\n".join(trace.history), trace.attempts)
         except BudgetExceeded as exc:
             return Failure(job, "exceeds_tpm", str(exc), trace.attempts)
+        if self._judging is not None:  # (it keeps the answer whatever happens to the judge's requests)
+            answered = await self._judging.judged(index, job, trace, answered)
+        return answered
 
     async def _props(self) -> None:
         """llama.cpp's server tells its context size at ``GET /props`` (``default_generation_settings.n_ctx``,
@@ -166,9 +192,10 @@ class Asker:
             f"model's context holds {budget.limit} ({budget.source}); not sent"
         )
 
-    async def _structured(self, index: int, job: Job, trace: _Trace) -> Answered:
+    async def _structured(self, index: int, job: Job, trace: Trace, base: tuple = ()) -> Answered:
+        """The answer, parsed for a structured task; `base`: follow-up messages (a judge's re-ask)."""
         schema = job.task.template.schema
-        followup: tuple[dict[str, str], ...] = ()
+        followup: tuple[dict[str, str], ...] = base
         while True:
             completion = await self._whole(index, job, trace, followup)
             data = None
@@ -183,14 +210,14 @@ class Asker:
                             f"the answer stopped at {trace.max_tokens} tokens, before its JSON was complete"
                         )
                         raise AnswerRejected("truncated") from None
-                    if followup:
+                    if followup != base:
                         raise AnswerRejected(exc.reason) from None
-                    followup = reask(completion.text, str(exc))
+                    followup = base + reask(completion.text, str(exc))
                     continue
             completion.attempts, completion.errors = trace.attempts, trace.history
             return Answered(job, completion, data)
 
-    async def _whole(self, index: int, job: Job, trace: _Trace, followup: tuple) -> Completion:
+    async def _whole(self, index: int, job: Job, trace: Trace, followup: tuple) -> Completion:
         cfg = self.cfg
         while True:
             completion = await self._negotiated(index, job, trace, followup)
@@ -219,7 +246,7 @@ class Asker:
             trace.note(f"empty_answer: the API answered with no text (finish_reason {finish})")
             raise AnswerRejected("empty_answer")
 
-    async def _negotiated(self, index: int, job: Job, trace: _Trace, followup: tuple) -> Completion:
+    async def _negotiated(self, index: int, job: Job, trace: Trace, followup: tuple) -> Completion:
         pool = self.pool()
         limits = pool.limits
         if job.prompt_tokens is None and limits.counts_tokens:

@@ -20,6 +20,7 @@ from ..model import Snippet
 from ..record import dry_line
 from .counting import TokenCounter
 from .messages import DryLine, Job, Outcome, Task
+from .prefixes import PrefixCache
 from .summary import Summary
 
 __all__ = ["DryRoute"]
@@ -36,6 +37,7 @@ class DryRoute:
         default_factory=set
     )  # of the current file's records, those counted (by any file)
     planned_new: list[str] = field(default_factory=list)  # of those, the ones this file counted first
+    prefixes: PrefixCache = field(default_factory=PrefixCache)  # what a prompt cache would likely serve
 
     async def begin_file(self, key: str, row: FileRow, record_ids: set[str]) -> None:
         self.planned = self.counted.which(record_ids) if record_ids else set()
@@ -52,9 +54,14 @@ class DryRoute:
         summary, snippet = self.summary, job.snippet
         summary.would_send += 1
         summary.prompt_tokens += prompt_tokens
-        row = summary.plan.setdefault(f"{job.task.template.name}/{snippet.language}/{snippet.kind}", [0, 0])
+        cached = self.prefixes.cached(f"{job.system or ''}\n{job.user}", prompt_tokens)
+        summary.cached_tokens += cached
+        row = summary.plan.setdefault(
+            f"{job.task.template.name}/{snippet.language}/{snippet.kind}", [0, 0, 0]
+        )
         row[0] += 1
         row[1] += prompt_tokens
+        row[2] += cached
         line = dry_line(job.record_id, snippet, job.task.info, self.body(job), prompt_tokens)
         await self.outcomes.send(DryLine(line))
 

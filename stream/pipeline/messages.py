@@ -18,6 +18,7 @@ from ..prompt import Template
 from ..scan import Skipped
 
 if TYPE_CHECKING:
+    from ..judge import Judgment
     from ..sse import Completion
 
 __all__ = ["Task", "Job", "Answered", "Failure", "Reuse", "FilesDone", "DryLine", "Outcome"]
@@ -51,6 +52,7 @@ class Answered:
     job: Job
     completion: Completion
     data: Any = None  # the parsed reply of a structured task
+    judgment: Judgment | None = None  # with --task judge: what the judge said of it (`stream.judge`)
 
 
 @dataclass(slots=True)

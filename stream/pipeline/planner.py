@@ -17,11 +17,13 @@ from anyio.abc import ObjectSendStream
 
 from sinks.schema import FileRow
 
+from ..context import Contexts
 from ..model import Snippet, stable_hash
 from ..scan import Scanned
 from .counting import TokenCounter
 from .ledger import Ledger
 from .messages import FilesDone, Job, Outcome, Reuse, Task
+from .neardups import NearDups
 from .summary import Summary
 
 __all__ = ["Planner", "Route", "RealRoute", "Lookup"]
@@ -54,29 +56,37 @@ class Planner:
     max_prompt_tokens: int | None
     route: Route
 
+    contexts: Contexts = field(default_factory=lambda: Contexts("none", 0))
+    near_dups: NearDups | None = None  # groups near-duplicate code (None: --near-dup off)
+
     @staticmethod
-    def ids(snippet: Snippet, task: Task) -> tuple[str, str]:
-        """(record id, occurrence id): the record is the code asked one task; the occurrence its place."""
-        record_id = stable_hash(snippet.id, task.fingerprint, *task.template.location_key(snippet))
+    def ids(snippet: Snippet, task: Task, context: str = "") -> tuple[str, str]:
+        """(record id, occurrence id): the record is the code asked one task (in one context, when the
+        prompt carries one: the same code in two contexts is two questions); the occurrence its place."""
+        extra = (context,) if context and task.template.uses_context else ()
+        record_id = stable_hash(snippet.id, task.fingerprint, *task.template.location_key(snippet), *extra)
         return record_id, stable_hash(record_id, snippet.path, snippet.qualname)
 
     async def plan_file(self, item: Scanned) -> None:
         self.summary.files += 1
         self.summary.filtered.update(item.filtered)
         self.summary.secrets.update(item.secrets)
+        if self.near_dups is not None:  # (with --near-dup ask-once, a group's later members leave here)
+            item.snippets = await self.near_dups.select(item)
         planned = [
-            (snippet, task, *self.ids(snippet, task))
+            (snippet, task, context, *self.ids(snippet, task, context))
             for snippet in item.snippets
+            for context in (self._context(snippet, item),)
             for task in self.tasks
             if task.template.applies(snippet)
         ]
         committed = self.ledger.committed_since = set()
-        done, seen = await self.lookup([p[2] for p in planned], [p[3] for p in planned])
+        done, seen = await self.lookup([p[3] for p in planned], [p[4] for p in planned])
         key = str(item.file.path)
         await self.route.begin_file(
-            key, self.ledger.file_row(item.file, item.hash, len(planned)), {p[2] for p in planned}
+            key, self.ledger.file_row(item.file, item.hash, len(planned)), {p[3] for p in planned}
         )
-        for snippet, task, record_id, occurrence_id in planned:
+        for snippet, task, context, record_id, occurrence_id in planned:
             if occurrence_id in seen:
                 self.summary.unchanged += 1
                 continue
@@ -87,13 +97,19 @@ class Planner:
             # check the same code would be asked about a second time.
             if record_id in done or record_id in committed:
                 await self.route.answered(record_id, snippet, occurrence_id, task)
-            elif (job := await self._job(snippet, task, record_id, occurrence_id)) is not None:
+            elif (job := await self._job(snippet, task, context, record_id, occurrence_id)) is not None:
                 await self.route.ask(job)
         await self.route.end_file(key)
 
-    async def _job(self, snippet: Snippet, task: Task, record_id: str, oid: str) -> Job | None:
+    def _context(self, snippet: Snippet, item: Scanned) -> str:
+        """The snippet's ``{context}`` (the same for each of its tasks; "" without --context)."""
+        if not any(t.template.uses_context for t in self.tasks):
+            return ""
+        return self.contexts.of(snippet, item.context)
+
+    async def _job(self, snippet: Snippet, task: Task, context: str, record_id: str, oid: str) -> Job | None:
         """The request for one place, or None when --max-prompt-tokens leaves it out."""
-        system, user = task.template.render(snippet)
+        system, user = task.template.render(snippet, context)
         job = Job(record_id, snippet, oid, None, system, user, task)
         if self.max_prompt_tokens is not None and await self.counter.prompt_of(job) > self.max_prompt_tokens:
             self.summary.filtered["too_many_tokens"] += 1

@@ -22,6 +22,7 @@ from sinks import Sink, load_sink
 from sinks.checkpoint import Checkpoint
 from sinks.idset import DiskIdSet
 from sinks.ndjson import NDJSONSink
+from sinks.neardup import CheckpointGroups, ScratchGroups
 from sinks.schema import KnownFile
 
 from ..config import Config, is_loopback
@@ -37,6 +38,7 @@ from .gates import gates_for
 from .graph import wire
 from .ledger import Ledger
 from .messages import Job, Outcome
+from .neardups import Groups, NearDups
 from .planner import Lookup, Planner, RealRoute, Route
 from .resources import client_pool, raise_file_limit
 from .summary import Summary
@@ -102,6 +104,7 @@ class _Session:
         self.counter = TokenCounter(config.model, config.api, summary, self.note)
         self.ledger = Ledger(self.setup.file_task)
         self.known: dict[str, KnownFile] = {}
+        self.near_dups: NearDups | None = None  # the planner's near-duplicate step (None: --near-dup off)
         self._pool: EndpointPool | None = None
         self._asker: Asker | None = None
 
@@ -142,6 +145,8 @@ class _Session:
                     reader = None
             out = await stack.enter_async_context(NDJSONSink(cfg.output))
             counted = stack.enter_context(DiskIdSet())
+            if cfg.near_dup != "off":  # the checkpoint's groups, and this run's in a temporary database
+                await self._group(stack.enter_context(ScratchGroups(reader)))
             writer = self._writer(None, out, [])
 
             def route(jobs: ObjectSendStream[Job], outcomes: ObjectSendStream[Outcome]) -> Route:
@@ -156,7 +161,9 @@ class _Session:
             await wire(self._feed(reader, route), writer, None, self.control)
         if setup.price is not None:
             self.summary.estimated_cost = setup.price.cost(
-                self.summary.prompt_tokens, self.summary.would_send * cfg.max_tokens
+                self.summary.prompt_tokens,
+                self.summary.would_send * cfg.max_tokens,
+                self.summary.cached_tokens,
             )
 
     async def _real_run(self) -> None:
@@ -168,6 +175,8 @@ class _Session:
         plugins = [load_sink(spec) for spec in cfg.sinks]
         async with Checkpoint(cfg.db) as ckpt:
             self.known = await ckpt.known_files(self.setup.file_task)
+            if cfg.near_dup != "off":
+                await self._group(CheckpointGroups(ckpt))
             async with resumable_output(ckpt, cfg.output, self.err) as out:
                 await self._with_plugins(ckpt, out, plugins)
 
@@ -233,7 +242,14 @@ class _Session:
             summary=self.summary,
             max_prompt_tokens=self.cfg.max_prompt_tokens,
             route=route,
+            contexts=self.setup.contexts,
+            near_dups=self.near_dups,
         )
+
+    async def _group(self, groups: Groups) -> None:
+        """The near-duplicate step (`stream.pipeline.neardups`) over `groups`, with the counts so far."""
+        ask_once = self.cfg.near_dup == "ask-once"
+        self.near_dups = await NearDups.open(groups, ask_once=ask_once, summary=self.summary)
 
     def _writer(self, ckpt: Checkpoint | None, out: NDJSONSink, plugins: list[Sink]) -> Writer:
         return Writer(

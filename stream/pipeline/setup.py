@@ -12,7 +12,8 @@ import orjson
 
 from sinks.schema import KnownFile
 
-from ..config import Config
+from ..config import DEFAULT_CONTEXT, Config
+from ..context import Contexts, ProjectIndex, remembered_mode
 from ..endpoints import family_of
 from ..errors import ConfigError
 from ..extract import check_languages
@@ -20,8 +21,9 @@ from ..filters import Selection
 from ..model import stable_hash
 from ..negotiate import ContextBudget
 from ..prices import Price, Prices, load_prices
+from ..prompt import TASKS
 from ..request import Shape, initial_shape
-from ..scan import EXTRACTOR_VERSION, Scanned, Skipped, Unchanged, scan
+from ..scan import EXTRACTOR_VERSION, Scanned, Skipped, Unchanged, definitions, scan
 from .messages import Task
 
 __all__ = ["Setup", "prepare"]
@@ -36,6 +38,7 @@ class Setup:
     shape: Shape  # what requests look like; rewritten during the run by what servers refuse
     budget: ContextBudget
     file_task: str  # the file index's key: any change of tasks or selection looks at every file again
+    contexts: Contexts  # what prompts are told about where their snippet lives (--context)
 
     def scanner(
         self, cfg: Config, known: dict[str, KnownFile]
@@ -43,7 +46,9 @@ class Setup:
         """The walk as the feed runs it (in its thread), skipping files `known` as done."""
 
         def walk() -> Iterator[Scanned | Unchanged | Skipped]:
-            return scan(
+            if self.contexts.mode == "project" and self.contexts.project is None:
+                self.contexts.project = project_index(cfg, self.selection)
+            yield from scan(
                 cfg.paths,
                 excludes=cfg.excludes,
                 default_excludes=cfg.default_excludes,
@@ -59,7 +64,7 @@ class Setup:
 def _tasks(config: Config) -> list[Task]:
     params = {k: v for k, v in config.params.items() if v is not None}
     tasks = []
-    for t in config.tasks:
+    for t in config.asked_tasks:
         fingerprint = config.fingerprint(t)
         info = {
             "template": t.name,
@@ -67,6 +72,7 @@ def _tasks(config: Config) -> list[Task]:
             "api": config.api,
             "model": config.model,
             "params": params,
+            **({"context": config.context_mode} if t.uses_context else {}),
         }
         tasks.append(Task(t, fingerprint, info))
     return tasks
@@ -83,7 +89,23 @@ def _selection(config: Config) -> Selection:
         on_secret=config.on_secret,
         # a doc section longer than the prompt may hold is cut at paragraphs (about 3 characters a token)
         doc_max_chars=min(6000, 3 * config.max_prompt_tokens) if config.max_prompt_tokens else 6000,
+        context_tokens=0 if config.context_mode == "none" else config.context_tokens,
+        near_dup=config.near_dup != "off",
     )
+
+
+def project_index(cfg: Config, sel: Selection) -> ProjectIndex:
+    """``--context project``: the walked tree's module-level definitions by name (one pass before the run)."""
+    index = ProjectIndex()
+    for path, snippets in definitions(
+        cfg.paths,
+        excludes=cfg.excludes,
+        default_excludes=cfg.default_excludes,
+        max_file_bytes=cfg.max_file_bytes,
+        sel=sel,
+    ):
+        index.add(path, snippets, sel)
+    return index
 
 
 def prepare(config: Config, note: Callable[[str], None]) -> Setup:
@@ -113,4 +135,11 @@ def prepare(config: Config, note: Callable[[str], None]) -> Setup:
         orjson.dumps(config.selection, option=orjson.OPT_SORT_KEYS).decode(),
         EXTRACTOR_VERSION,
     )
-    return Setup(tasks, _selection(config), prices, price, shape, budget, file_task)
+    contexts = Contexts(config.context_mode, config.context_tokens)
+    if contexts.mode == "none" and any(TASKS.get(t.name) is t for t in config.tasks):
+        if remembered_mode(config.db) == "none":
+            note(
+                f"note: asking without context, as this checkpoint's earlier runs did (so what they answered "
+                f"is not asked again); --context {DEFAULT_CONTEXT} asks about each snippet in its context"
+            )
+    return Setup(tasks, _selection(config), prices, price, shape, budget, file_task, contexts)

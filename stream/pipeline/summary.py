@@ -31,6 +31,11 @@ class Summary:
     skipped: Counter[str] = field(default_factory=Counter)  # files, by reason
     filtered: Counter[str] = field(default_factory=Counter)  # snippets left out, by reason
     secrets: Counter[str] = field(default_factory=Counter)  # secrets found, by kind (never the secret)
+    # near-duplicate groups (stream.pipeline.neardups) in the checkpoint after this run (a dry run: the
+    # checkpoint's and this run's): groups with a later member, those members, and how many this run found
+    near_dup_groups: int = 0
+    near_dup_members: int = 0
+    near_dup_found: int = 0
     tasks: Counter[str] = field(default_factory=Counter)  # new answers by task
     endpoints: Counter[str] = field(default_factory=Counter)  # requests sent (retries included) by endpoint
     # dry run: "task/language/kind" -> [requests, prompt tokens]
@@ -44,6 +49,7 @@ class Summary:
     encoding: str = ""
     estimated_cost: float | None = None
     cost: float | None = None  # spent so far, from usage and the price table (None: model not priced)
+    cache_saving: float | None = None  # of which the prompt cache saved (cached tokens at the cached rate)
     walk_done: bool = False
     stopped: str | None = None  # why the run stopped early: "interrupted", "output closed", an error
     exit_code: int = 0
@@ -63,6 +69,7 @@ class Summary:
         self.cached_tokens += cached_tokens(usage)
         if price is not None:
             self.cost = price.cost(self.prompt_tokens, self.completion_tokens, self.cached_tokens)
+            self.cache_saving = price.cost(self.prompt_tokens, self.completion_tokens) - self.cost
 
     def spent(self, price: Price) -> float:
         return price.cost(self.prompt_tokens, self.completion_tokens)

@@ -20,7 +20,7 @@ from sinks.checkpoint import Checkpoint
 from sinks.ndjson import NDJSONSink, detach_stdout
 from sinks.schema import Done, Failed, FileRow, Occurrence, SkipRow
 
-from .. import record
+from .. import clean, record
 from ..errors import ExitCode, SinkError
 from ..prices import Price
 from ..scan import Skipped
@@ -125,6 +125,8 @@ class Writer:
                 result=raw,
                 attempts=attempts,
                 occurrences=occ,
+                flags=orjson.dumps(result["flags"]).decode(),
+                score=item.judgment.score if item.judgment is not None else None,
             )
         )
         batch.lines.extend((o.occurrence_id, o.line) for o in occ)
@@ -182,7 +184,10 @@ class Writer:
             }
             self.summary.usage_estimated += 1
         self.summary.add_usage(usage, self.price)
-        return record.answer(job.task.info, c, item.data, usage or {}, estimated=estimated)
+        judge = item.judgment.as_record() if item.judgment is not None else None
+        return record.answer(
+            job.task.info, c, item.data, usage or {}, estimated=estimated, flags=_flags(item), judge=judge
+        )
 
     async def _reuse(self, items: list[Reuse]) -> list[Line]:
         assert self.ckpt is not None
@@ -258,3 +263,11 @@ class Writer:
                 break
             await self.emit(rows)
             self.summary.backlog += len(rows)
+
+
+def _flags(item: Answered) -> list[str]:
+    """The cleaning step (`stream.clean`) on a new answer, against the prompt it was asked with: a
+    structured task's text fields, else the answer's text."""
+    if item.job.task.template.schema is not None and item.data is not None:
+        return clean.flags_of_data(item.data, prompt=item.job.user)
+    return clean.flags(item.completion.text, prompt=item.job.user)

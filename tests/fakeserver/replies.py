@@ -1,10 +1,12 @@
 """What the server says: the logged request and its prompt text, the default answer text (JSON for
-structured requests), the answer in pieces, the answers' JSON and SSE shapes (OpenAI's), error bodies."""
+structured requests), answers with defects and a judge's replies, the answer in pieces, the answers' JSON
+and SSE shapes (OpenAI's), error bodies."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +85,7 @@ def default_reply(req: LoggedRequest | str) -> str:
     request with ``response_format`` ``json_schema`` gets an instance of that schema; with
     ``json_object``, or none, but a prompt ending in "... matching this schema:" and a schema (as
     snipstream's structured tasks write), an instance of the prompt's schema. Strings in it are
-    ``"<field> <digest>"``.
+    ``"<field> <digest>: <filler>"``.
     """
     text = req if isinstance(req, str) else req.prompt_text
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
@@ -129,7 +131,12 @@ def schema_instance(schema: dict[str, Any], digest: str, name: str = "value") ->
         return 1.5
     if kind == "boolean":
         return True
-    return f"{name} {digest}"
+    return f"{name} {digest}: {_FIELD_FILLER}"
+
+
+# A string field's filler: a real model's field holds a sentence or more, and a two-word one would be
+# marked too_short by snipstream's cleaning step (stream/clean.py) like any answer that short.
+_FIELD_FILLER = "what it does and how it is used."
 
 
 def split(text: str, n: int) -> list[str]:
@@ -146,6 +153,75 @@ def split(text: str, n: int) -> list[str]:
         pieces.append(text[i:j])
         i = j
     return pieces
+
+
+# ---- answers with defects, and a judge's replies (snipstream's cleaning step and judge) -------------------
+
+#: The defects `defect_reply` can give an answer, each as models have been seen to produce it:
+#: - replacement_char: text decoded token by token loses the halves of a multi-byte character as U+FFFD
+#:   (kekzl/imp#1310, antonellof/ferrox#124: "per-token decode is lossy, so emoji and CJK become U+FFFD");
+#: - control_chars: NUL and other non-printables in the generated text (ggml-org/llama.cpp#2756, a grammar
+#:   "generating null characters"; llama.cpp#2758, "non-printables such as ASCII 28"; aegra/aegra#370,
+#:   gpt-5-mini emitting ``\u0000``);
+#: - too_short: an answer of a few words;
+#: - repetitive: a degenerate loop repeating one sentence (mudler/LocalAI#969, QwenLM/qwen-code#1403);
+#: - echoes_prompt: the request given back, as a completion server asked to ``echo`` the prompt does
+#:   (OpenAI's legacy Completions API, parameter ``echo``; stanford-crfm/helm#1823);
+#: - refusal: "I'm sorry, but I can't help with that." (OpenAI's structured-outputs guide, "Refusals":
+#:   https://platform.openai.com/docs/guides/structured-outputs/refusals; the phrasing of GPT-OSS-120B's
+#:   refusals in huggingface.co/datasets/nvidia/Privasis-USA/discussions/2).
+DEFECTS = ("replacement_char", "control_chars", "too_short", "repetitive", "echoes_prompt", "refusal")
+
+
+def defect_reply(req: LoggedRequest) -> str:
+    """`default_reply`, except for a prompt that names a defect as ``defect_<name>`` (e.g. the code of a
+    function ``def defect_refusal(...)``): then an answer with that defect (the first named, in `DEFECTS`
+    order). Judge requests (`judge_answer`) are answered by `default_reply`."""
+    text = req.prompt_text
+    named = [d for d in DEFECTS if f"defect_{d}" in text]
+    if not named or judge_answer(req) is not None:
+        return default_reply(req)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return {
+        "replacement_char": f"Annotation {digest}: this function \ufffd\ufffd {_FILLER}",
+        "control_chars": f"Annotation {digest}:\x00 this function\x1b[0m {_FILLER}",
+        "too_short": "Returns it.",
+        "repetitive": "This function returns the value it is given. " * 12,
+        "echoes_prompt": text,
+        "refusal": "I'm sorry, but I can't help with that.",
+    }[named[0]]
+
+
+_ANSWER = re.compile(r"<answer>\n(.*)\n</answer>", re.S)
+
+
+def judge_answer(req: LoggedRequest) -> str | None:
+    """The answer a judge request judges (the text between ``<answer>`` and ``</answer>``), or None when
+    `req` is no judge request: one asking for JSON (in ``response_format`` or its prompt) with exactly the
+    properties ``score`` and ``error``."""
+    text = req.prompt_text
+    schema = _requested_schema(req.body, text)
+    if schema is None or set(schema.get("properties") or {}) != {"score", "error"}:
+        return None
+    m = _ANSWER.search(text)
+    return m.group(1) if m else ""
+
+
+def judging(
+    score: Callable[[str], int], base: Callable[[LoggedRequest], str] = default_reply
+) -> Callable[[LoggedRequest], str]:
+    """A `reply` function: a judge request gets ``{"score": score(answer), "error": ...}`` (an error named
+    when the score is under 3), any other request `base`'s answer."""
+
+    def reply(req: LoggedRequest) -> str:
+        answer = judge_answer(req)
+        if answer is None:
+            return base(req)
+        value = score(answer)
+        error = f"the answer misreads the code (judged {value})" if value < 3 else ""
+        return orjson.dumps({"score": value, "error": error}).decode()
+
+    return reply
 
 
 # ---- the answers' shapes --------------------------------------------------------------------------------
