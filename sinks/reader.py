@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from stream.errors import ConfigError
 
+from .neardup import GroupCounts, group_counts
 from .schema import CHECKPOINT_TABLES
 
 __all__ = [
@@ -282,6 +283,11 @@ class Reader:
         with self._reading():
             sql = "SELECT reason, count(*) FROM skips GROUP BY reason ORDER BY count(*) DESC, reason"
             return dict(self.conn.execute(sql).fetchall())
+
+    def near_dups(self) -> GroupCounts | None:
+        """Groups of near-duplicate code and their later members (None before migration 0005)."""
+        with self._reading():
+            return group_counts(self.conn)
 
     def quality(self) -> Quality:
         """Cleaning reasons and judge scores of the done answers, and the judgments' tokens by model."""

@@ -99,6 +99,19 @@ def _dry_run_lines(s: Summary, model: str, prices_date: str) -> list[str]:
     return lines
 
 
+def _quality_lines(s: Summary) -> list[str]:
+    """What the cleaning step marked and the judge scored among this run's new answers."""
+    lines = []
+    if s.flagged:
+        lines.append("flagged by cleaning: " + ", ".join(f"{k} {v}" for k, v in s.flagged.most_common()))
+    if s.scores:
+        scores = " · ".join(
+            f"{k}: {s.scores[k]}" for k in ("1", "2", "3", "4", "5", "unjudged") if s.scores[k]
+        )
+        lines.append(f"judge scores: {scores}; asked again after a low score: {s.judge_reasks}")
+    return lines
+
+
 def format_summary(s: Summary, *, model: str, dry_run: bool, prices_date: str = "") -> str:
     if not prices_date:
         from .prices import PRICES_DATE
@@ -130,6 +143,7 @@ def format_summary(s: Summary, *, model: str, dry_run: bool, prices_date: str = 
             lines.append("failed by reason: " + ", ".join(f"{k} {v}" for k, v in s.failed.most_common()))
     if len(s.endpoints) > 1:
         lines.append("requests by endpoint: " + ", ".join(f"{k} {v}" for k, v in s.endpoints.items()))
+    lines += _quality_lines(s)
     if len(s.tasks) > 1:
         lines.append("annotated by task: " + ", ".join(f"{k} {v}" for k, v in s.tasks.most_common()))
     if s.skipped:

@@ -78,6 +78,13 @@ def format_status(s: dict[str, Any]) -> str:
     lines += _status_places(s["places"])
     lines += _status_failures(s)
     lines += _status_quality(s["quality"])
+    near = s.get("near_dups") or {}
+    if near.get("groups"):
+        lines += [
+            "",
+            f"near-duplicates: {near['groups']:,} groups, {near['members']:,} snippets besides each "
+            "group's first (--near-dup ask-once asks only the first)",
+        ]
     if s["skipped"]:
         lines += ["", "skipped files: " + _counts(s["skipped"], " · ")]
     lines += _status_runs(s["runs"], s["running"])

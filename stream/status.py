@@ -73,6 +73,7 @@ def collect(reader: Reader, *, db: str = "", held: bool | None = None) -> dict[s
         failure_reasons = reader.failure_reasons()
         skipped = reader.skips_by_reason()
         quality = _quality(reader.quality())
+        near = reader.near_dups()
     last = _last_run(runs[-1]) if runs else None
     return {
         "db": db,
@@ -84,6 +85,7 @@ def collect(reader: Reader, *, db: str = "", held: bool | None = None) -> dict[s
         "failure_reasons": failure_reasons,
         "skipped": skipped,
         "quality": quality,
+        "near_dups": None if near is None else {"groups": near.groups, "members": near.members},
         "runs": {
             "count": len(runs),
             "requests": sum(int(_loads(r.summary).get("requests") or 0) for r in runs),

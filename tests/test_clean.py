@@ -130,6 +130,8 @@ def test_each_defect_is_marked_in_the_records_the_checkpoint_and_status(tmp_path
     with FakeOpenAI(chunks=8, reply=defect_reply) as server:
         r = snipstream(*run_args(server, tree, "-o", out, "--db", db), cwd=tmp_path)
     assert r.code == 0, r.stderr
+    flagged = next(ln for ln in r.stderr.splitlines() if ln.startswith("flagged by cleaning: "))
+    assert all(f"{d} 1" in flagged for d in DEFECTS), flagged  # the run's summary says so too
     records = {rec["qualname"]: rec for rec in read_ndjson(out)}
     expected = {f"defect_{d}": [d] for d in DEFECTS} | {"fine": []}
     assert {name: rec["flags"] for name, rec in records.items()} == expected

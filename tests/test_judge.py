@@ -109,6 +109,7 @@ def test_a_low_score_sends_the_answer_back_once_with_the_finding(tree, tmp_path)
     assert {s for (s,) in db_rows(db, "SELECT score FROM records")} == {5}
     summary = _summary(db)  # the replaced answers and both judgments are paid for, and counted
     assert summary["requests"] == 4 * len(records)
+    assert summary["scores"] == {"5": len(records)} and summary["judge_reasks"] == len(records)
     assert (summary["prompt_tokens"], summary["completion_tokens"]) == tuple(
         map(sum, zip(*usage, strict=True))
     )

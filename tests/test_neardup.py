@@ -279,6 +279,8 @@ def test_ask_once_sends_one_request_per_group_and_a_rerun_sends_nothing(server, 
     )
     members = db_rows(tmp_path / "ck.db", "SELECT qualname FROM near_dup_snippets WHERE first = 0")
     assert {q for (q,) in members} == LATER
+    status = snipstream("status", "--db", tmp_path / "ck.db", "--json", cwd=tmp_path)
+    assert orjson.loads(status.stdout)["near_dups"] == {"groups": 3, "members": 4}
 
 
 def test_keep_sends_every_snippet_and_still_records_the_groups(server, tmp_path):

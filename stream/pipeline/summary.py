@@ -38,6 +38,9 @@ class Summary:
     near_dup_found: int = 0
     tasks: Counter[str] = field(default_factory=Counter)  # new answers by task
     endpoints: Counter[str] = field(default_factory=Counter)  # requests sent (retries included) by endpoint
+    flagged: Counter[str] = field(default_factory=Counter)  # new answers the cleaning step marked, by reason
+    scores: Counter[str] = field(default_factory=Counter)  # new answers by judge score ("1".."5", "unjudged")
+    judge_reasks: int = 0  # answers asked again after a low score, and answered
     # dry run: "task/language/kind" -> [requests, prompt tokens]
     plan: dict[str, list[int]] = field(default_factory=dict)
     prompt_tokens: int = 0
@@ -56,7 +59,7 @@ class Summary:
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
-        for name in ("failed", "skipped", "filtered", "secrets", "tasks", "endpoints"):
+        for name in ("failed", "skipped", "filtered", "secrets", "tasks", "endpoints", "flagged", "scores"):
             data[name] = dict(data[name])
         return data
 

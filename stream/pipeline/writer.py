@@ -132,6 +132,10 @@ class Writer:
         batch.lines.extend((o.occurrence_id, o.line) for o in occ)
         self.summary.annotated += 1
         self.summary.tasks[job.task.template.name] += 1
+        self.summary.flagged.update(result["flags"])
+        if item.judgment is not None:
+            self.summary.scores[str(item.judgment.score or "unjudged")] += 1
+            self.summary.judge_reasks += sum(r.get("reask") == "answered" for r in item.judgment.reasks)
 
     def _failure(self, item: Failure, batch: _Batch) -> None:
         job, snippet = item.job, item.job.snippet
