@@ -121,9 +121,18 @@ def _repetitive(words: list[str], text: str) -> bool:
 
 
 def _echoes(words: list[str], prompt: str) -> bool:
+    """Whether ECHO_SHARE of the answer's word 5-grams occur in the prompt (its context included, often
+    thousands of words: an ASCII prompt is cut into words by `str.translate`, the same words as `_WORD`
+    and several times faster, and its 5-grams made with `zip`)."""
     grams = _ngrams(words, ECHO_N)
     if not grams:
         return False
-    source = set(_ngrams([w.lower() for w in _WORD.findall(prompt)], ECHO_N))
+    lower = prompt.lower()
+    cut = lower.translate(_NOT_WORD).split() if lower.isascii() else _WORD.findall(lower)
+    source = set(zip(*(cut[i:] for i in range(ECHO_N)), strict=False))
     copied = sum(1 for g in grams if g in source)
     return copied / len(grams) >= ECHO_SHARE
+
+
+# every ASCII character that is not part of a word (letters, digits, _) becomes a space
+_NOT_WORD = {c: " " for c in range(128) if not (chr(c).isalnum() or chr(c) == "_")}

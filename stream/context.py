@@ -19,10 +19,11 @@ import re
 import textwrap
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import orjson
 
-from .filters import Selection, redacted
+from .filters import Selection, holds_secrets, redacted
 from .model import Snippet
 
 __all__ = [
@@ -141,26 +142,32 @@ def file_context(
     imports = _imports(text, language, chars // 4)
     if imports:
         parts.append("Imports:\n" + "\n".join("  " + line for line in imports))
+    # one look for secrets in the whole file; only a file that holds some has its pieces redacted one by one
+    scrub = _unchanged if sel.on_secret == "allow" or not holds_secrets(text) else partial(redacted, sel=sel)
     ctx = FileContext(path, "")
     for s in snippets:
         if s.parent is None and s.kind != "doc_section":
-            ctx.defs.setdefault(_name(s), redacted(_line(s), sel))
+            ctx.defs.setdefault(_name(s), scrub(_line(s)))
         if s.kind in _CLASS_KINDS or s.kind.endswith("class"):
             ctx.classes[s.qualname] = ""  # filled below, once its methods are known
     for s in snippets:
         if s.parent in ctx.classes:
-            ctx.methods.setdefault(s.parent, {}).setdefault(_name(s), redacted(_line(s), sel))
+            ctx.methods.setdefault(s.parent, {}).setdefault(_name(s), scrub(_line(s)))
     by_name = {s.qualname: s for s in snippets}
     for qualname in ctx.classes:
         block = _class_block(by_name[qualname], ctx.methods.get(qualname, {}), chars // 4)
-        ctx.classes[qualname] = redacted(block, sel)
+        ctx.classes[qualname] = scrub(block)
     header = "\n".join(parts)
     room = chars * 3 // 4  # the file's part; the rest is each snippet's own (its class, its callees)
     outline = _clip(_outline(ctx), room - len(header) - 1)
     if len(header) + len(outline) >= CACHED_PREFIX_CHARS:
         header += "\n" + outline
-    ctx.header = redacted(_clip(header, room), sel) + "\n"
+    ctx.header = scrub(_clip(header, room)) + "\n"
     return ctx
+
+
+def _unchanged(text: str) -> str:
+    return text
 
 
 def _outline(ctx: FileContext) -> str:

@@ -169,6 +169,11 @@ def select(
     return kept
 
 
+def holds_secrets(text: str) -> bool:
+    """Whether the scanner finds a credential anywhere in `text` (one pass, for a whole file)."""
+    return bool(_Scanner.get().scan(text))
+
+
 def redacted(text: str, sel: Selection) -> str:
     """`text` with its secrets cut out (unless ``--on-secret allow``): for what goes into a prompt beside
     a snippet (its context), counted where the secret's own snippet is."""

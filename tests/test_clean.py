@@ -197,3 +197,14 @@ def test_status_reads_a_checkpoint_from_before_cleaning(tmp_path: Path) -> None:
     assert (quality["checked"], quality["judged"], quality["unjudged"]) == (0, 0, 1)
     text = snipstream("status", "--db", db, cwd=tmp_path)
     assert "cleaning: no answer checked yet" in text.stderr + text.stdout.decode()
+
+
+def test_the_fast_word_cut_of_ascii_prompts_gives_the_same_words() -> None:
+    """`_echoes` cuts an ASCII prompt with str.translate; it must find exactly `_WORD`'s words."""
+    from stream.clean import _NOT_WORD, _WORD
+
+    root = Path(__file__).resolve().parent.parent
+    texts = [p.read_text().encode("ascii", "ignore").decode().lower() for p in sorted(root.glob("stream/*.py"))]
+    assert len(texts) > 10
+    for text in texts:
+        assert text.translate(_NOT_WORD).split() == _WORD.findall(text)

@@ -286,3 +286,22 @@ def test_a_checkpoint_from_before_contexts_is_rerun_without_context_and_pays_for
         assert fresh.code == 0 and "Context:" in _prompts(server)[-1]  # a new checkpoint: file, the default
         kept = snipstream(*run_args(server, tree, "--task", "annotate", "--db", "new.db"), cwd=tmp_path)
         assert kept.code == 0 and "asking without context" not in kept.stderr
+
+
+def test_the_dry_runs_token_counts_are_those_of_the_whole_prompts(tmp_path: Path) -> None:
+    """A file's shared context is counted once for the file (`TokenCounter`): the sums must still be exact."""
+    from stream.tokens import load_tokenizer
+
+    out = tmp_path / "dry.ndjson"
+    src = Path(__file__).resolve().parent.parent / "stream" / "pipeline"
+    result = snipstream("run", src, "--dry-run", "--task", "annotate,qa", "-o", out, cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    tok = load_tokenizer("gpt-4o-mini")
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert len(lines) > 100 and all(
+        line["request"]["messages"][-1]["content"].startswith("Context:") for line in lines
+    )
+    for line in lines:
+        messages = line["request"]["messages"]
+        system = next((m["content"] for m in messages if m["role"] == "system"), None)
+        assert line["prompt_tokens"] == tok.count_chat(system, messages[-1]["content"]), line["qualname"]

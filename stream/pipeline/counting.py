@@ -26,6 +26,7 @@ class TokenCounter:
         self._tokenizer: Tokenizer | None = None
         self._ready = anyio.Event()
         self._loading = False
+        self._heads: dict[str, int] = {}  # a file's shared prompt head -> its tokens
 
     async def tokenizer(self) -> Tokenizer:
         """The tokenizer; the first caller loads it, the others wait for it."""
@@ -48,11 +49,25 @@ class TokenCounter:
         self._ready.set()
 
     async def prompt(self, job: Job) -> int:
-        """The prompt's tokens as the API counts them (chat messages carry a few tokens each)."""
+        """The prompt's tokens as the API counts them (chat messages carry a few tokens each).
+
+        The part a file's prompts share (`Job.head`: the file's context, up to the line break that ends
+        it) is counted once for the file and added: the tokenizer does not merge across that line break
+        (cl100k/o200k split before it), so the sum is the whole prompt's count."""
         tok = await self.tokenizer()
         if self.api == "chat":
-            return tok.count_chat(job.system, job.user)
+            if not job.head:
+                return tok.count_chat(job.system, job.user)
+            return self._head(tok, job.user[: job.head]) + tok.count_chat(job.system, job.user[job.head :])
         return tok.count(f"{job.system}\n\n{job.user}" if job.system else job.user)
+
+    def _head(self, tok: Tokenizer, head: str) -> int:
+        n = self._heads.get(head)
+        if n is None:
+            if len(self._heads) >= 16:  # the files being planned and asked now
+                self._heads.pop(next(iter(self._heads)))
+            n = self._heads[head] = tok.count(head)
+        return n
 
     async def text(self, text: str) -> int:
         return (await self.tokenizer()).count(text)

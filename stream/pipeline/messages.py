@@ -45,6 +45,7 @@ class Job:
     system: str | None
     user: str
     task: Task
+    head: int = 0  # characters at the start of `user` every prompt of the file shares (counted once a file)
 
 
 @dataclass(slots=True)

@@ -98,6 +98,10 @@ class Planner:
             if record_id in done or record_id in committed:
                 await self.route.answered(record_id, snippet, occurrence_id, task)
             elif (job := await self._job(snippet, task, context, record_id, occurrence_id)) is not None:
+                if context and item.context is not None and job.user.startswith(item.context.header):
+                    # up to the start of the file part's last line: a tokenizer's pieces never span a line
+                    # break followed by other text (a break followed by a break may be one piece)
+                    job.head = item.context.header.rstrip("\n").rfind("\n") + 1
                 await self.route.ask(job)
         await self.route.end_file(key)
 
