@@ -62,16 +62,16 @@ def run(quick: bool) -> list[Row]:
         none, wall_none = _plan(tree, work, "none")
         file, wall_file = _plan(tree, work, "file")
         ratio = file["prompt_tokens"] / max(1, none["prompt_tokens"])
-        rows.append(Row(TITLE, f"prompt tokens, file ÷ none ({label})", f"{ratio:.2f}×", "",
+        rows.append(Row(TITLE, f"(for scale) prompt tokens, file ÷ none ({label})", f"{ratio:.2f}×", "",
                         f"{none['prompt_tokens']:,} → {file['prompt_tokens']:,} tokens for "
                         f"{file['requests']:,} requests; plan wall {wall_none:.1f} s → {wall_file:.1f} s"))  # fmt: skip
         share = file["cached_tokens"] / max(1, file["prompt_tokens"])
         saved = (file["uncached_cost_usd"] or 0) - (file["cost_usd"] or 0)
-        rows.append(Row(TITLE, f"plan: prompt tokens in cached prefixes, --context file ({label})", f"{share:.0%}",
-                        "reported", f"{file['cached_tokens']:,} tokens; {PRICED_MODEL} cost "
+        case = f"(for scale) plan: prompt tokens in cached prefixes, --context file ({label})"
+        rows.append(Row(TITLE, case, f"{share:.0%}", "", f"{file['cached_tokens']:,} tokens; {PRICED_MODEL} cost "
                         f"${file['uncached_cost_usd']:.4f} → ${file['cost_usd']:.4f} (saves ${saved:.4f}); "
                         f"--context none: ${none['cost_usd']:.4f}"))  # fmt: skip
         share_run, note = _real_run(tree, work)
-        rows.append(Row(TITLE, f"run on the fake server's prompt cache, --context file ({label})", share_run,
-                        "reported", note))  # fmt: skip
+        case = f"(for scale) run on the fake server's prompt cache, --context file ({label})"
+        rows.append(Row(TITLE, case, share_run, "", note))
     return rows

@@ -204,7 +204,9 @@ def test_the_fast_word_cut_of_ascii_prompts_gives_the_same_words() -> None:
     from stream.clean import _NOT_WORD, _WORD
 
     root = Path(__file__).resolve().parent.parent
-    texts = [p.read_text().encode("ascii", "ignore").decode().lower() for p in sorted(root.glob("stream/*.py"))]
+    texts = [
+        p.read_text().encode("ascii", "ignore").decode().lower() for p in sorted(root.glob("stream/*.py"))
+    ]
     assert len(texts) > 10
     for text in texts:
         assert text.translate(_NOT_WORD).split() == _WORD.findall(text)
