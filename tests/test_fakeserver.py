@@ -193,7 +193,7 @@ def test_custom_reply_and_tiny_replies() -> None:
 def test_models_and_unknown_paths(client: httpx.Client) -> None:
     data = client.get("/models").json()
     assert data["object"] == "list" and data["data"][0]["id"]
-    for method, path in [("GET", "/nope"), ("POST", "/embeddings"), ("GET", "/chat/completions")]:
+    for method, path in [("GET", "/nope"), ("POST", "/moderations"), ("GET", "/chat/completions")]:
         resp = client.request(method, path)
         assert resp.status_code == 404
         err = resp.json()["error"]

@@ -8,6 +8,7 @@ tests (on any loop) and subprocesses alike::
         assert server.completions_for("chat/completions") == 1
 
 Endpoints (under ``/v1``): ``POST /chat/completions``, ``POST /completions`` (legacy), ``GET /models``;
+``POST /embeddings`` (deterministic vectors, close for texts sharing words: `embed`, `EmbeddingLimits`);
 OpenAI's Files API (``POST/GET /files``, ``GET/DELETE /files/{id}``, ``GET /files/{id}/content``) and Batch
 API (``POST/GET /batches``, ``GET /batches/{id}``, ``POST /batches/{id}/cancel``), whose batches run their
 lines through the same answers, on a clock of configurable steps (`BatchAPI`); anything else is a 404 with
@@ -17,7 +18,7 @@ optional ``choices: []`` usage chunk, then ``data: [DONE]``).
 
 Order of checks for every request: it is logged first (`FakeOpenAI.requests`), then ``latency`` is slept,
 then the API key (401), the route (404), the JSON body (400), the model (404 ``model_not_found``); then,
-for the completion endpoints only, the rate limiter (429 when ``rpm``/``tpm`` are set and a bucket lacks
+for the completion and embedding endpoints only, the rate limiter (429 when ``rpm``/``tpm`` are set and a bucket lacks
 room), then a scripted answer is consumed, else a random fault may be drawn (``fault_rate``), else the
 normal answer is produced.
 
@@ -46,6 +47,7 @@ stderr and serves until Ctrl-C (or SIGTERM).
 
 from tests.fakeserver.batchapi import BatchAPI
 from tests.fakeserver.cli import main
+from tests.fakeserver.embeddings import EmbeddingLimits, decode_base64, embed, embedding_inputs
 from tests.fakeserver.faults import ALL_FAULTS, Scripted
 from tests.fakeserver.ratelimits import format_duration, parse_duration
 from tests.fakeserver.replies import LoggedRequest, default_reply, schema_instance
@@ -54,6 +56,10 @@ from tests.fakeserver.server import FakeOpenAI
 __all__ = [
     "ALL_FAULTS",
     "BatchAPI",
+    "EmbeddingLimits",
+    "decode_base64",
+    "embed",
+    "embedding_inputs",
     "LoggedRequest",
     "Scripted",
     "FakeOpenAI",

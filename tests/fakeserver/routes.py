@@ -1,6 +1,6 @@
 """The endpoints: `dispatch` runs the checks every request goes through (provider routing, the API key,
-the route), then the route's function: `models`, `chat_completions`, `completions` (the Files and Batch
-routes are found by `BatchAPI._batch_route`, in `batchapi`). A completion is
+the route), then the route's function: `models`, `chat_completions`, `completions`, `embeddings` (in
+`embeddings`; the Files and Batch routes are found by `BatchAPI._batch_route`, in `batchapi`). A completion is
 validated, refused by a provider mode or not, admitted by the rate limiter (`FakeOpenAI._admit`, which also
 takes a scripted answer or draws a fault), then answered: `answer`."""
 
@@ -120,9 +120,17 @@ async def completions(ex: Exchange) -> bool:
     return await completion(ex, "text")
 
 
+async def embeddings(ex: Exchange) -> bool:
+    """``POST /v1/embeddings`` (`tests.fakeserver.embeddings`)."""
+    from tests.fakeserver import embeddings as route  # not at the top: it imports this module
+
+    return await route.create(ex)
+
+
 ROUTES: dict[tuple[str, str], Callable[[Exchange], Awaitable[bool]]] = {
     ("POST", "/v1/chat/completions"): chat_completions,
     ("POST", "/v1/completions"): completions,
+    ("POST", "/v1/embeddings"): embeddings,
     ("GET", "/v1/models"): models,
 }
 

@@ -18,6 +18,7 @@ import orjson
 
 from tests.fakeserver import http, routes
 from tests.fakeserver.batchapi import BatchAPI, BatchKnobs
+from tests.fakeserver.embeddings import DEFAULT_DIMENSIONS, EmbeddingLimits
 from tests.fakeserver.faults import ALL_FAULTS, Scripted, checked_faults, draw
 from tests.fakeserver.ratelimits import Accounts, check_limits, headers_mode
 from tests.fakeserver.replies import LoggedRequest, default_reply, error_body
@@ -86,6 +87,10 @@ class FakeOpenAI(BatchAPI, LoopbackServer):
     reasoning-model rules, Azure's URLs and header, llama.cpp's refusal of grammars, context windows),
     each documented there with the provider's own words.
 
+    Embeddings (``/v1/embeddings``, `tests.fakeserver.embeddings`): `embedding_dimensions` is the vectors'
+    size without ``dimensions`` (and the largest ``dimensions`` taken), `embedding_limits` the request
+    limits (`EmbeddingLimits`: OpenAI's documented 2048 inputs, 8192 tokens each, 300,000 in all).
+
     Files and Batch APIs (``/v1/files``, ``/v1/batches``): the `batch_knobs` and the counters are
     `BatchAPI`'s (`batch_step_seconds`, `batch_hold`, `batch_expire`, `batch_line_errors`, `upload_delay`,
     `content_delay`, `content_chunk_lines`, `max_file_bytes`, `max_batch_requests`).
@@ -124,6 +129,8 @@ class FakeOpenAI(BatchAPI, LoopbackServer):
         stall_seconds: float = 2.0,
         finish_reason: str | None = None,
         provider: Any = (),
+        embedding_dimensions: int = DEFAULT_DIMENSIONS,
+        embedding_limits: EmbeddingLimits | None = None,
         **batch_knobs: Unpack[BatchKnobs],
     ) -> None:
         check_limits(rpm, tpm, burst_seconds, ratelimit_headers)
@@ -150,6 +157,8 @@ class FakeOpenAI(BatchAPI, LoopbackServer):
         self.provider: tuple[Any, ...] = (
             tuple(provider) if isinstance(provider, list | tuple) else (provider,)
         )
+        self.embedding_dimensions = embedding_dimensions
+        self.embedding_limits = embedding_limits or EmbeddingLimits()
         self._rng = random.Random(seed)
         self._accounts = Accounts()  # the buckets and the counters of `stats` and `charges`
         self._lock = threading.Lock()
