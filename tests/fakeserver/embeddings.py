@@ -46,9 +46,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tests.fakeserver import faults
-from tests.fakeserver.ratelimits import Charge, rate_limited
+from tests.fakeserver.ratelimits import Charge
 from tests.fakeserver.replies import default_error, error_body
-from tests.fakeserver.routes import invalid
+from tests.fakeserver.routes import admit, invalid
 
 if TYPE_CHECKING:
     from tests.fakeserver.routes import Exchange
@@ -213,16 +213,9 @@ async def create(ex: Exchange) -> bool:
         return await ex.json(
             400, error_body(message, type_, code, param), server._current_ratelimit_headers()
         )
-    cost = sum(count for _, count in inputs)
-    adm = server._admit(cost)
-    if adm.wait:
-        bucket = server._accounts.bucket(adm.which)
-        refusal, headers = rate_limited(bucket, body["model"], adm.which, adm.wait, cost, adm.rl)
-        return await ex.json(429, refusal, headers)
-    if adm.fault == "429":
-        return await ex.json(429, default_error(429), faults.fault_429_headers(adm.rl, adm.headers_mode))
-    if adm.headers_mode == "429" and not adm.scripted_429:
-        adm.rl = {}  # the headers go on refusals only
+    adm = await admit(ex, sum(count for _, count in inputs))
+    if isinstance(adm, bool):  # refused with a 429, answered
+        return adm
     charge = Charge(server._finish, 0, admitted=adm.charged)  # nothing reserved, nothing to give back
     try:
         return await _answer(ex, adm, charge, inputs, dims, fmt)

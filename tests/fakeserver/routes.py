@@ -184,7 +184,23 @@ async def completion(ex: Exchange, kind: str) -> bool:
             return await ex.json(refusal.status, refusal.body, server._current_ratelimit_headers())
     max_tokens = requested_max_tokens(body)
     reserve = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
-    cost = prompt_tokens + reserve
+    adm = await admit(ex, prompt_tokens + reserve)
+    if isinstance(adm, bool):  # refused with a 429, answered
+        return adm
+    # An admitted answer settles its charge (`FakeOpenAI._finish`: with `refund_unused`, `reserve -
+    # completion` tokens go back) right before its last bytes are written, or when it ends early.
+    charge = Charge(server._finish, reserve, admitted=adm.charged)
+    try:
+        return await answer(ex, kind, adm, charge, max_tokens, prompt_tokens)
+    finally:  # the client went away mid-answer, or an unexpected error
+        charge.settle()
+
+
+async def admit(ex: Exchange, cost: int) -> Admission | bool:
+    """The server's admission of a request costing `cost` tokens, or, when it was refused with a 429 (its
+    rate limits, or an injected 429), what answering that refusal returned."""
+    server, body = ex.server, ex.req.body
+    assert body is not None
     adm = server._admit(cost)
     if adm.wait:
         bucket = server._accounts.bucket(adm.which)
@@ -194,13 +210,7 @@ async def completion(ex: Exchange, kind: str) -> bool:
         return await ex.json(429, default_error(429), faults.fault_429_headers(adm.rl, adm.headers_mode))
     if adm.headers_mode == "429" and not adm.scripted_429:
         adm.rl = {}  # the headers go on refusals only
-    # An admitted answer settles its charge (`FakeOpenAI._finish`: with `refund_unused`, `reserve -
-    # completion` tokens go back) right before its last bytes are written, or when it ends early.
-    charge = Charge(server._finish, reserve, admitted=adm.charged)
-    try:
-        return await answer(ex, kind, adm, charge, max_tokens, prompt_tokens)
-    finally:  # the client went away mid-answer, or an unexpected error
-        charge.settle()
+    return adm
 
 
 def requested_max_tokens(body: dict[str, Any]) -> int | None:
