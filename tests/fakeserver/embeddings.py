@@ -47,8 +47,8 @@ import orjson
 
 from tests.fakeserver import faults
 from tests.fakeserver.ratelimits import Charge
-from tests.fakeserver.replies import default_error, error_body
-from tests.fakeserver.routes import admit, invalid
+from tests.fakeserver.replies import error_body
+from tests.fakeserver.routes import admit, answered_early, invalid
 
 if TYPE_CHECKING:
     from tests.fakeserver.routes import Exchange
@@ -229,22 +229,10 @@ async def _answer(
     """An admitted request's answer: scripted, an injected error, or the vectors."""
     server, body = ex.server, ex.req.body
     assert body is not None
-    headers = dict(adm.rl)
     scripted, fault = adm.scripted, adm.fault
-    if scripted is not None:
-        headers |= {k.lower(): v for k, v in scripted.headers.items()}
-        if "close" in headers.get("connection", "").lower():
-            ex.keep = False
-        if scripted.canned:
-            charge.settle()
-            return await ex.json(scripted.status, scripted.payload(), headers)
-    if fault is not None and fault[0] == "5":
-        charge.settle()
-        return await ex.json(int(fault), default_error(int(fault)), adm.rl)
-    if fault == "error_200":
-        ex.req.status = 200
-        charge.settle()
-        return await faults.send_error_200(ex.writer, False, adm.rl, ex.keep, nl=ex.nl, delay=0.0)
+    answered, headers = await answered_early(ex, adm, charge, stream=False, delay=0.0)
+    if answered is not None:
+        return answered
     vectors = [embed(tokens, dims) for tokens, _ in inputs]
     if fault == "cut":
         vectors = vectors[: len(vectors) // 2]

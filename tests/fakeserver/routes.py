@@ -225,27 +225,12 @@ async def answer(
     ex: Exchange, kind: str, adm: Admission, charge: Charge, max_tokens: int | None, prompt_tokens: int
 ) -> bool:
     """An admitted request's answer: scripted, an injected error, or generated (`deliver`)."""
-    server, req, scripted, fault = ex.server, ex.req, adm.scripted, adm.fault
+    server, req, fault = ex.server, ex.req, adm.fault
     assert req.body is not None
-    extra_headers = adm.rl
-    if scripted is not None:
-        if scripted.headers:
-            extra_headers = adm.rl | {k.lower(): v for k, v in scripted.headers.items()}
-        if "close" in extra_headers.get("connection", "").lower():
-            ex.keep = False
-        if scripted.canned:
-            charge.settle()
-            return await ex.json(scripted.status, scripted.payload(), extra_headers)
-    if fault is not None and fault[0] == "5":
-        charge.settle()
-        return await ex.json(int(fault), default_error(int(fault)), adm.rl)
     stream = req.body.get("stream") is True
-    if fault == "error_200":
-        req.status = 200
-        charge.settle()
-        return await faults.send_error_200(
-            ex.writer, stream, adm.rl, ex.keep, nl=ex.nl, delay=server.chunk_delay
-        )
+    answered, extra_headers = await answered_early(ex, adm, charge, stream=stream, delay=server.chunk_delay)
+    if answered is not None:
+        return answered
     try:
         text = server.reply(req)
         if not isinstance(text, str):
@@ -259,6 +244,33 @@ async def answer(
         completion_tokens = min(completion_tokens, adm.reset_after) if stream else 0  # what gets out
     charge.refund -= completion_tokens
     return await deliver(ex, kind, adm, charge, extra_headers, stream, pieces, finish, usage)
+
+
+async def answered_early(
+    ex: Exchange, adm: Admission, charge: Charge, *, stream: bool, delay: float
+) -> tuple[bool | None, dict[str, str]]:
+    """What an admitted request gets before any answer is made: a canned scripted answer, an injected 5xx,
+    or a 200 carrying an error (then what sending it returned); else None. And the headers to answer with
+    (the rate-limit headers, and a scripted answer's own)."""
+    scripted, fault = adm.scripted, adm.fault
+    headers = adm.rl
+    if scripted is not None:
+        if scripted.headers:
+            headers = adm.rl | {k.lower(): v for k, v in scripted.headers.items()}
+        if "close" in headers.get("connection", "").lower():
+            ex.keep = False
+        if scripted.canned:
+            charge.settle()
+            return await ex.json(scripted.status, scripted.payload(), headers), headers
+    if fault is not None and fault[0] == "5":
+        charge.settle()
+        return await ex.json(int(fault), default_error(int(fault)), adm.rl), headers
+    if fault == "error_200":
+        ex.req.status = 200
+        charge.settle()
+        sent = await faults.send_error_200(ex.writer, stream, adm.rl, ex.keep, nl=ex.nl, delay=delay)
+        return sent, headers
+    return None, headers
 
 
 async def deliver(
