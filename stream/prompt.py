@@ -34,6 +34,7 @@ __all__ = [
     "parse_structured",
     "task_fingerprint",
     "with_context",
+    "is_builtin",
     "CONTEXT_MODES",
 ]
 
@@ -205,10 +206,15 @@ CONTEXT_LEAD = "{context}"
 CONTEXT_MODES = ("none", "file", "project")
 
 
+def is_builtin(template: Template) -> bool:
+    """Whether `template` is one of the built-in tasks as released (`TASKS`), not a user's."""
+    return TASKS.get(template.name) is template
+
+
 def with_context(template: Template, mode: str) -> Template:
     """The template as a run with ``--context MODE`` asks it: a built-in task takes its context first; a
     user's template is asked as written (``{context}`` where it puts it, empty with ``none``)."""
-    if mode == "none" or TASKS.get(template.name) is not template or template.uses_context:
+    if mode == "none" or not is_builtin(template) or template.uses_context:
         return template
     return replace(template, user=CONTEXT_LEAD + template.user)
 
@@ -278,6 +284,7 @@ def _values(snippet: Snippet) -> dict[str, str]:
     }
 
 
+@functools.lru_cache(maxsize=256)  # (asked per snippet and task by the planner: a run has few templates)
 def _fields(text: str) -> frozenset[str]:
     names = set()
     for _literal, name, spec, conversion in string.Formatter().parse(text):

@@ -21,7 +21,7 @@ from ..filters import Selection
 from ..model import stable_hash
 from ..negotiate import ContextBudget
 from ..prices import Price, Prices, load_prices
-from ..prompt import TASKS
+from ..prompt import is_builtin
 from ..request import Shape, initial_shape
 from ..scan import EXTRACTOR_VERSION, Scanned, Skipped, Unchanged, definitions, scan
 from .messages import Task
@@ -136,7 +136,7 @@ def prepare(config: Config, note: Callable[[str], None]) -> Setup:
         EXTRACTOR_VERSION,
     )
     contexts = Contexts(config.context_mode, config.context_tokens)
-    if contexts.mode == "none" and any(TASKS.get(t.name) is t for t in config.tasks):
+    if contexts.mode == "none" and any(is_builtin(t) for t in config.tasks):
         if remembered_mode(config.db) == "none":
             note(
                 f"note: asking without context, as this checkpoint's earlier runs did (so what they answered "
