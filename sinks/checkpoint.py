@@ -51,6 +51,11 @@ _INSERT_DONE = (
     "result = excluded.result, reason = NULL, error = NULL, attempts = records.attempts + excluded.attempts, "
     "updated_at = excluded.updated_at, flags = excluded.flags, score = excluded.score"
 )
+# An embed record's vector (its record id is unique: a record answered again keeps its first vector's row).
+_INSERT_VECTORS = (
+    "INSERT INTO vectors (record_id, snippet_id, model, dimensions, vector, annotation_id, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(record_id) DO UPDATE SET vector = excluded.vector"
+)
 # A failure never overwrites a done answer (the WHERE of the upsert).
 _INSERT_FAILED = (
     "INSERT INTO records (record_id, snippet_id, task, model, status, reason, error, attempts, path, "
@@ -284,6 +289,9 @@ class Checkpoint:
                     ],
                 )
                 await self._insert_occurrences([(d.record_id, o) for d in done for o in d.occurrences], now)
+                vectors = [(d.record_id, d.snippet_id, *d.vector, now) for d in done if d.vector is not None]
+                if vectors:
+                    await self.db.executemany(_INSERT_VECTORS, vectors)
             if failed:
                 await self.db.executemany(_INSERT_FAILED, [_failed_row(f, now) for f in failed])
             if skips:

@@ -17,6 +17,8 @@ Tables (created by the migrations in `MIGRATIONS`, each recorded by name in ``mi
   reply that did not validate, re-asked by the next submit).
 - Quality (0004): ``records.flags``, the cleaning step's reasons as a JSON array, and ``records.score``, the
   judge's score.
+- Embeddings (0006): ``vectors`` (one float32 vector per embed record, with its model and dimension, and the
+  annotation embedded with the code), read by `sinks.vectors` and indexed there with sqlite-vec.
 - Near-duplicates (0005): ``near_dup_snippets`` (each grouped snippet's group, and whether it is the group's
   first) and ``near_dup_bands`` (LSH band key → group), written and read by `sinks.neardup`.
 
@@ -40,6 +42,7 @@ __all__ = [
     "statements",
     "Occurrence",
     "Done",
+    "Vector",
     "Failed",
     "SkipRow",
     "FileRow",
@@ -194,6 +197,26 @@ MIGRATIONS: list[tuple[str, str]] = [
         )
         """,
     ),
+    (
+        # Embeddings (``--task embed``, `stream.embeddings`): one ``vectors`` row per embed record, its vector
+        # as float32 little-endian (``dimensions`` × 4 bytes) with the model that made it; ``annotation_id``
+        # is the record whose answer was embedded with the code (NULL: the code alone). The rowid is the
+        # vector index's key (`sinks.vectors`). ``occurrences_place`` finds a place's newest record.
+        "0006_vectors",
+        """
+        CREATE TABLE vectors (
+            record_id TEXT NOT NULL UNIQUE REFERENCES records(record_id),
+            snippet_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            dimensions INTEGER NOT NULL,
+            vector BLOB NOT NULL,
+            annotation_id TEXT,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX vectors_model ON vectors(model, dimensions);
+        CREATE INDEX occurrences_place ON occurrences(path, qualname, created_at)
+        """,
+    ),
 ]
 
 #: The tables every checkpoint has since the first migration: what makes a database a checkpoint.
@@ -235,6 +258,16 @@ class Done:
     occurrences: Sequence[Occurrence]
     flags: str | None = None  # the cleaning reasons as a JSON array (``[]``: clean; None: not checked)
     score: int | None = None  # the judge's score 1-5 (None: not judged)
+    vector: Vector | None = None  # an embed record's vector (`--task embed`)
+
+
+class Vector(NamedTuple):
+    """An embed record's vector as stored: its model, size, float32 bytes, and the annotation embedded."""
+
+    model: str
+    dimensions: int
+    data: bytes  # float32 little-endian, dimensions × 4 bytes
+    annotation_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,8 @@ import httpx
 import orjson
 
 from .breaker import Breaker
+from .embeddings import Embeddings
+from .embeddings import parse as parse_embeddings
 from .errors import (
     APIConnectionError,
     APIError,
@@ -87,6 +89,7 @@ class ClientPool:
         request_timeout: float = 600.0,
         trust_env: bool = True,
         url: str | None = None,
+        embed_url: str | None = None,
         auth: dict[str, str] | None = None,
         breaker: Breaker | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -96,6 +99,7 @@ class ClientPool:
         self.api_key_env = api_key_env
         self.endpoint = "/chat/completions" if api == "chat" else "/completions"
         self.url = url or self.base_url + self.endpoint
+        self.embed_url = embed_url or self.base_url + "/embeddings"
         self.limits = limits or Limits()
         self.retry = retry
         self.request_timeout = request_timeout
@@ -161,8 +165,10 @@ class ClientPool:
         reserve_tokens: int,
         worker: int = 0,
         on_attempt: Callable[[], None] | None = None,
-    ) -> Completion:
-        """Send one request, retrying what may succeed later. Raises an APIError after the last attempt,
+        inputs: int = 0,
+    ) -> Any:
+        """Send one request, retrying what may succeed later: a completion, or with `inputs` (how many
+        texts its ``input`` holds) an embeddings request, answered with `stream.embeddings.Embeddings`. Raises an APIError after the last attempt,
         with its ``attempts`` and ``history`` (one line per failed attempt).
 
         429s wait out the shared cool-down (see `Limits`) and count against a separate, larger allowance
@@ -177,7 +183,7 @@ class ClientPool:
             started = time.perf_counter()
             attempt += 1
             try:
-                completion = await self._attempt(client, body, ticket, on_attempt)
+                completion = await self._attempt(client, body, ticket, on_attempt, inputs)
             except APIError as exc:
                 self._failed_attempt(exc, attempt, history, reserve_tokens, ticket)
                 if isinstance(exc, RateLimited):
@@ -208,7 +214,8 @@ class ClientPool:
         body: dict[str, Any],
         ticket: Ticket,
         on_attempt: Callable[[], None] | None,
-    ) -> Completion:
+        inputs: int = 0,
+    ) -> Any:
         """One request, bounded by --request-timeout as a whole.
 
         One cancel scope serves both deadlines of an attempt: --request-timeout, and the second a server
@@ -220,7 +227,11 @@ class ClientPool:
             on_attempt()
         acc = Assembler()
         with anyio.CancelScope(deadline=anyio.current_time() + self.request_timeout) as scope:
+            if inputs:
+                return await self._embed_once(client, body, ticket, inputs)
             return await self._once(client, body, ticket, acc, scope)
+        if inputs:
+            raise APITimeout(f"no embeddings within --request-timeout {self.request_timeout:g}s")
         # Only a deadline of this scope gets here (any other cancellation goes on up).
         if acc.done:  # the second after [DONE] ran out: the answer is whole
             return acc.result()
@@ -250,6 +261,39 @@ class ClientPool:
         except APIError:
             return None
 
+    async def _embed_once(
+        self, client: httpx.AsyncClient, body: dict[str, Any], ticket: Ticket, inputs: int
+    ) -> Embeddings:
+        """One embeddings request: a JSON answer, its vectors decoded (`stream.embeddings.parse`)."""
+        with translate():
+            response = await post(client, self.embed_url, orjson.dumps(body))
+            try:
+                content = await response.aread()
+                self._answered(response, body, ticket, self.embed_url)
+            finally:
+                await response.aclose()
+        try:
+            doc = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            raise StreamError("the embeddings answer is not JSON") from None
+        return parse_embeddings(doc, inputs)
+
+    def _answered(self, response: httpx.Response, body: dict[str, Any], ticket: Ticket, url: str) -> None:
+        """A response's headers read (the limiter, the server's name); an error status raised as ours."""
+        if self.server is None:
+            self.server = response.headers.get("server", "")
+        if response.status_code != 429:  # a 429's headers are read by rate_limited_for
+            self.limits.observe(response.headers, ticket)
+        if response.status_code >= 400:
+            raise status_error(
+                response,
+                body,
+                url=url,
+                base_url=self.base_url,
+                api_key_env=self.api_key_env,
+                scrub=self.scrub,
+            )
+
     async def _once(
         self,
         client: httpx.AsyncClient,
@@ -262,20 +306,9 @@ class ClientPool:
         with translate():
             response = await post(client, self.url, content)  # (client.stream() costs more: see post)
             try:
-                if self.server is None:
-                    self.server = response.headers.get("server", "")
-                if response.status_code != 429:  # a 429's headers are read by rate_limited_for
-                    self.limits.observe(response.headers, ticket)
                 if response.status_code >= 400:
                     await response.aread()
-                    raise status_error(
-                        response,
-                        body,
-                        url=self.url,
-                        base_url=self.base_url,
-                        api_key_env=self.api_key_env,
-                        scrub=self.scrub,
-                    )
+                self._answered(response, body, ticket, self.url)
                 if body.get("stream"):
                     ctype = response.headers.get("content-type", "")
                     if "text/event-stream" in ctype:

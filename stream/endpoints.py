@@ -191,8 +191,12 @@ def family_of(model: str) -> ModelFamily | None:
     return None
 
 
+#: The route of each API under an endpoint's base URL ("embeddings": `stream.embeddings`).
+_ROUTES = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
+
+
 def endpoint_url(kind: str, base_url: str, api: str, model: str, api_version: str | None) -> str:
-    """The URL to post completions to.
+    """The URL to post completions (or, with `api` ``embeddings``, embedding requests) to.
 
     Azure (https://learn.microsoft.com/azure/ai-services/openai/reference): a base URL that already names a
     deployment (``.../openai/deployments/NAME``) gets the route and ``?api-version=``; the v1 API
@@ -200,7 +204,7 @@ def endpoint_url(kind: str, base_url: str, api: str, model: str, api_version: st
     (``https://RESOURCE.openai.azure.com`` or ``.../openai``) gets ``/openai/deployments/{--model}``, the
     model name standing for the deployment name as the OpenAI SDK's ``AzureOpenAI`` client does."""
     base = base_url.rstrip("/")
-    route = "/chat/completions" if api == "chat" else "/completions"
+    route = _ROUTES.get(api, "/completions")
     if kind != "azure":
         return base + route
     path = urlsplit(base).path

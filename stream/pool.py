@@ -194,8 +194,9 @@ class EndpointPool:
         reserve_tokens: int,
         worker: int = 0,
         on_attempt: Callable[[], None] | None = None,
-    ) -> Completion:
-        """Send one request to an endpoint with budget; move it when that endpoint fails it in a way another
+        inputs: int = 0,
+    ) -> Any:
+        """Send one request (with `inputs`, an embeddings request: `ClientPool.complete`) to an endpoint with budget; move it when that endpoint fails it in a way another
         may not (see the module's docstring). Raises what the last endpoint raised, with every attempt."""
         tried: set[str] = set()
         trail = _Trail(named=len(self.members) > 1)
@@ -205,7 +206,7 @@ class EndpointPool:
                 raise trail.gave_up()
             answered = member.pool.breaker.answered
             try:
-                completion = await self._send(member, body, reserve_tokens, worker, on_attempt)
+                completion = await self._send(member, body, reserve_tokens, worker, on_attempt, inputs)
             except APIError as exc:
                 exc.endpoint = member.name
                 if isinstance(exc, _OUT_FOR_THE_RUN):
@@ -233,14 +234,20 @@ class EndpointPool:
         reserve_tokens: int,
         worker: int,
         on_attempt: Callable[[], None] | None,
-    ) -> Completion | None:
-        """The request on `member`; None when `member` was taken out while it was in flight."""
+        inputs: int = 0,
+    ) -> Any:
+        """The request on `member`; None when `member` was taken out while it was in flight. An endpoint's
+        model (``model=``) stands in for the run's chat model, not for the embedding model."""
         scope = anyio.CancelScope()
         member.inflight.add(scope)
         try:
             with scope:
                 return await member.pool.complete(
-                    member.body(body), reserve_tokens=reserve_tokens, worker=worker, on_attempt=on_attempt
+                    body if inputs else member.body(body),
+                    reserve_tokens=reserve_tokens,
+                    worker=worker,
+                    on_attempt=on_attempt,
+                    inputs=inputs,
                 )
         finally:
             member.inflight.discard(scope)

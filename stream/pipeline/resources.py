@@ -48,6 +48,7 @@ def endpoint_client(cfg: Config, e: Endpoint) -> ClientPool:
         request_timeout=cfg.request_timeout,
         trust_env=not is_loopback(e.url),
         url=endpoint_url(e.kind, e.url, cfg.api, e.model, e.api_version),
+        embed_url=endpoint_url(e.kind, e.url, "embeddings", cfg.embed_model, e.api_version),
         auth=auth_headers(e.kind, e.key),
         breaker=Breaker(f"{e.url} (endpoint {e.name})" if cfg.several_endpoints else e.url),
         transport_kind=cfg.transport,
