@@ -122,22 +122,12 @@ class ClientPool:
                 limits=httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client),
                 trust_env=trust_env,
                 verify=verify,
-                transport=transport or self._transport(transport_kind, per_client, verify, trust_env),
+                transport=transport or _transport(transport_kind, per_client, verify, trust_env),
             )
             for _ in range(n)
         ]
         self.requests_sent = 0
         self.server: str | None = None  # the first response's Server header (llama.cpp names itself)
-
-    @staticmethod
-    def _transport(
-        kind: str, connections: int, verify: bool, trust_env: bool
-    ) -> httpx.AsyncBaseTransport | None:
-        if kind == "httpx":
-            return None  # httpx builds its own from the client's limits, verify and trust_env
-        from .transports import aiohttp_transport
-
-        return aiohttp_transport(connections=connections, verify=verify, trust_env=trust_env)
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -166,10 +156,13 @@ class ClientPool:
         worker: int = 0,
         on_attempt: Callable[[], None] | None = None,
         inputs: int = 0,
+        on_text: Callable[[str], None] | None = None,
     ) -> Any:
         """Send one request, retrying what may succeed later: a completion, or with `inputs` (how many
-        texts its ``input`` holds) an embeddings request, answered with `stream.embeddings.Embeddings`. Raises an APIError after the last attempt,
-        with its ``attempts`` and ``history`` (one line per failed attempt).
+        texts its ``input`` holds) an embeddings request, answered with `stream.embeddings.Embeddings`.
+        Raises an APIError after the last attempt, with its ``attempts`` and ``history`` (one line per
+        failed attempt). `on_text` hears a streamed answer's text piece by piece, every attempt's
+        (`on_attempt` tells when one starts).
 
         429s wait out the shared cool-down (see `Limits`) and count against a separate, larger allowance
         (`RetryPolicy.max_rate_limited`), so a busy server slows a snippet down without failing it. A
@@ -183,7 +176,7 @@ class ClientPool:
             started = time.perf_counter()
             attempt += 1
             try:
-                completion = await self._attempt(client, body, ticket, on_attempt, inputs)
+                completion = await self._attempt(client, body, ticket, on_attempt, inputs, on_text)
             except APIError as exc:
                 self._failed_attempt(exc, attempt, history, reserve_tokens, ticket)
                 if isinstance(exc, RateLimited):
@@ -215,6 +208,7 @@ class ClientPool:
         ticket: Ticket,
         on_attempt: Callable[[], None] | None,
         inputs: int = 0,
+        on_text: Callable[[str], None] | None = None,
     ) -> Any:
         """One request, bounded by --request-timeout as a whole.
 
@@ -225,7 +219,7 @@ class ClientPool:
         self.requests_sent += 1
         if on_attempt:
             on_attempt()
-        acc = Assembler()
+        acc = Assembler(on_text)
         with anyio.CancelScope(deadline=anyio.current_time() + self.request_timeout) as scope:
             if inputs:
                 return await self._embed_once(client, body, ticket, inputs)
@@ -312,33 +306,42 @@ class ClientPool:
                 if body.get("stream"):
                     ctype = response.headers.get("content-type", "")
                     if "text/event-stream" in ctype:
-                        return await self._read_stream(response, acc, scope)
+                        return await _read_stream(response, acc, scope)
                 # Some servers ignore stream:true and answer with one JSON document; take it.
                 return parse_full(orjson.loads(await response.aread()))
             finally:
                 await response.aclose()
 
-    async def _read_stream(
-        self, response: httpx.Response, acc: Assembler, scope: anyio.CancelScope
-    ) -> Completion:
-        await self._read_events(response, acc, scope)
-        result = acc.result()
-        # A server may close without [DONE]; the answer is whole only if it said why it finished.
-        if not acc.done and result.finish_reason is None:
-            raise StreamError("the stream ended before the answer was complete")
-        return result
 
-    async def _read_events(self, response: httpx.Response, acc: Assembler, scope: anyio.CancelScope) -> None:
-        """The body's events into `acc`, parsed chunk by chunk as they arrive (`SSEParser`), the bytes
-        taken by the shortest way the transport has (`body_chunks`).
+async def _read_stream(response: httpx.Response, acc: Assembler, scope: anyio.CancelScope) -> Completion:
+    """A streamed answer read whole into `acc`."""
+    await _read_events(response, acc, scope)
+    result = acc.result()
+    # A server may close without [DONE]; the answer is whole only if it said why it finished.
+    if not acc.done and result.finish_reason is None:
+        raise StreamError("the stream ended before the answer was complete")
+    return result
 
-        After [DONE] the body is read to its end (normally just the chunked terminator), so the connection
-        can be reused; a server that holds the stream open afterwards gets one second (the attempt's
-        `scope` ends then, see `_attempt`)."""
-        parser = SSEParser()
-        async for chunk in body_chunks(response):
-            for event, data in parser.feed(chunk):
-                if acc.event(event, data):
-                    scope.deadline = min(scope.deadline, anyio.current_time() + 1.0)
-        for event, data in parser.finish():
-            acc.event(event, data)
+
+async def _read_events(response: httpx.Response, acc: Assembler, scope: anyio.CancelScope) -> None:
+    """The body's events into `acc`, parsed chunk by chunk as they arrive (`SSEParser`), the bytes
+    taken by the shortest way the transport has (`body_chunks`).
+
+    After [DONE] the body is read to its end (normally just the chunked terminator), so the connection
+    can be reused; a server that holds the stream open afterwards gets one second (the attempt's
+    `scope` ends then, see `_attempt`)."""
+    parser = SSEParser()
+    async for chunk in body_chunks(response):
+        for event, data in parser.feed(chunk):
+            if acc.event(event, data):
+                scope.deadline = min(scope.deadline, anyio.current_time() + 1.0)
+    for event, data in parser.finish():
+        acc.event(event, data)
+
+
+def _transport(kind: str, connections: int, verify: bool, trust_env: bool) -> httpx.AsyncBaseTransport | None:
+    if kind == "httpx":
+        return None  # httpx builds its own from the client's limits, verify and trust_env
+    from .transports import aiohttp_transport
+
+    return aiohttp_transport(connections=connections, verify=verify, trust_env=trust_env)

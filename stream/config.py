@@ -78,6 +78,14 @@ class Config:
     judge: bool = False  # --task judge (stream.judge); a score under judge_reask_below (0: never) asks again
     judge_reask_below: int = 3
     judge_reasks: int = 1
+    # --task embed (stream.embeddings): vectors of each snippet's text through /embeddings, after the
+    # other tasks; embed_text is one of EMBED_TEXTS; several inputs per request, bounded by both limits
+    embed: bool = False
+    embed_text: str = "both"
+    embed_model: str = "text-embedding-3-small"
+    dimensions: int | None = None  # sent only when given (text-embedding-3 and later take it)
+    embed_batch: int = 256
+    embed_batch_tokens: int = 100_000
     # what a prompt is told about where its snippet lives (stream.context): one of CONTEXT_MODES, and its
     # bound; None: resolve() takes the checkpoint's (stream.context.remembered_mode), else DEFAULT_CONTEXT
     context: str | None = None
@@ -155,6 +163,14 @@ class Config:
     def context_mode(self) -> str:
         """``--context`` as the run asks (`context` before resolve() took the checkpoint's)."""
         return self.context or DEFAULT_CONTEXT
+
+    @property
+    def annotation_tasks(self) -> tuple[Template, ...]:
+        """Whose answer ``--embed-text both|annotation`` embeds with the code: the first of these that
+        applies to a snippet (the run's tasks; with ``--task embed`` alone, the default tasks, as they were
+        asked with the run's model and parameters)."""
+        tasks = self.tasks or tuple(TASKS[name] for name in DEFAULT_TASKS)
+        return tuple(with_context(t, self.context_mode) for t in tasks)
 
     def fingerprint(self, template: Template) -> str:
         """Identity of asking `template` with this API, model and parameters."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from .embeddings import EMBED_TEXTS, MAX_INPUTS
 from .endpoint_list import is_loopback
 from .errors import ConfigError
 from .prompt import CONTEXT_MODES
@@ -52,6 +53,19 @@ def _one_of(flag: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         names = f"{', '.join(choices[:-1])} or {choices[-1]}"
         raise ConfigError(f"{flag} must be {names}, got {value!r}")
+
+
+def _check_embed(cfg: Config) -> None:
+    """--task embed's settings (`stream.embeddings`): what is embedded, the vector size, the request size."""
+    _one_of("--embed-text", cfg.embed_text, EMBED_TEXTS)
+    if cfg.dimensions is not None and cfg.dimensions < 1:
+        raise ConfigError(f"--dimensions must be at least 1, got {cfg.dimensions}")
+    if not 1 <= cfg.embed_batch <= MAX_INPUTS:
+        raise ConfigError(f"--embed-batch must be 1 to {MAX_INPUTS} (OpenAI's limit), got {cfg.embed_batch}")
+    if cfg.embed_batch_tokens < 1:
+        raise ConfigError(f"--embed-batch-tokens must be at least 1, got {cfg.embed_batch_tokens}")
+    if cfg.embed and cfg.judge and not cfg.tasks:
+        raise ConfigError("--task judge needs a task whose answers it judges (embed has none)")
 
 
 def _check_judge(cfg: Config) -> None:
@@ -137,7 +151,7 @@ def _check_numbers(cfg: Config) -> None:
 
 def _check_tasks(cfg: Config) -> None:
     """At least one task, each named once, and how structured ones ask for JSON."""
-    if not cfg.tasks:
+    if not cfg.tasks and not cfg.embed:
         raise ConfigError("no task: give --task or --template")
     names = [t.name for t in cfg.tasks]
     dup = next((n for n in names if names.count(n) > 1), None)
@@ -145,6 +159,7 @@ def _check_tasks(cfg: Config) -> None:
         raise ConfigError(f"task {dup!r} given twice (each task needs its own name)")
     _one_of("--response-format", cfg.response_format, RESPONSE_FORMATS)
     _check_judge(cfg)
+    _check_embed(cfg)
     _one_of("--context", cfg.context_mode, CONTEXT_MODES)
     if cfg.context_tokens < 1:
         raise ConfigError(f"--context-tokens must be at least 1, got {cfg.context_tokens}")

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .model import Snippet
 
 __all__ = [
+    "EMBED_TASK",
     "MAX_INPUTS",
     "MAX_INPUT_TOKENS",
     "MAX_REQUEST_TOKENS",
@@ -40,6 +41,8 @@ __all__ = [
     "floats",
     "to_bytes",
 ]
+
+EMBED_TASK = "embed"  # its name in --task, and its records' template name
 
 MAX_INPUTS = 2048  # inputs one request may carry (OpenAI: "any array must be 2048 dimensions or less")
 MAX_INPUT_TOKENS = 8192  # tokens one input may have

@@ -195,9 +195,12 @@ class EndpointPool:
         worker: int = 0,
         on_attempt: Callable[[], None] | None = None,
         inputs: int = 0,
+        on_text: Callable[[str], None] | None = None,
     ) -> Any:
-        """Send one request (with `inputs`, an embeddings request: `ClientPool.complete`) to an endpoint with budget; move it when that endpoint fails it in a way another
-        may not (see the module's docstring). Raises what the last endpoint raised, with every attempt."""
+        """Send one request (with `inputs`, an embeddings request: `ClientPool.complete`) to an endpoint
+        with budget; move it when that endpoint fails it in a way another may not (see the module's
+        docstring). Raises what the last endpoint raised, with every attempt. `on_text`: as for
+        `ClientPool.complete`."""
         tried: set[str] = set()
         trail = _Trail(named=len(self.members) > 1)
         while True:
@@ -206,7 +209,9 @@ class EndpointPool:
                 raise trail.gave_up()
             answered = member.pool.breaker.answered
             try:
-                completion = await self._send(member, body, reserve_tokens, worker, on_attempt, inputs)
+                completion = await self._send(
+                    member, body, reserve_tokens, worker, on_attempt, inputs, on_text
+                )
             except APIError as exc:
                 exc.endpoint = member.name
                 if isinstance(exc, _OUT_FOR_THE_RUN):
@@ -235,6 +240,7 @@ class EndpointPool:
         worker: int,
         on_attempt: Callable[[], None] | None,
         inputs: int = 0,
+        on_text: Callable[[str], None] | None = None,
     ) -> Any:
         """The request on `member`; None when `member` was taken out while it was in flight. An endpoint's
         model (``model=``) stands in for the run's chat model, not for the embedding model."""
@@ -248,6 +254,7 @@ class EndpointPool:
                     worker=worker,
                     on_attempt=on_attempt,
                     inputs=inputs,
+                    on_text=on_text,
                 )
         finally:
             member.inflight.discard(scope)

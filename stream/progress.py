@@ -19,10 +19,12 @@ def _rate(n: int, seconds: float) -> float:
 
 
 def progress_line(s: Summary, elapsed: float) -> str:
-    handled = s.annotated + s.reused + s.unchanged + sum(s.failed.values()) + s.would_send
+    handled = s.annotated + s.embedded + s.reused + s.unchanged + sum(s.failed.values()) + s.would_send
     total = f"{s.snippets}" if s.walk_done else f"{s.snippets}+"
     rate = _rate(s.annotated, elapsed)
     parts = [f"{handled}/{total} snippets", f"{s.annotated} annotated", f"{rate:.1f}/s"]
+    if s.embedded:
+        parts.insert(2, f"{s.embedded} embedded")
     if s.failed:
         parts.append(f"{sum(s.failed.values())} failed")
     parts.append(f"tokens {s.prompt_tokens:,} in / {s.completion_tokens:,} out")
@@ -139,6 +141,12 @@ def format_summary(s: Summary, *, model: str, dry_run: bool, prices_date: str = 
                 else ""
             )
         )
+        if s.embed_requests:
+            per = s.embedded / s.embed_requests
+            lines.append(
+                f"embedded: {s.embedded} snippets in {s.embed_requests} requests ({per:.0f} a request) · "
+                f"{s.embed_tokens:,} tokens"
+            )
         if s.failed:
             lines.append("failed by reason: " + ", ".join(f"{k} {v}" for k, v in s.failed.most_common()))
     if len(s.endpoints) > 1:

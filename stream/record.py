@@ -15,9 +15,10 @@ import orjson
 
 if TYPE_CHECKING:
     from .model import Snippet
+    from .pipeline.messages import Embedded
     from .sse import Completion
 
-__all__ = ["SCHEMA_VERSION", "provenance", "line", "answer", "dry_line"]
+__all__ = ["SCHEMA_VERSION", "provenance", "line", "answer", "embedding", "dry_line"]
 
 SCHEMA_VERSION = 1
 
@@ -87,6 +88,30 @@ def answer(
     if judge is not None:
         out["judge"] = judge
     return out
+
+
+def embedding(task: dict[str, Any], e: Embedded, *, text: str, annotation_id: str | None) -> dict[str, Any]:
+    """An embed record's part from the API (``--task embed``): what was embedded and how, without the
+    vector itself (it is in the checkpoint as float32: `export --format vectors` writes it out)."""
+    return {
+        "task": task,
+        "embedding": {
+            "model": task.get("model"),
+            "dimensions": e.dimensions,
+            "text": text,  # --embed-text
+            "annotation_id": annotation_id,  # the record whose answer was embedded with the code
+            "truncated": e.truncated,
+        },
+        "response": {
+            "model": e.model,
+            "usage": e.usage,  # this input's share of the request's (by its token count)
+            "request_inputs": e.request_inputs,
+            "endpoint": e.endpoint,
+        },
+        "attempts": e.attempts,
+        "latency_s": round(e.latency_s, 4),
+        "annotated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def dry_line(

@@ -7,7 +7,7 @@ legacy completion texts) into one answer; `parse_full` reads a non-streamed answ
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,9 +148,11 @@ class Assembler:
     """Folds streamed chunks (chat deltas or completion texts) into one Completion.
 
     `feed` runs once per event: the response metadata is looked up only until every field has been seen
-    (the first chunk normally carries them all), not in every chunk."""
+    (the first chunk normally carries them all), not in every chunk. `on_text` hears each piece of the
+    answer's text as it arrives (``snipstream ask`` prints it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_text: Callable[[str], None] | None = None) -> None:
+        self.on_text = on_text
         self.parts: list[str] = []
         self.c = Completion(text="")
         self.done = False
@@ -195,6 +197,8 @@ class Assembler:
             piece = (delta or {}).get("content") if delta is not None else choice.get("text")
             if piece:
                 self.parts.append(piece)
+                if self.on_text is not None:
+                    self.on_text(piece)
             finish = choice.get("finish_reason")
             if finish:
                 c.finish_reason = finish

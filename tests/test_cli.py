@@ -22,8 +22,8 @@ FIELDS = {f.name for f in fields(Config)}
 CONVERTED = {"task", "template"}
 # Config fields no flag sets: the key comes from the environment, the tasks from --task/--template, the
 # resolved endpoints from --endpoint/--endpoints (or --base-url), batch mode from `snipstream batch`, the
-# judge from --task judge
-NO_FLAG = {"api_key", "tasks", "endpoints", "batch", "judge"}
+# judge and the embed pass from --task judge and --task embed
+NO_FLAG = {"api_key", "tasks", "endpoints", "batch", "judge", "embed"}
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:

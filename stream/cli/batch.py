@@ -13,7 +13,7 @@ import anyio
 from ..errors import ConfigError, ExitCode
 from .epilogs import add_command
 from .options import add_db, add_option, config_from_args
-from .options_ask import add_endpoint, add_generation, add_tasks
+from .options_ask import add_embedding, add_endpoint, add_generation, add_tasks
 from .options_run import add_behaviour, add_cost, add_output_file, add_retries
 from .options_walk import add_filters, add_sources
 from .run import failed, say
@@ -46,6 +46,7 @@ def add_parser(commands: Any) -> None:
         add_sources,
         add_filters,
         add_tasks,
+        add_embedding,
         add_endpoint,
         add_generation,
         add_cost,

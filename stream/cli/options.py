@@ -14,6 +14,7 @@ from types import NoneType, UnionType
 from typing import Any, get_args, get_origin, get_type_hints
 
 from ..config import Config
+from ..embeddings import EMBED_TASK
 from ..errors import ConfigError
 from ..judge import JUDGE_TASK
 from ..prompt import DEFAULT_TASKS, TASKS, Template, load_template
@@ -74,7 +75,7 @@ def _tasks(names: list[str], templates: list[str]) -> tuple[Template, ...]:
     tasks = []
     for name in split_names(names):
         if name not in TASKS:
-            known = ", ".join([*TASKS, JUDGE_TASK])
+            known = ", ".join([*TASKS, JUDGE_TASK, EMBED_TASK])
             raise ConfigError(f"--task {name!r}: no such task; built-in tasks: {known}")
         tasks.append(TASKS[name])
     tasks += [load_template(path) for path in templates]
@@ -94,7 +95,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if "task" in given or "template" in given:
         names = split_names(given.get("task", []))
         values["judge"] = JUDGE_TASK in names  # (the judge scores the other tasks' answers: not a task)
-        values["tasks"] = _tasks([n for n in names if n != JUDGE_TASK], given.get("template", []))
+        values["embed"] = EMBED_TASK in names  # (vectors, after the other tasks: stream.embeddings)
+        asked = [n for n in names if n not in (JUDGE_TASK, EMBED_TASK)]
+        templates = given.get("template", [])
+        alone = values["embed"] and not asked and not templates  # --task embed: no other task is asked
+        values["tasks"] = () if alone else _tasks(asked, templates)
     if values.get("quiet"):
         values["progress"] = "off"
     return Config(**values)

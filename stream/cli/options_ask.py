@@ -13,11 +13,12 @@ from ..config import (
     REASONING_MAX_TOKENS,
     RESPONSE_FORMATS,
 )
+from ..embeddings import EMBED_TEXTS, MAX_INPUT_TOKENS, MAX_INPUTS, MAX_REQUEST_TOKENS
 from ..endpoints import DEFAULT_AZURE_API_VERSION, KINDS
 from ..prompt import CONTEXT_MODES, DEFAULT_TASKS, TASKS
 from .options import add_option
 
-__all__ = ["add_tasks", "add_endpoint", "add_generation"]
+__all__ = ["add_tasks", "add_embedding", "add_embed_model", "add_endpoint", "add_generation"]
 
 
 def add_tasks(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +32,8 @@ def add_tasks(parser: argparse.ArgumentParser) -> None:
         help=f"built-in task (repeatable or comma-separated): {', '.join(TASKS)}; annotate, docstring and "
         "instruct ask about code, summarize and explain about doc sections, qa about both; structured tasks "
         "(summarize, qa, docstring, instruct) get JSON checked against a schema; judge is no task of its "
-        "own: each new answer of the other tasks is scored 1-5 by the same model against its prompt "
+        "own: each new answer of the other tasks is scored 1-5 by the same model against its prompt; embed "
+        "makes a vector of each snippet after the other tasks (see embeddings; alone, no other task is asked) "
         f"(default: {' + '.join(DEFAULT_TASKS)}, unless --template is given)",
     )
     add_option(
@@ -78,6 +80,46 @@ def add_tasks(parser: argparse.ArgumentParser) -> None:
         help="how structured tasks ask for JSON: auto sends a JSON schema and steps down to json_object, "
         "then to the prompt alone, if the server refuses it; a reply that does not validate is asked for "
         "once more, then failed (default: %(default)s)",
+    )
+
+
+def add_embedding(parser: argparse.ArgumentParser) -> None:
+    """--task embed: what is embedded, with which model, how many texts per request."""
+    g = parser.add_argument_group("embeddings (--task embed)")
+    add_option(
+        g,
+        "embed_text",
+        choices=EMBED_TEXTS,
+        help="what each snippet's vector is made of: both (its annotation, a blank line, then the code; the "
+        "code alone while it has no annotation), code, or annotation (snippets without one get none); the "
+        "annotation is the answer of the run's first task that applies (with embed alone: of the default "
+        "tasks, as asked with --model) (default: %(default)s)",
+    )
+    add_embed_model(g)
+    add_option(
+        g,
+        "embed_batch",
+        metavar="N",
+        help=f"texts per embeddings request, at most (OpenAI takes up to {MAX_INPUTS}) (default: %(default)s)",
+    )
+    add_option(
+        g,
+        "embed_batch_tokens",
+        metavar="TOKENS",
+        help=f"tokens per embeddings request, at most (OpenAI takes up to {MAX_REQUEST_TOKENS:,}; a text "
+        f"over {MAX_INPUT_TOKENS:,} tokens is cut to fit) (default: %(default)s)",
+    )
+
+
+def add_embed_model(g: argparse._ActionsContainer) -> None:
+    """--embed-model and --dimensions: the vectors' model and size (run, search and ask share them)."""
+    add_option(g, "embed_model", metavar="MODEL", help="the embedding model (default: %(default)s)")
+    add_option(
+        g,
+        "dimensions",
+        metavar="N",
+        help="the vectors' size, sent as `dimensions` (text-embedding-3 and later models take it; default: "
+        "the model's own)",
     )
 
 

@@ -13,7 +13,7 @@ import anyio
 from ..errors import ConfigError, ExitCode, SnipstreamError
 from .epilogs import RUN_EPILOG, add_command
 from .options import add_db, config_from_args
-from .options_ask import add_endpoint, add_generation, add_tasks
+from .options_ask import add_embedding, add_endpoint, add_generation, add_tasks
 from .options_run import add_behaviour, add_cost, add_output, add_retries, add_stopping, add_throughput
 from .options_walk import add_filters, add_sources
 
@@ -21,7 +21,7 @@ __all__ = ["add_run_parser", "add_plan_parser", "RUN_GROUPS", "PLAN_GROUPS", "ru
 
 #: The option groups of each command, in the order --help lists them. A plan sends nothing and writes no
 #: records, so it leaves out throughput, retries and output, and gets Config's defaults for those.
-PLAN_GROUPS = (add_sources, add_filters, add_tasks, add_endpoint, add_generation, add_cost)
+PLAN_GROUPS = (add_sources, add_filters, add_tasks, add_embedding, add_endpoint, add_generation, add_cost)
 RUN_GROUPS = (*PLAN_GROUPS, add_stopping, add_throughput, add_retries, add_output, add_behaviour)
 
 _RUN_DESCRIPTION = (

@@ -42,6 +42,12 @@ class Control:
         self.deadline = deadline if self.deadline is None else min(self.deadline, deadline)
         self.work_scope.deadline = self.deadline
 
+    def next_pass(self) -> None:
+        """A new feed scope for the run's next pass over the tree (a scope is entered once)."""
+        self.feed_scope = anyio.CancelScope()
+        if self.stopping:
+            self.feed_scope.cancel()
+
     def bind_workers(self, scope: anyio.CancelScope) -> None:
         """The workers' scope: `stop` moves its deadline."""
         self.work_scope = scope

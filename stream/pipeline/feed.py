@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import ObjectSendStream
@@ -18,6 +19,9 @@ from .messages import FilesDone, Outcome
 from .planner import Planner
 from .summary import Summary
 
+if TYPE_CHECKING:
+    from .embedding import EmbedPlanner
+
 __all__ = ["Feed"]
 
 WALK_BATCH = 256  # unchanged or skipped files handed from the walk thread to the loop at once, at most
@@ -27,7 +31,7 @@ Item = Scanned | Unchanged | Skipped
 @dataclass(eq=False)
 class Feed:
     scan: Callable[[], Iterator[Item]]
-    planner: Planner
+    planner: Planner | EmbedPlanner
     ledger: Ledger
     summary: Summary
 

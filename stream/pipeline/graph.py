@@ -20,6 +20,7 @@ import anyio
 from anyio.abc import ObjectSendStream
 
 from .control import Control
+from .embedder import Embedder
 from .feed import Feed
 from .messages import Job, Outcome
 from .workers import Workers
@@ -30,7 +31,9 @@ __all__ = ["wire"]
 MakeFeed = Callable[[ObjectSendStream[Job], ObjectSendStream[Outcome]], Feed]
 
 
-async def wire(make_feed: MakeFeed, writer: Writer, workers: Workers | None, control: Control) -> None:
+async def wire(
+    make_feed: MakeFeed, writer: Writer, workers: Workers | Embedder | None, control: Control
+) -> None:
     """Run the graph until the feed is done and every outcome is written (or the run is stopped)."""
     count = workers.count if workers is not None else 0
     job_send, job_recv = anyio.create_memory_object_stream[Job](max(1, count))

@@ -4,6 +4,8 @@
 feed ──Scanned/Unchanged/Skipped──▶ planner ──Job──▶ workers ──Answered/Failure──▶ writer
                                         └──── Reuse, FilesDone, DryLine, Skipped ─────▶ writer
 ```
+The embed pass (`stream.pipeline.embedding`) sends its jobs to the embedder instead of the workers, which
+answers each with an `Embedded` (or a `Failure`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     from ..judge import Judgment
     from ..sse import Completion
 
-__all__ = ["Task", "Job", "Answered", "Failure", "Reuse", "FilesDone", "DryLine", "Outcome"]
+__all__ = ["Task", "Job", "Answered", "Embedded", "Failure", "Reuse", "FilesDone", "DryLine", "Outcome"]
 
 
 @dataclass(slots=True)
@@ -46,6 +48,7 @@ class Job:
     user: str
     task: Task
     head: int = 0  # characters at the start of `user` every prompt of the file shares (counted once a file)
+    annotation_id: str | None = None  # an embed job: the record whose answer `user` holds with the code
 
 
 @dataclass(slots=True)
@@ -54,6 +57,22 @@ class Answered:
     completion: Completion
     data: Any = None  # the parsed reply of a structured task
     judgment: Judgment | None = None  # with --task judge: what the judge said of it (`stream.judge`)
+
+
+@dataclass(slots=True)
+class Embedded:
+    """An embed job's vector, from one request of several inputs (`stream.pipeline.embedder`)."""
+
+    job: Job
+    vector: bytes  # float32 little-endian
+    dimensions: int
+    model: str | None  # the model the server says made it
+    usage: dict[str, Any]  # this input's share of the request's usage
+    request_inputs: int  # how many inputs the request carried
+    attempts: int
+    latency_s: float
+    endpoint: str | None
+    truncated: bool = False  # the text was cut to the per-input limit
 
 
 @dataclass(slots=True)
@@ -88,4 +107,4 @@ class DryLine:
     line: bytes
 
 
-Outcome = Answered | Failure | Reuse | Skipped | FilesDone | DryLine
+Outcome = Answered | Embedded | Failure | Reuse | Skipped | FilesDone | DryLine

@@ -33,6 +33,7 @@ from .asker import Asker
 from .control import Control
 from .counting import TokenCounter
 from .dry import DryRoute
+from .embedding import embed_pass
 from .feed import Feed
 from .gates import gates_for
 from .graph import wire
@@ -193,7 +194,19 @@ class _Session:
             if self.control.stopping:
                 pass
             elif self.planning is None:
-                await wire(self._feed(ckpt, self._real_route), writer, self._workers(), self.control)
+                if cfg.tasks:
+                    await wire(self._feed(ckpt, self._real_route), writer, self._workers(), self.control)
+                if cfg.embed and not self.control.stopping:
+                    await embed_pass(
+                        self.cfg,
+                        ckpt,
+                        writer,
+                        self.setup,
+                        self.summary,
+                        self.control,
+                        self.pool,
+                        self.counter,
+                    )
             else:
                 planning, body = self.planning, self.asker().body
 

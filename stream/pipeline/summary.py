@@ -41,6 +41,10 @@ class Summary:
     flagged: Counter[str] = field(default_factory=Counter)  # new answers the cleaning step marked, by reason
     scores: Counter[str] = field(default_factory=Counter)  # new answers by judge score ("1".."5", "unjudged")
     judge_reasks: int = 0  # answers asked again after a low score, and answered
+    # --task embed (stream.pipeline.embedder): new vectors, the requests that carried them, their tokens
+    embedded: int = 0
+    embed_requests: int = 0
+    embed_tokens: int = 0
     # dry run: "task/language/kind" -> [requests, prompt tokens]
     plan: dict[str, list[int]] = field(default_factory=dict)
     prompt_tokens: int = 0

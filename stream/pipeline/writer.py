@@ -18,7 +18,7 @@ from anyio.abc import ObjectReceiveStream
 from sinks import Sink
 from sinks.checkpoint import Checkpoint
 from sinks.ndjson import NDJSONSink, detach_stdout
-from sinks.schema import Done, Failed, FileRow, Occurrence, SkipRow
+from sinks.schema import Done, Failed, FileRow, Occurrence, SkipRow, Vector
 
 from .. import clean, record
 from ..errors import ExitCode, SinkError
@@ -27,7 +27,7 @@ from ..scan import Skipped
 from .control import Control
 from .counting import TokenCounter
 from .ledger import Ledger
-from .messages import Answered, DryLine, Failure, FilesDone, Outcome, Reuse
+from .messages import Answered, DryLine, Embedded, Failure, FilesDone, Outcome, Reuse
 from .summary import Summary
 
 __all__ = ["Writer"]
@@ -88,6 +88,8 @@ class Writer:
         for item in items:
             if isinstance(item, Answered):
                 await self._answered(item, batch)
+            elif isinstance(item, Embedded):
+                self._embedded(item, batch)
             elif isinstance(item, Failure):
                 self._failure(item, batch)
             elif isinstance(item, Skipped):
@@ -136,6 +138,33 @@ class Writer:
         if item.judgment is not None:
             self.summary.scores[str(item.judgment.score or "unjudged")] += 1
             self.summary.judge_reasks += sum(r.get("reask") == "answered" for r in item.judgment.reasks)
+
+    def _embedded(self, item: Embedded, batch: _Batch) -> None:
+        """An embed job's vector: its record (without the vector) on every place, the vector stored with it."""
+        job = item.job
+        task = job.task.info
+        result = record.embedding(task, item, text=task["text"], annotation_id=job.annotation_id)
+        places = list(self.ledger.inflight.get(job.record_id) or [(job.snippet, job.occurrence_id)])
+        batch.answered.append((job.record_id, result, len(places)))
+        occ = [
+            Occurrence(oid, s.path, s.qualname, record.line(job.record_id, s, result)) for s, oid in places
+        ]
+        vector = Vector(task["model"], item.dimensions, item.vector, job.annotation_id)
+        batch.done.append(
+            Done(
+                record_id=job.record_id,
+                snippet_id=job.snippet.id,
+                task=job.task.fingerprint,
+                model=task["model"],
+                result=orjson.dumps(result),
+                attempts=item.attempts,
+                occurrences=occ,
+                vector=vector,
+            )
+        )
+        batch.lines.extend((o.occurrence_id, o.line) for o in occ)
+        self.summary.embedded += 1
+        self.summary.tasks[job.task.template.name] += 1
 
     def _failure(self, item: Failure, batch: _Batch) -> None:
         job, snippet = item.job, item.job.snippet

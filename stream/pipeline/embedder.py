@@ -1,0 +1,177 @@
+"""The embedder: embed jobs gathered into requests of many inputs, sent N at a time, a vector per job out.
+
+In the embed pass the embedder stands where the workers stand (`graph.wire` takes either). A request takes
+jobs in arrival order until it holds ``--embed-batch`` texts or ``--embed-batch-tokens`` tokens, or no job
+has come for a moment (`LINGER`); `count` requests are in flight at once. The pool gives each request the
+completions' limits (rpm: one request; tpm: its tokens), retries, breaker and endpoint moves
+(`stream.pool`). A request the server refuses as a whole (a 400) is split in halves until the input it
+refuses is alone, and only that one fails; but when that input is refused before any request was answered,
+the server refuses the request itself (a parameter, the model), and the run stops saying so. An error that
+makes going on pointless stops the run, as in the workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from .. import embeddings
+from ..errors import APIError, AuthError, CircuitOpen, ExitCode, NotFoundError, QuotaExceeded
+from .control import Control
+from .counting import TokenCounter
+from .messages import Embedded, Failure, Job, Outcome
+from .summary import Summary
+
+if TYPE_CHECKING:
+    from ..pool import EndpointPool
+
+__all__ = ["Embedder", "LINGER"]
+
+LINGER = 0.25  # seconds a part-filled request waits for more jobs before it goes
+_ABORTING = (AuthError, NotFoundError, QuotaExceeded, CircuitOpen)
+_MARGIN = 0.95  # of MAX_INPUT_TOKENS: our count (the run's tokenizer) may differ a little from the server's
+
+
+class _Refused(Exception):
+    """The server refused an embeddings request of one input before it answered any: it refuses them all."""
+
+
+@dataclass(slots=True)
+class _Input:
+    job: Job
+    tokens: int
+    truncated: bool = False
+
+
+@dataclass(eq=False, kw_only=True)
+class Embedder:
+    count: int  # requests in flight at once
+    pool: Callable[[], EndpointPool]
+    counter: TokenCounter
+    summary: Summary
+    control: Control
+    model: str
+    dimensions: int | None
+    batch: int  # inputs per request, at most
+    batch_tokens: int  # tokens per request, at most
+    _answered: int = field(default=0, init=False)  # requests answered so far
+
+    async def run(self, jobs: ObjectReceiveStream[Job], outcomes: ObjectSendStream[Outcome]) -> None:
+        send, receive = anyio.create_memory_object_stream[list[_Input]](self.count)
+        with jobs, outcomes:
+            async with anyio.create_task_group() as group:
+                self.control.bind_workers(group.cancel_scope)
+                for index in range(self.count):
+                    group.start_soon(self._sender, index, receive.clone(), outcomes.clone())
+                receive.close()
+                async with send:
+                    await self._gather(jobs, send)
+
+    async def _gather(self, jobs: ObjectReceiveStream[Job], requests: ObjectSendStream[list[_Input]]) -> None:
+        """Jobs into requests, each sent when full, when its jobs stop coming for a moment, or at the end."""
+        pending: list[_Input] = []
+        tokens = 0
+        while not self.control.stopping:
+            job = None
+            with anyio.move_on_after(LINGER if pending else None):
+                try:
+                    job = await jobs.receive()
+                except anyio.EndOfStream:
+                    break
+            if job is None:  # nothing came for a moment: send what there is
+                await requests.send(pending)
+                pending, tokens = [], 0
+                continue
+            item = await self._input(job)
+            if pending and (len(pending) >= self.batch or tokens + item.tokens > self.batch_tokens):
+                await requests.send(pending)
+                pending, tokens = [], 0
+            pending.append(item)
+            tokens += item.tokens
+        if pending and not self.control.stopping:
+            await requests.send(pending)
+
+    async def _input(self, job: Job) -> _Input:
+        """The job's text counted, and cut to the per-input limit when it is over (rare: a whole module)."""
+        tokens = await self.counter.text(job.user)
+        limit = int(embeddings.MAX_INPUT_TOKENS * _MARGIN)
+        truncated = False
+        while tokens > limit:
+            job.user = job.user[: int(len(job.user) * limit / tokens * 0.98)]
+            tokens = await self.counter.text(job.user)
+            truncated = True
+        return _Input(job, max(1, tokens), truncated)
+
+    async def _sender(
+        self, index: int, requests: ObjectReceiveStream[list[_Input]], outcomes: ObjectSendStream[Outcome]
+    ) -> None:
+        async with requests, outcomes:
+            async for items in requests:
+                if self.control.stopping:
+                    break
+                try:
+                    for outcome in await self._embed(index, items):
+                        await outcomes.send(outcome)
+                except (*_ABORTING, _Refused) as exc:
+                    if not self.control.stopping:
+                        self.control.err(f"error: {exc}")
+                    self.control.stop(f"{type(exc).__name__}: {exc}", exit_code=ExitCode.ABORTED, grace=0)
+                    return
+
+    async def _embed(self, index: int, items: list[_Input]) -> list[Embedded | Failure]:
+        """One request for `items`; a 400 for the whole is split in halves to find the input it refuses."""
+        body = embeddings.body(self.model, [i.job.user for i in items], self.dimensions)
+        total = sum(i.tokens for i in items)
+        try:
+            answer = await self.pool().complete(
+                body, reserve_tokens=total, worker=index, inputs=len(items), on_attempt=self._counted
+            )
+        except _ABORTING:
+            raise
+        except APIError as exc:
+            if len(items) > 1 and not exc.retryable:
+                half = len(items) // 2
+                return [*await self._embed(index, items[:half]), *await self._embed(index, items[half:])]
+            if not exc.retryable and not self._answered:
+                raise _Refused(f"the embeddings request is refused ({self.model}): {exc}") from exc
+            return [self._failure(i, exc) for i in items]
+        self._answered += 1
+        return self._share(answer, items, total)
+
+    def _counted(self) -> None:
+        self.summary.requests += 1
+        self.summary.embed_requests += 1
+
+    def _share(
+        self, answer: embeddings.Embeddings, items: list[_Input], total: int
+    ) -> list[Embedded | Failure]:
+        """A vector per job, with its share of the request's usage (by its token count)."""
+        used = int(answer.usage.get("prompt_tokens") or answer.usage.get("total_tokens") or total)
+        self.summary.embed_tokens += used
+        out: list[Embedded | Failure] = []
+        for item, vector in zip(items, answer.vectors, strict=True):
+            share = round(used * item.tokens / total)
+            out.append(
+                Embedded(
+                    job=item.job,
+                    vector=vector,
+                    dimensions=answer.dimensions,
+                    model=answer.model,
+                    usage={"prompt_tokens": share, "total_tokens": share},
+                    request_inputs=len(items),
+                    attempts=answer.attempts,
+                    latency_s=answer.latency_s,
+                    endpoint=answer.endpoint,
+                    truncated=item.truncated,
+                )
+            )
+        return out
+
+    @staticmethod
+    def _failure(item: _Input, exc: APIError) -> Failure:
+        history = getattr(exc, "history", None) or [f"{exc.reason}: {exc}"]
+        return Failure(item.job, exc.reason, "\n".join(history), getattr(exc, "attempts", 1) or 1)
