@@ -144,7 +144,7 @@ def format_summary(s: Summary, *, model: str, dry_run: bool, prices_date: str = 
         if s.embed_requests:
             per = s.embedded / s.embed_requests
             lines.append(
-                f"embedded: {s.embedded} snippets in {s.embed_requests} requests ({per:.0f} a request) · "
+                f"embedded: {s.embedded} snippets in {s.embed_requests} requests ({per:.{0 if per >= 10 else 1}f} a request) · "
                 f"{s.embed_tokens:,} tokens"
             )
         if s.failed:

@@ -1,0 +1,241 @@
+"""``--task embed`` end to end: the command line against the loopback server's ``/v1/embeddings``
+(tests/fakeserver/embeddings.py, OpenAI's documented request, answer and limits): what is embedded, how many
+inputs a request carries, what a rerun pays for, and what a refusal does."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import orjson
+import pytest
+
+from stream.embeddings import floats
+from tests.fakeserver import EmbeddingLimits, FakeOpenAI, Scripted, embed
+from tests.helpers import db_rows, run_args, snipstream
+
+EMBED_PATH = "/v1/embeddings"
+
+PLUGINS = textwrap.dedent('''\
+    """Plugin loading."""
+
+
+    def load_plugins(registry, names):
+        """Load every plugin named in names from the registry and start it."""
+        loaded = []
+        for name in names:
+            plugin = registry.lookup(name)
+            plugin.start()
+            loaded.append(plugin)
+        return loaded
+
+
+    def parse_config(text):
+        """Parse the configuration text into key value pairs."""
+        pairs = {}
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+        return pairs
+    ''')
+
+SHAPES = textwrap.dedent('''\
+    class Circle:
+        """A circle of a given radius."""
+
+        def __init__(self, radius):
+            self.radius = radius
+
+        def area(self):
+            """The area of the circle."""
+            return 3.14159 * self.radius * self.radius
+
+
+    def largest(circles):
+        """The circle with the largest area."""
+        return max(circles, key=lambda c: c.area())
+    ''')
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "plugins.py").write_text(PLUGINS)
+    (root / "pkg" / "shapes.py").write_text(SHAPES)
+    (root / "README.md").write_text(
+        "# Project\n\nA project of plugins and shapes.\n\n## Usage\n\nLoad them.\n"
+    )
+    return root
+
+
+def embed_requests(server: FakeOpenAI) -> list[list[str]]:
+    """The inputs of each embeddings request the server received."""
+    return [r.body["input"] for r in server.requests if r.path == EMBED_PATH and r.body]
+
+
+def run(server: FakeOpenAI, project: Path, *extra: str, code: int = 0):
+    result = snipstream(
+        *run_args(server, project, "--db", project.parent / "s.db", *extra), cwd=project.parent
+    )
+    assert result.code == code, result.stderr
+    return result
+
+
+def vectors(db: Path) -> dict[str, tuple[str, int, bytes, str | None]]:
+    rows = db_rows(db, "SELECT record_id, model, dimensions, vector, annotation_id FROM vectors")
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+
+def test_each_snippet_gets_the_vector_of_its_annotation_and_code_in_few_requests(
+    server: FakeOpenAI, project: Path
+) -> None:
+    result = run(server, project, "--task", "annotate,summarize,embed")
+    records = result.records
+    embedded = [r for r in records if r["task"]["template"] == "embed"]
+    annotations = {
+        (r["path"], r["qualname"]): r["annotation"] for r in records if r["task"]["template"] != "embed"
+    }
+    assert {(r["path"], r["qualname"]) for r in embedded} == set(annotations)  # every snippet, once
+    requests = embed_requests(server)
+    assert len(requests) == 1 and len(requests[0]) == len(embedded)  # many inputs in one request
+    body = next(r.body for r in server.requests if r.path == EMBED_PATH)
+    assert body["encoding_format"] == "base64" and "dimensions" not in body
+
+    stored = vectors(project.parent / "s.db")
+    for r in embedded:
+        text = f"{annotations[r['path'], r['qualname']].strip()}\n\n{r['code']}"
+        assert text in requests[0]
+        model, dims, blob, annotation_id = stored[r["record_id"]]
+        assert (model, dims) == ("text-embedding-3-small", 1536)
+        assert floats(blob) == pytest.approx(
+            embed(text), abs=1e-7
+        )  # the server's vector, decoded from base64
+        assert r["embedding"] == {
+            "model": "text-embedding-3-small",
+            "dimensions": 1536,
+            "text": "both",
+            "annotation_id": annotation_id,
+            "truncated": False,
+        }
+        assert "vector" not in r and r["response"]["usage"]["prompt_tokens"] > 0
+    assert "embedded: 8 snippets in 1 requests" in result.stderr
+
+
+def test_a_rerun_embeds_only_the_edited_snippet_and_the_new_vector_replaces_the_old(
+    server: FakeOpenAI, project: Path
+) -> None:
+    run(server, project, "--task", "annotate,embed")
+    first = len(vectors(project.parent / "s.db"))
+    server.clear()
+    run(server, project, "--task", "annotate,embed")
+    assert server.requests == []  # nothing is paid for twice
+
+    path = project / "pkg" / "plugins.py"
+    path.write_text(path.read_text().replace("Parse the configuration text", "Read the settings text"))
+    result = run(server, project, "--task", "annotate,embed")
+    (inputs,) = embed_requests(server)
+    assert len(inputs) == 1 and "Read the settings text" in inputs[0]
+    assert len(vectors(project.parent / "s.db")) == first + 1
+    (line,) = [r for r in result.records if r["task"]["template"] == "embed"]
+    assert line["qualname"] == "parse_config" and "Read the settings text" in line["code"]
+
+
+def test_embed_alone_takes_the_annotations_the_checkpoint_has(server: FakeOpenAI, project: Path) -> None:
+    run(server, project, "--task", "annotate")
+    server.clear()
+    result = run(server, project, "--task", "embed")
+    assert server.completions_for("chat/completions") == 0  # no other task is asked
+    (inputs,) = embed_requests(server)
+    annotated = [t for t in inputs if "def " in t and not t.startswith("def ") and not t.startswith("class ")]
+    assert len(annotated) == 6  # the six code snippets come with their annotation; the doc sections without
+    assert all(r["embedding"]["annotation_id"] for r in result.records if r["kind"] != "doc_section")
+
+
+@pytest.mark.parametrize("mode", ["code", "annotation"])
+def test_embed_text_chooses_what_is_embedded(server: FakeOpenAI, project: Path, mode: str) -> None:
+    result = run(server, project, "--task", "embed", "--embed-text", mode)
+    inputs = [t for request in embed_requests(server) for t in request]
+    if mode == "code":
+        assert sorted(inputs) == sorted(r["code"] for r in result.records)
+    else:  # nothing is annotated yet: nothing to embed, and the summary says why
+        assert inputs == [] and "no_annotation 8" in result.stderr
+
+
+def test_dimensions_are_sent_and_stored(server: FakeOpenAI, project: Path) -> None:
+    run(server, project, "--task", "embed", "--dimensions", "256", "--embed-model", "text-embedding-3-large")
+    body = next(r.body for r in server.requests if r.path == EMBED_PATH)
+    assert body["dimensions"] == 256 and body["model"] == "text-embedding-3-large"
+    assert {(m, d, len(v)) for m, d, v, _ in vectors(project.parent / "s.db").values()} == {
+        ("text-embedding-3-large", 256, 1024)
+    }
+
+
+def test_requests_hold_to_the_batch_size_and_token_budget(server: FakeOpenAI, project: Path) -> None:
+    run(server, project, "--task", "embed", "--embed-text", "code", "--embed-batch", "3")
+    sizes = [len(i) for i in embed_requests(server)]  # (a request goes early when no job comes for a moment)
+    assert max(sizes) == 3 and sum(sizes) == 8 and len(sizes) >= 3
+    server.clear()
+    (project.parent / "s.db").unlink()
+    run(server, project, "--task", "embed", "--embed-text", "code", "--embed-batch-tokens", "60")
+    sizes = [len(i) for i in embed_requests(server)]
+    assert len(sizes) > 1 and sum(sizes) == 8
+
+
+def test_an_input_the_server_refuses_fails_alone(tmp_path: Path) -> None:
+    # A server with a smaller per-input limit than OpenAI's 8,192 tokens (llama.cpp's is its batch size:
+    # "input is too large to process. increase the physical batch size"): the request carrying the long
+    # input is refused as a whole (400); halves are sent until the long one is alone.
+    root = tmp_path / "project"
+    root.mkdir()
+    words = " ".join(f"word{i}" for i in range(80))
+    (root / "a.py").write_text(
+        f'def short():\n    """Short."""\n    return 1\n\n\ndef long():\n    """{words}"""\n    return 2\n'
+    )
+    (root / "b.py").write_text('def other():\n    """Another one."""\n    return 2\n')
+    with FakeOpenAI(embedding_limits=EmbeddingLimits(input_tokens=40)) as server:
+        result = run(server, root, "--task", "embed", "--embed-text", "code", code=1)
+        sizes = [len(i) for i in embed_requests(server)]
+    assert sizes[0] == 3 and len(sizes) > 1
+    assert {r["qualname"] for r in result.records} == {"short", "other"}
+    assert "failed by reason: context_overflow 1" in result.stderr
+    ((qualname, reason),) = db_rows(
+        tmp_path / "s.db", "SELECT qualname, reason FROM records WHERE status = 'failed'"
+    )
+    assert (qualname, reason) == ("long", "context_overflow")
+
+
+def test_a_refusal_of_every_request_stops_the_run_early(server: FakeOpenAI, project: Path) -> None:
+    refusal = {
+        "error": {
+            "message": "This model does not support specifying dimensions.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
+    server.script(*[Scripted(status=400, body=refusal) for _ in range(20)])
+    result = run(server, project, "--task", "embed", "--dimensions", "64", code=3)
+    assert "does not support specifying dimensions" in result.stderr
+    assert len(embed_requests(server)) <= 4  # 8 inputs: halved down to the first one alone, then stopped
+    assert db_rows(project.parent / "s.db", "SELECT count(*) FROM vectors") == [(0,)]
+
+
+def test_a_cut_answer_is_asked_again(server: FakeOpenAI, project: Path) -> None:
+    server.script(
+        Scripted(cut_after_chunks=1)
+    )  # (on a JSON answer: half the body, then the connection closes)
+    run(server, project, "--task", "embed", "--embed-text", "code")
+    assert len(embed_requests(server)) == 2
+    assert len(vectors(project.parent / "s.db")) == 8
+
+
+def test_records_and_vectors_survive_a_rerun_with_another_model(server: FakeOpenAI, project: Path) -> None:
+    run(server, project, "--task", "embed", "--embed-text", "code")
+    run(server, project, "--task", "embed", "--embed-text", "code", "--embed-model", "other-embedder")
+    models = sorted({m for m, *_ in vectors(project.parent / "s.db").values()})
+    assert models == ["other-embedder", "text-embedding-3-small"]
+    data = orjson.loads(
+        db_rows(project.parent / "s.db", "SELECT config FROM runs ORDER BY run_id DESC")[0][0]
+    )
+    assert data["embed_model"] == "other-embedder" and "sk-" not in str(data)
