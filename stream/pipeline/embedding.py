@@ -170,9 +170,11 @@ async def embed_pass(
     control: Control,
     pool: Callable[[], EndpointPool],
     counter: TokenCounter,
+    route: Callable[[ObjectSendStream[Job], ObjectSendStream[Outcome]], Route] | None = None,
 ) -> None:
     """The pass, after the other tasks: the tree walked again (the pass counts only what it plans; with
-    embed alone its walk is the run's), each snippet's text embedded by the embedder."""
+    embed alone its walk is the run's), each snippet's text embedded by the embedder; with `route`, the
+    jobs go there instead (`batch submit`'s), and no embedder runs."""
     task, notes = embed_task(cfg), annotation_tasks(cfg)
     ledger = writer.ledger = Ledger(embed_file_task(task, notes, cfg.selection))
     known = await ckpt.known_files(ledger.file_task)
@@ -187,21 +189,25 @@ async def embed_pass(
             lookup=ckpt.lookup,
             ledger=ledger,
             summary=walked,
-            route=RealRoute(ledger, summary, jobs, outcomes),
+            route=route(jobs, outcomes) if route else RealRoute(ledger, summary, jobs, outcomes),
             contexts=setup.contexts,
         )
         return Feed(setup.scanner(cfg, known), planner, ledger, walked)
 
-    embedder = Embedder(
-        count=cfg.concurrency,
-        pool=pool,
-        counter=counter,
-        summary=summary,
-        control=control,
-        model=cfg.embed_model,
-        dimensions=cfg.dimensions,
-        batch=cfg.embed_batch,
-        batch_tokens=cfg.embed_batch_tokens,
+    embedder = (
+        None
+        if route
+        else Embedder(
+            count=cfg.concurrency,
+            pool=pool,
+            counter=counter,
+            summary=summary,
+            control=control,
+            model=cfg.embed_model,
+            dimensions=cfg.dimensions,
+            batch=cfg.embed_batch,
+            batch_tokens=cfg.embed_batch_tokens,
+        )
     )
     control.next_pass()
     await wire(make, writer, embedder, control)

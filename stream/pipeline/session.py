@@ -82,6 +82,9 @@ class Planning(Protocol):
         outcomes: ObjectSendStream[Outcome],
     ) -> Route: ...
 
+    def embed_route(self, ckpt: Checkpoint, summary: Summary, outcomes: ObjectSendStream[Outcome]) -> Route:
+        """Where the embed pass's jobs go (``--task embed``)."""
+
     async def finish(self) -> None:
         """The graph is done: close what the route wrote (under a shield)."""
 
@@ -196,25 +199,20 @@ class _Session:
             elif self.planning is None:
                 if cfg.tasks:
                     await wire(self._feed(ckpt, self._real_route), writer, self._workers(), self.control)
-                if cfg.embed and not self.control.stopping:
-                    await embed_pass(
-                        self.cfg,
-                        ckpt,
-                        writer,
-                        self.setup,
-                        self.summary,
-                        self.control,
-                        self.pool,
-                        self.counter,
-                    )
+                await self._embed(ckpt, writer, None)
             else:
                 planning, body = self.planning, self.asker().body
 
                 def route(jobs: ObjectSendStream[Job], outcomes: ObjectSendStream[Outcome]) -> Route:
                     return planning.route(ckpt, body, self.summary, outcomes)
 
+                def embed_route(jobs: ObjectSendStream[Job], outcomes: ObjectSendStream[Outcome]) -> Route:
+                    return planning.embed_route(ckpt, self.summary, outcomes)
+
                 try:
-                    await wire(self._feed(ckpt, route), writer, None, self.control)
+                    if cfg.tasks:
+                        await wire(self._feed(ckpt, route), writer, None, self.control)
+                    await self._embed(ckpt, writer, embed_route)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await planning.finish()
@@ -228,6 +226,14 @@ class _Session:
                 summary.elapsed = time.perf_counter() - self.started
                 summary.finish()  # as run() returns it: stored with the summary
                 await ckpt.finish_run(writer.run_id or 0, summary.as_dict())
+
+    async def _embed(self, ckpt: Checkpoint, writer: Writer, route: Callable[..., Route] | None) -> None:
+        """--task embed's pass, after the other tasks (`stream.pipeline.embedding`); `route`: where its jobs
+        go instead of the embedder (`batch submit`)."""
+        if self.cfg.embed and not self.control.stopping:
+            await embed_pass(
+                self.cfg, ckpt, writer, self.setup, self.summary, self.control, self.pool, self.counter, route
+            )
 
     # --- the stages -------------------------------------------------------------------------------------
 
