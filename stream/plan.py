@@ -42,7 +42,7 @@ async def plan_report(config: Config) -> tuple[dict[str, Any], int]:
     summary = await run(config)
     prices = load_prices(config.prices)
     price = prices.get(config.model)
-    rows = _rows(config, summary.plan, price)
+    rows = _rows(config, {k: v for k, v in summary.plan.items() if not k.startswith("embed/")}, price)
     report = {
         "model": config.model,
         "encoding": summary.encoding,
@@ -59,6 +59,17 @@ async def plan_report(config: Config) -> tuple[dict[str, Any], int]:
             "found": summary.near_dup_found,
         },
         "rows": rows,
+        # --task embed: the texts a run would embed, the requests they would take (the embedder's rule),
+        # their tokens and cost at --embed-model's price (None: not in the table); not in "total"
+        "embeddings": {
+            "model": config.embed_model,
+            "texts": summary.embedded,
+            "requests": summary.embed_requests,
+            "tokens": summary.embed_tokens,
+            "cost_usd": summary.embed_cost,
+        }
+        if config.embed
+        else None,
         "total": {
             "requests": sum(r["requests"] for r in rows),
             "prompt_tokens": sum(r["prompt_tokens"] for r in rows),

@@ -30,6 +30,11 @@ PRICES: dict[str, tuple[float, ...]] = {
     "o1": (15.00, 60.00, 7.50),
     "gpt-4-turbo": (10.00, 30.00),
     "gpt-3.5-turbo": (0.50, 1.50),
+    # embedding models (--embed-model): input tokens only, per the models' pages, e.g.
+    # https://developers.openai.com/api/docs/models/text-embedding-3-large
+    "text-embedding-3-small": (0.02, 0.0),
+    "text-embedding-3-large": (0.13, 0.0),
+    "text-embedding-ada-002": (0.10, 0.0),
 }
 
 

@@ -146,6 +146,7 @@ def format_summary(s: Summary, *, model: str, dry_run: bool, prices_date: str = 
             lines.append(
                 f"embedded: {s.embedded} snippets in {s.embed_requests} requests ({per:.{0 if per >= 10 else 1}f} a request) · "
                 f"{s.embed_tokens:,} tokens"
+                + (f" · cost ${s.embed_cost:,.4f}" if s.embed_cost is not None else "")
             )
         if s.failed:
             lines.append("failed by reason: " + ", ".join(f"{k} {v}" for k, v in s.failed.most_common()))

@@ -245,6 +245,13 @@ def format_plan(report: dict[str, Any]) -> str:
     batch = sums.get("batch_cost_usd")
     if batch is not None and report["rows"]:
         lines.append(f"through the Batch API (snipstream batch submit): ${batch:,.4f}")
+    embeds = report.get("embeddings")
+    if embeds:
+        cost = f", ${embeds['cost_usd']:,.4f}" if embeds["cost_usd"] is not None else " (model not priced)"
+        lines.append(
+            f"embeddings ({embeds['model']}): {embeds['texts']:,} texts in ~{embeds['requests']:,} requests, "
+            f"{embeds['tokens']:,} tokens{cost}"
+        )
     sources = sorted({r["output_from"] for r in report["rows"]})
     if sources:
         lines.append(f"expected output tokens from: {', '.join(sources)}")

@@ -239,3 +239,32 @@ def test_records_and_vectors_survive_a_rerun_with_another_model(server: FakeOpen
         db_rows(project.parent / "s.db", "SELECT config FROM runs ORDER BY run_id DESC")[0][0]
     )
     assert data["embed_model"] == "other-embedder" and "sk-" not in str(data)
+
+
+def test_plan_counts_the_texts_requests_and_cost_of_embedding(server: FakeOpenAI, project: Path) -> None:
+    db = project.parent / "s.db"
+    plan = snipstream(
+        "plan",
+        project,
+        "--task",
+        "embed",
+        "--embed-text",
+        "code",
+        "--embed-batch",
+        "3",
+        "--db",
+        db,
+        "--json",
+        cwd=project.parent,
+    )
+    assert plan.code == 0, plan.stderr
+    report = orjson.loads(plan.stdout.splitlines()[-1])
+    embeds = report["embeddings"]
+    assert (embeds["model"], embeds["texts"], embeds["requests"]) == ("text-embedding-3-small", 8, 3)
+    assert embeds["tokens"] > 0 and embeds["cost_usd"] == pytest.approx(embeds["tokens"] * 0.02 / 1e6)
+    assert report["rows"] == [] and not db.exists()  # a plan writes nothing
+    run(server, project, "--task", "embed", "--embed-text", "code", "--embed-batch", "3")
+    again = snipstream(
+        "plan", project, "--task", "embed", "--embed-text", "code", "--db", db, "--json", cwd=project.parent
+    )
+    assert orjson.loads(again.stdout.splitlines()[-1])["embeddings"]["texts"] == 0  # all done: nothing to pay

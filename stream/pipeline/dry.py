@@ -23,7 +23,7 @@ from .messages import DryLine, Job, Outcome, Task
 from .prefixes import PrefixCache
 from .summary import Summary
 
-__all__ = ["DryRoute"]
+__all__ = ["DryRoute", "DryEmbedRoute"]
 
 
 @dataclass(eq=False, kw_only=True)
@@ -69,3 +69,35 @@ class DryRoute:
         if self.planned_new:
             self.counted.add(self.planned_new)
             self.planned_new = []
+
+
+@dataclass(eq=False, kw_only=True)
+class DryEmbedRoute(DryRoute):
+    """The dry run's route for the embed pass: each text counted once, and the requests it would take
+    estimated by the embedder's own rule (`Embedder`: full at ``--embed-batch`` texts or
+    ``--embed-batch-tokens`` tokens); its line is the input it would send."""
+
+    batch: int
+    batch_tokens: int
+    _inputs: int = 0  # in the request being filled
+    _tokens: int = 0
+
+    async def ask(self, job: Job) -> None:
+        if job.record_id in self.planned:
+            return
+        self.planned.add(job.record_id)
+        self.planned_new.append(job.record_id)
+        tokens = max(1, await self.counter.text(job.user))
+        s, snippet = self.summary, job.snippet
+        if not self._inputs or self._inputs >= self.batch or self._tokens + tokens > self.batch_tokens:
+            s.embed_requests += 1
+            self._inputs = self._tokens = 0
+        self._inputs += 1
+        self._tokens += tokens
+        s.embedded += 1  # (in a dry run: texts that would be embedded)
+        s.embed_tokens += tokens
+        row = s.plan.setdefault(f"{job.task.template.name}/{snippet.language}/{snippet.kind}", [0, 0, 0])
+        row[0] += 1
+        row[1] += tokens
+        request = {"model": job.task.info["model"], "input": job.user}
+        await self.outcomes.send(DryLine(dry_line(job.record_id, snippet, job.task.info, request, tokens)))

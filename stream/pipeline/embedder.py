@@ -28,6 +28,7 @@ from .summary import Summary
 
 if TYPE_CHECKING:
     from ..pool import EndpointPool
+    from ..prices import Price
 
 __all__ = ["Embedder", "LINGER"]
 
@@ -58,6 +59,7 @@ class Embedder:
     dimensions: int | None
     batch: int  # inputs per request, at most
     batch_tokens: int  # tokens per request, at most
+    price: Price | None = None  # --embed-model's (None: not in the price table)
     _answered: int = field(default=0, init=False)  # requests answered so far
 
     async def run(self, jobs: ObjectReceiveStream[Job], outcomes: ObjectSendStream[Outcome]) -> None:
@@ -152,6 +154,8 @@ class Embedder:
         """A vector per job, with its share of the request's usage (by its token count)."""
         used = int(answer.usage.get("prompt_tokens") or answer.usage.get("total_tokens") or total)
         self.summary.embed_tokens += used
+        if self.price is not None:
+            self.summary.embed_cost = self.price.cost(self.summary.embed_tokens, 0)
         out: list[Embedded | Failure] = []
         for item, vector in zip(items, answer.vectors, strict=True):
             share = round(used * item.tokens / total)

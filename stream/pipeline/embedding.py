@@ -163,7 +163,7 @@ class EmbedPlanner:
 
 async def embed_pass(
     cfg: Config,
-    ckpt: Checkpoint,
+    ckpt: Checkpoint | None,
     writer: Writer,
     setup: Setup,
     summary: Summary,
@@ -174,19 +174,21 @@ async def embed_pass(
 ) -> None:
     """The pass, after the other tasks: the tree walked again (the pass counts only what it plans; with
     embed alone its walk is the run's), each snippet's text embedded by the embedder; with `route`, the
-    jobs go there instead (`batch submit`'s), and no embedder runs."""
+    jobs go there instead (`batch submit`'s, a dry run's), and no embedder runs. A dry run may have no
+    checkpoint to read (`ckpt` None): then nothing is done yet."""
     task, notes = embed_task(cfg), annotation_tasks(cfg)
     ledger = writer.ledger = Ledger(embed_file_task(task, notes, cfg.selection))
-    known = await ckpt.known_files(ledger.file_task)
+    known = await ckpt.known_files(ledger.file_task) if ckpt is not None else {}
     walked = Summary()
+    results, lookup = (ckpt.results, ckpt.lookup) if ckpt is not None else (_no_results, _no_lookup)
 
     def make(jobs: ObjectSendStream[Job], outcomes: ObjectSendStream[Outcome]) -> Feed:
         planner = EmbedPlanner(
             task=task,
             annotations=notes,
             mode=cfg.embed_text,
-            results=ckpt.results,
-            lookup=ckpt.lookup,
+            results=results,
+            lookup=lookup,
             ledger=ledger,
             summary=walked,
             route=route(jobs, outcomes) if route else RealRoute(ledger, summary, jobs, outcomes),
@@ -217,3 +219,11 @@ async def embed_pass(
     if not cfg.tasks:
         summary.files += walked.files
         summary.skipped.update(walked.skipped)
+
+
+async def _no_results(record_ids: list[str]) -> dict[str, bytes]:
+    return {}
+
+
+async def _no_lookup(record_ids: list[str], occurrence_ids: list[str]) -> tuple[set[str], set[str]]:
+    return set(), set()

@@ -32,7 +32,7 @@ from ..walk import walk
 from .asker import Asker
 from .control import Control
 from .counting import TokenCounter
-from .dry import DryRoute
+from .dry import DryEmbedRoute, DryRoute
 from .embedding import embed_pass
 from .feed import Feed
 from .gates import gates_for
@@ -162,7 +162,15 @@ class _Session:
                     outcomes=outcomes,
                 )
 
-            await wire(self._feed(reader, route), writer, None, self.control)
+            if cfg.tasks:
+                await wire(self._feed(reader, route), writer, None, self.control)
+
+            await self._embed(
+                reader, writer, functools.partial(_dry_embeds, cfg, counted, self.counter, self.summary)
+            )
+        embed_price = setup.prices.get(cfg.embed_model) if cfg.embed else None
+        if embed_price is not None:
+            self.summary.embed_cost = embed_price.cost(self.summary.embed_tokens, 0)
         if setup.price is not None:
             self.summary.estimated_cost = setup.price.cost(
                 self.summary.prompt_tokens,
@@ -227,7 +235,9 @@ class _Session:
                 summary.finish()  # as run() returns it: stored with the summary
                 await ckpt.finish_run(writer.run_id or 0, summary.as_dict())
 
-    async def _embed(self, ckpt: Checkpoint, writer: Writer, route: Callable[..., Route] | None) -> None:
+    async def _embed(
+        self, ckpt: Checkpoint | None, writer: Writer, route: Callable[..., Route] | None
+    ) -> None:
         """--task embed's pass, after the other tasks (`stream.pipeline.embedding`); `route`: where its jobs
         go instead of the embedder (`batch submit`)."""
         if self.cfg.embed and not self.control.stopping:
@@ -321,6 +331,26 @@ class _Session:
         self.summary.requests += 1
 
     started: float = 0.0
+
+
+def _dry_embeds(
+    cfg: Config,
+    counted: DiskIdSet,
+    counter: TokenCounter,
+    summary: Summary,
+    jobs: ObjectSendStream[Job],
+    outcomes: ObjectSendStream[Outcome],
+) -> Route:
+    """A dry run's route for the embed pass."""
+    return DryEmbedRoute(
+        counted=counted,
+        counter=counter,
+        summary=summary,
+        body=dict,
+        outcomes=outcomes,
+        batch=cfg.embed_batch,
+        batch_tokens=cfg.embed_batch_tokens,
+    )
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:

@@ -45,6 +45,7 @@ class Summary:
     embedded: int = 0
     embed_requests: int = 0
     embed_tokens: int = 0
+    embed_cost: float | None = None  # of embed_tokens at --embed-model's price (None: not in the table)
     # dry run: "task/language/kind" -> [requests, prompt tokens]
     plan: dict[str, list[int]] = field(default_factory=dict)
     prompt_tokens: int = 0
