@@ -51,6 +51,9 @@ _INSERT_DONE = (
     "result = excluded.result, reason = NULL, error = NULL, attempts = records.attempts + excluded.attempts, "
     "updated_at = excluded.updated_at, flags = excluded.flags, score = excluded.score"
 )
+# A place made its place's newest again: its time becomes now (the vector index's sync notices the newest
+# time changing: `sinks.vectors`).
+_TOUCH_OCCURRENCE = "UPDATE occurrences SET created_at = ? WHERE occurrence_id = ?"
 # An embed record's vector (its record id is unique: a record answered again keeps its first vector's row).
 _INSERT_VECTORS = (
     "INSERT INTO vectors (record_id, snippet_id, model, dimensions, vector, annotation_id, created_at) "
@@ -103,7 +106,7 @@ class Checkpoint:
             if self.readonly:
                 self._db = await aiosqlite.connect(readonly_uri(self.path), uri=True)
             else:
-                self._lock()
+                self._lock_fd = _lock(self.path)
                 self._db = await aiosqlite.connect(self.path, isolation_level=None)
                 await self.db.execute("PRAGMA journal_mode=WAL")
                 # NORMAL in WAL mode survives a killed process; only a power cut can lose the last commits.
@@ -129,21 +132,6 @@ class Checkpoint:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-
-    def _lock(self) -> None:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise CheckpointError(f"cannot open checkpoint {self.path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise CheckpointError(
-                f"checkpoint {self.path} is in use by another snipstream run; wait for it to finish or use "
-                "another --db"
-            ) from None
-        self._lock_fd = fd
 
     async def _migrate(self) -> None:
         await self.db.execute(MIGRATIONS_TABLE)
@@ -308,6 +296,15 @@ class Checkpoint:
             [(o.occurrence_id, record_id, o.path, o.qualname, o.line, now) for record_id, o in places],
         )
 
+    async def touch_occurrences(self, occurrence_ids: Sequence[str]) -> None:
+        """These places are their place's newest again (their code is back): their time becomes now."""
+        now = time.time()
+        async with self.transaction():
+            await self.db.executemany(
+                "UPDATE occurrences SET created_at = ? WHERE occurrence_id = ?",
+                [(now, i) for i in occurrence_ids],
+            )
+
     async def mark_emitted(
         self, occurrence_ids: Sequence[str], target: str | None, offset: int | None
     ) -> None:
@@ -358,3 +355,19 @@ class _Transaction:
                     raise CheckpointError(f"cannot commit to the checkpoint: {err}") from None
             else:
                 await self.db.execute("ROLLBACK")
+
+
+def _lock(path: Path) -> int:
+    """An exclusive lock on the checkpoint file for the run (another run on it is refused): its fd."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CheckpointError(f"cannot open checkpoint {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise CheckpointError(
+            f"checkpoint {path} is in use by another snipstream run; wait for it to finish or use another --db"
+        ) from None
+    return fd

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ..pool import EndpointPool
     from ..prices import Price
 
-__all__ = ["Embedder", "LINGER"]
+__all__ = ["Embedder", "EmbedInput", "LINGER", "fit", "share", "spent"]
 
 LINGER = 0.25  # seconds a part-filled request waits for more jobs before it goes
 _ABORTING = (AuthError, NotFoundError, QuotaExceeded, CircuitOpen)
@@ -42,10 +42,53 @@ class _Refused(Exception):
 
 
 @dataclass(slots=True)
-class _Input:
+class EmbedInput:
+    """One input of a request: its job, its token count, whether its text was cut to the per-input limit."""
+
     job: Job
     tokens: int
     truncated: bool = False
+
+
+async def fit(counter: TokenCounter, job: Job) -> EmbedInput:
+    """The job's text counted, and cut to the per-input limit when it is over (rare: a whole module)."""
+    tokens = await counter.text(job.user)
+    limit = int(embeddings.MAX_INPUT_TOKENS * _MARGIN)
+    truncated = False
+    while tokens > limit:
+        job.user = job.user[: int(len(job.user) * limit / tokens * 0.98)]
+        tokens = await counter.text(job.user)
+        truncated = True
+    return EmbedInput(job, max(1, tokens), truncated)
+
+
+def spent(answer: embeddings.Embeddings, total: int) -> int:
+    """The tokens a request used, as the server reports them (`total`, our count, when it does not)."""
+    return int(answer.usage.get("prompt_tokens") or answer.usage.get("total_tokens") or total)
+
+
+def share(answer: embeddings.Embeddings, items: list[EmbedInput], total: int) -> list[Embedded]:
+    """A vector per input of one request (in batch mode, of one line), with its share of the request's
+    usage by its token count (`total`: theirs summed)."""
+    used = spent(answer, total)
+    out = []
+    for item, vector in zip(items, answer.vectors, strict=True):
+        part = round(used * item.tokens / total)
+        out.append(
+            Embedded(
+                job=item.job,
+                vector=vector,
+                dimensions=answer.dimensions,
+                model=answer.model,
+                usage={"prompt_tokens": part, "total_tokens": part},
+                request_inputs=len(items),
+                attempts=answer.attempts,
+                latency_s=answer.latency_s,
+                endpoint=answer.endpoint,
+                truncated=item.truncated,
+            )
+        )
+    return out
 
 
 @dataclass(eq=False, kw_only=True)
@@ -63,7 +106,7 @@ class Embedder:
     _answered: int = field(default=0, init=False)  # requests answered so far
 
     async def run(self, jobs: ObjectReceiveStream[Job], outcomes: ObjectSendStream[Outcome]) -> None:
-        send, receive = anyio.create_memory_object_stream[list[_Input]](self.count)
+        send, receive = anyio.create_memory_object_stream[list[EmbedInput]](self.count)
         with jobs, outcomes:
             async with anyio.create_task_group() as group:
                 self.control.bind_workers(group.cancel_scope)
@@ -73,9 +116,11 @@ class Embedder:
                 async with send:
                     await self._gather(jobs, send)
 
-    async def _gather(self, jobs: ObjectReceiveStream[Job], requests: ObjectSendStream[list[_Input]]) -> None:
+    async def _gather(
+        self, jobs: ObjectReceiveStream[Job], requests: ObjectSendStream[list[EmbedInput]]
+    ) -> None:
         """Jobs into requests, each sent when full, when its jobs stop coming for a moment, or at the end."""
-        pending: list[_Input] = []
+        pending: list[EmbedInput] = []
         tokens = 0
         while not self.control.stopping:
             job = None
@@ -88,7 +133,7 @@ class Embedder:
                 await requests.send(pending)
                 pending, tokens = [], 0
                 continue
-            item = await self._input(job)
+            item = await fit(self.counter, job)
             if pending and (len(pending) >= self.batch or tokens + item.tokens > self.batch_tokens):
                 await requests.send(pending)
                 pending, tokens = [], 0
@@ -97,19 +142,8 @@ class Embedder:
         if pending and not self.control.stopping:
             await requests.send(pending)
 
-    async def _input(self, job: Job) -> _Input:
-        """The job's text counted, and cut to the per-input limit when it is over (rare: a whole module)."""
-        tokens = await self.counter.text(job.user)
-        limit = int(embeddings.MAX_INPUT_TOKENS * _MARGIN)
-        truncated = False
-        while tokens > limit:
-            job.user = job.user[: int(len(job.user) * limit / tokens * 0.98)]
-            tokens = await self.counter.text(job.user)
-            truncated = True
-        return _Input(job, max(1, tokens), truncated)
-
     async def _sender(
-        self, index: int, requests: ObjectReceiveStream[list[_Input]], outcomes: ObjectSendStream[Outcome]
+        self, index: int, requests: ObjectReceiveStream[list[EmbedInput]], outcomes: ObjectSendStream[Outcome]
     ) -> None:
         async with requests, outcomes:
             async for items in requests:
@@ -124,7 +158,7 @@ class Embedder:
                     self.control.stop(f"{type(exc).__name__}: {exc}", exit_code=ExitCode.ABORTED, grace=0)
                     return
 
-    async def _embed(self, index: int, items: list[_Input]) -> list[Embedded | Failure]:
+    async def _embed(self, index: int, items: list[EmbedInput]) -> list[Embedded | Failure]:
         """One request for `items`; a 400 for the whole is split in halves to find the input it refuses."""
         body = embeddings.body(self.model, [i.job.user for i in items], self.dimensions)
         total = sum(i.tokens for i in items)
@@ -149,33 +183,15 @@ class Embedder:
         self.summary.embed_requests += 1
 
     def _share(
-        self, answer: embeddings.Embeddings, items: list[_Input], total: int
+        self, answer: embeddings.Embeddings, items: list[EmbedInput], total: int
     ) -> list[Embedded | Failure]:
         """A vector per job, with its share of the request's usage (by its token count)."""
-        used = int(answer.usage.get("prompt_tokens") or answer.usage.get("total_tokens") or total)
-        self.summary.embed_tokens += used
+        self.summary.embed_tokens += spent(answer, total)
         if self.price is not None:
             self.summary.embed_cost = self.price.cost(self.summary.embed_tokens, 0)
-        out: list[Embedded | Failure] = []
-        for item, vector in zip(items, answer.vectors, strict=True):
-            share = round(used * item.tokens / total)
-            out.append(
-                Embedded(
-                    job=item.job,
-                    vector=vector,
-                    dimensions=answer.dimensions,
-                    model=answer.model,
-                    usage={"prompt_tokens": share, "total_tokens": share},
-                    request_inputs=len(items),
-                    attempts=answer.attempts,
-                    latency_s=answer.latency_s,
-                    endpoint=answer.endpoint,
-                    truncated=item.truncated,
-                )
-            )
-        return out
+        return [*share(answer, items, total)]
 
     @staticmethod
-    def _failure(item: _Input, exc: APIError) -> Failure:
+    def _failure(item: EmbedInput, exc: APIError) -> Failure:
         history = getattr(exc, "history", None) or [f"{exc.reason}: {exc}"]
         return Failure(item.job, exc.reason, "\n".join(history), getattr(exc, "attempts", 1) or 1)

@@ -35,7 +35,7 @@ from .embedder import Embedder
 from .feed import Feed
 from .graph import wire
 from .ledger import Ledger
-from .messages import Job, Outcome, Task
+from .messages import Current, Job, Outcome, Task
 from .planner import Planner, RealRoute, Route
 from .setup import Setup
 from .summary import Summary
@@ -97,6 +97,7 @@ class EmbedPlanner:
     summary: Summary  # the pass's own (its walk counts files a second time)
     route: Route
     contexts: Contexts = field(default_factory=lambda: Contexts("none", 0))
+    current: Callable[[Current], Awaitable[None]] | None = None  # sends `Current` to the writer
 
     async def plan_file(self, item: Scanned) -> None:
         self.summary.files += 1
@@ -121,9 +122,11 @@ class EmbedPlanner:
         if waiting:
             row = FileRow(row.file, row.task + WAITING, row.known)
         await self.route.begin_file(key, row, {r for r, _ in ids})
+        again: list[str] = []
         for (snippet, text, record_id, annotation_id), (_, occurrence_id) in zip(planned, ids, strict=True):
             if occurrence_id in seen:
                 self.summary.unchanged += 1
+                again.append(occurrence_id)
                 continue
             seen.add(occurrence_id)
             self.summary.snippets += 1
@@ -134,6 +137,8 @@ class EmbedPlanner:
                 record_id, snippet, occurrence_id, None, None, text, self.task, annotation_id=annotation_id
             )
             await self.route.ask(job)
+        if again and self.current is not None:  # (the file changed: some of its places may be back)
+            await self.current(Current(again))
         await self.route.end_file(key)
 
     async def _annotations(self, item: Scanned) -> dict[str, tuple[str, str]]:
@@ -193,6 +198,7 @@ async def embed_pass(
             summary=walked,
             route=route(jobs, outcomes) if route else RealRoute(ledger, summary, jobs, outcomes),
             contexts=setup.contexts,
+            current=outcomes.send,
         )
         return Feed(setup.scanner(cfg, known), planner, ledger, walked)
 

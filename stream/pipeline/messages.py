@@ -23,7 +23,18 @@ if TYPE_CHECKING:
     from ..judge import Judgment
     from ..sse import Completion
 
-__all__ = ["Task", "Job", "Answered", "Embedded", "Failure", "Reuse", "FilesDone", "DryLine", "Outcome"]
+__all__ = [
+    "Task",
+    "Job",
+    "Answered",
+    "Embedded",
+    "Failure",
+    "Reuse",
+    "FilesDone",
+    "Current",
+    "DryLine",
+    "Outcome",
+]
 
 
 @dataclass(slots=True)
@@ -101,10 +112,18 @@ class FilesDone:
 
 
 @dataclass(slots=True)
+class Current:
+    """Places written before that are the code at their place again (a function edited, then put back):
+    they become their place's newest, as search reads it (`sinks.vectors`)."""
+
+    occurrence_ids: list[str]
+
+
+@dataclass(slots=True)
 class DryLine:
     """A dry run's line: the request that would be sent."""
 
     line: bytes
 
 
-Outcome = Answered | Embedded | Failure | Reuse | Skipped | FilesDone | DryLine
+Outcome = Answered | Embedded | Failure | Reuse | Skipped | FilesDone | Current | DryLine

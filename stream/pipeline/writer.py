@@ -27,7 +27,7 @@ from ..scan import Skipped
 from .control import Control
 from .counting import TokenCounter
 from .ledger import Ledger
-from .messages import Answered, DryLine, Embedded, Failure, FilesDone, Outcome, Reuse
+from .messages import Answered, Current, DryLine, Embedded, Failure, FilesDone, Outcome, Reuse
 from .summary import Summary
 
 __all__ = ["Writer"]
@@ -104,6 +104,8 @@ class Writer:
                 batch.reuse.append(item)
             elif isinstance(item, DryLine):
                 batch.lines.append(("", item.line))
+            elif isinstance(item, Current) and self.ckpt is not None:
+                await self.ckpt.touch_occurrences(item.occurrence_ids)
         if self.ckpt is not None:
             await self._commit(batch)
         await self.emit(batch.lines)
