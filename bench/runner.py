@@ -38,6 +38,8 @@ BENCHMARKS = (
     "rerun",
     "batch",
     "context",
+    "embed",
+    "search",
 )
 RESULTS = REPO / "bench" / "RESULTS.md"
 

@@ -143,8 +143,9 @@ def format_summary(s: Summary, *, model: str, dry_run: bool, prices_date: str = 
         )
         if s.embed_requests:
             per = s.embedded / s.embed_requests
+            each = f"{per:.{0 if per >= 10 else 1}f} a request"
             lines.append(
-                f"embedded: {s.embedded} snippets in {s.embed_requests} requests ({per:.{0 if per >= 10 else 1}f} a request) · "
+                f"embedded: {s.embedded} snippets in {s.embed_requests} requests ({each}) · "
                 f"{s.embed_tokens:,} tokens"
                 + (f" · cost ${s.embed_cost:,.4f}" if s.embed_cost is not None else "")
             )

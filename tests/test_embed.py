@@ -268,3 +268,48 @@ def test_plan_counts_the_texts_requests_and_cost_of_embedding(server: FakeOpenAI
         "plan", project, "--task", "embed", "--embed-text", "code", "--db", db, "--json", cwd=project.parent
     )
     assert orjson.loads(again.stdout.splitlines()[-1])["embeddings"]["texts"] == 0  # all done: nothing to pay
+
+
+def search(server: FakeOpenAI, project: Path, query: str) -> list[dict]:
+    result = snipstream(
+        "search",
+        query,
+        "--db",
+        project.parent / "s.db",
+        "--base-url",
+        server.url,
+        "--json",
+        cwd=project.parent,
+    )
+    assert result.code == 0, result.stderr
+    return orjson.loads(result.stdout)["hits"]
+
+
+def test_search_finds_the_function_by_its_words_and_the_edited_text_after_a_rerun(
+    server: FakeOpenAI, project: Path
+) -> None:
+    """The issue's acceptance: a query made of one function's code and docstring words finds it first;
+    after one file is edited and the run repeated, only its changed snippet is embedded again and search
+    finds the new text; put back, the old text is current again (its vector was never lost)."""
+    run(server, project, "--task", "annotate,embed")
+    first = search(server, project, "load every plugin named in names from the registry and start it")
+    assert (first[0]["path"], first[0]["qualname"]) == ("pkg/plugins.py", "load_plugins")
+
+    path = project / "pkg" / "plugins.py"
+    path.write_text(
+        PLUGINS.replace("Parse the configuration text into key value pairs", "Split settings lines")
+    )
+    server.clear()
+    run(server, project, "--task", "annotate,embed")
+    (inputs,) = embed_requests(server)
+    assert len(inputs) == 1 and "Split settings lines" in inputs[0]  # the request log: only the edited one
+    hits = search(server, project, "split settings lines")
+    assert hits[0]["qualname"] == "parse_config" and "Split settings lines" in hits[0]["code"]
+    assert sum(h["qualname"] == "parse_config" for h in hits) == 1  # the old vector is no longer searched
+
+    path.write_text(PLUGINS)  # put back: nothing is asked, the first vector is current again
+    server.clear()
+    run(server, project, "--task", "annotate,embed")
+    assert embed_requests(server) == []
+    hits = search(server, project, "parse the configuration text into key value pairs")
+    assert hits[0]["qualname"] == "parse_config" and "configuration text" in hits[0]["code"]

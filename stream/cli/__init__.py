@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from . import batch, export, status
+from . import ask, batch, export, search, status
 from . import run as run_cmd
 from .options import config_from_args
 
@@ -25,6 +25,8 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": status.run,
     "export": export.run,
     "batch": batch.run,
+    "ask": ask.run,
+    "search": search.run,
 }
 
 
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_parser(commands)
     export.add_parser(commands)
     batch.add_parser(commands)
+    ask.add_parser(commands)
+    search.add_parser(commands)
     return parser
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import ConfigError, ExitCode, SinkError
 from ..export.formats import DEFAULT_TOKENIZER_MODEL, FORMATS
 from ..export.split import parse_split
+from ..export.vectors import VECTORS
 from .epilogs import add_command, exit_table
 from .options import add_db
 
@@ -68,9 +69,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--format",
         required=True,
-        choices=FORMATS,
+        choices=(*FORMATS, VECTORS),
         help="openai-chat: {messages}; sharegpt: {conversations}; alpaca: {instruction, input, output}; "
-        "prompt-completion: {prompt, completion} (TRL); jsonl: the records as stored",
+        "prompt-completion: {prompt, completion} (TRL); jsonl: the records as stored; vectors: the "
+        "current vectors of --task embed as one Parquet file (id, path, start_line, end_line, qualname, "
+        "language, kind, text, model, vector), for a vector database; --model picks the embedding model",
     )
     p.add_argument(
         "-o",
@@ -184,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
     3 output failed."""
     from sinks.ndjson import detach_stdout
 
+    if args.format == VECTORS:
+        return _vectors(args)
     from ..export.run import export
     from ..render import format_export
 
@@ -220,6 +225,44 @@ def run(args: argparse.Namespace) -> int:
     if not report.examples_written and not report.output_closed:
         _say(f"snipstream: error: nothing exported ({report.empty_reason()}); no file was written")
         return ExitCode.FAILED
+    return ExitCode.OK
+
+
+#: The options of the training formats that a vectors export has no use for.
+_NOT_FOR_VECTORS = (
+    "split",
+    "task",
+    "include_truncated",
+    "include_flagged",
+    "min_score",
+    "system",
+    "max_example_tokens",
+    "ids",
+    "card",
+)
+
+
+def _vectors(args: argparse.Namespace) -> int:
+    """``export --format vectors`` (`stream.export.vectors`): 0 written, 1 no vectors, 2 usage, 3 output."""
+    from ..export.vectors import export_vectors
+
+    given = [f"--{dest.replace('_', '-')}" for dest in _NOT_FOR_VECTORS if getattr(args, dest)]
+    if given:
+        _say(f"snipstream: error: {', '.join(given)} do not apply to --format vectors")
+        return ExitCode.USAGE
+    try:
+        report = export_vectors(args.db, args.output, models=tuple(args.model))
+    except ConfigError as exc:
+        _say(f"snipstream: error: {exc}")
+        return ExitCode.USAGE
+    except SinkError as exc:
+        _say(f"snipstream: SinkError: {exc}")
+        return ExitCode.ABORTED
+    if report.empty_reason:
+        _say(f"snipstream: error: nothing exported ({report.empty_reason}); no file was written")
+        return ExitCode.FAILED
+    if not args.quiet:
+        _say(report.text())
     return ExitCode.OK
 
 
