@@ -23,7 +23,13 @@ from stream.errors import ConfigError
 from .neardup import GroupCounts, group_counts
 from .schema import CHECKPOINT_TABLES
 
+#: The (model, dimensions) pairs of the checkpoint's vectors and their counts, the most recently stored first.
+VECTOR_PAIRS = (
+    "SELECT model, dimensions, count(*) FROM vectors GROUP BY model, dimensions ORDER BY max(rowid) DESC"
+)
+
 __all__ = [
+    "VECTOR_PAIRS",
     "open_readonly",
     "readonly_uri",
     "Reader",
@@ -288,6 +294,13 @@ class Reader:
         """Groups of near-duplicate code and their later members (None before migration 0005)."""
         with self._reading():
             return group_counts(self.conn)
+
+    def vector_pairs(self) -> list[tuple[str, int, int]]:
+        """(model, dimensions, vectors) of `--task embed`'s vectors, newest first ([] before migration 0006)."""
+        with self._reading():
+            if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'vectors'").fetchone():
+                return []
+            return [tuple(row) for row in self.conn.execute(VECTOR_PAIRS)]
 
     def quality(self) -> Quality:
         """Cleaning reasons and judge scores of the done answers, and the judgments' tokens by model."""

@@ -45,7 +45,7 @@ import orjson
 
 from stream.errors import CheckpointError, ConfigError
 
-from .reader import readonly_uri
+from .reader import VECTOR_PAIRS, readonly_uri
 from .schema import CHECKPOINT_TABLES
 from .vector_scan import exact_nearest
 
@@ -96,10 +96,6 @@ class Synced(NamedTuple):
 # --- queries ------------------------------------------------------------------------------------------------
 
 _TABLES = "SELECT name FROM sqlite_master WHERE type = 'table'"
-# Newest first: the pair of the most recently stored vector leads.
-_PAIRS = """
-SELECT model, dimensions, count(*) FROM vectors GROUP BY model, dimensions ORDER BY max(rowid) DESC
-"""
 # Each place's newest occurrence among the records with a vector of this model and size: (vector, occurrence).
 _CURRENT = """
 SELECT vector_rowid, occurrence_rowid FROM (
@@ -236,7 +232,7 @@ class Store:
         """The (model, dimensions) the checkpoint holds vectors of, the newest first ([] for none)."""
         if not self.has_vectors:
             return []
-        return [Pair(*row) for row in self.conn.execute(_PAIRS)]
+        return [Pair(*row) for row in self.conn.execute(VECTOR_PAIRS)]
 
     def current(self, pair: Pair) -> dict[int, int]:
         """The current vectors of `pair`: vector rowid → the rowid of its place's occurrence."""

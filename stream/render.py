@@ -78,6 +78,11 @@ def format_status(s: dict[str, Any]) -> str:
     lines += _status_places(s["places"])
     lines += _status_failures(s)
     lines += _status_quality(s["quality"])
+    for v in s.get("vectors") or ():
+        lines += [
+            "",
+            f"vectors: {v['count']:,} of {v['model']} ({v['dimensions']} dimensions; snipstream search, ask)",
+        ]
     near = s.get("near_dups") or {}
     if near.get("groups"):
         lines += [

@@ -74,6 +74,7 @@ def collect(reader: Reader, *, db: str = "", held: bool | None = None) -> dict[s
         skipped = reader.skips_by_reason()
         quality = _quality(reader.quality())
         near = reader.near_dups()
+        vectors = reader.vector_pairs()
     last = _last_run(runs[-1]) if runs else None
     return {
         "db": db,
@@ -86,6 +87,7 @@ def collect(reader: Reader, *, db: str = "", held: bool | None = None) -> dict[s
         "skipped": skipped,
         "quality": quality,
         "near_dups": None if near is None else {"groups": near.groups, "members": near.members},
+        "vectors": [{"model": m, "dimensions": d, "count": n} for m, d, n in vectors],
         "runs": {
             "count": len(runs),
             "requests": sum(int(_loads(r.summary).get("requests") or 0) for r in runs),

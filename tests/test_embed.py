@@ -313,3 +313,13 @@ def test_search_finds_the_function_by_its_words_and_the_edited_text_after_a_reru
     assert embed_requests(server) == []
     hits = search(server, project, "parse the configuration text into key value pairs")
     assert hits[0]["qualname"] == "parse_config" and "configuration text" in hits[0]["code"]
+
+
+def test_status_counts_the_vectors_by_model(server: FakeOpenAI, project: Path) -> None:
+    run(server, project, "--task", "embed", "--embed-text", "code", "--dimensions", "64")
+    status = snipstream("status", "--db", project.parent / "s.db", "--json", cwd=project.parent)
+    assert orjson.loads(status.stdout)["vectors"] == [
+        {"model": "text-embedding-3-small", "dimensions": 64, "count": 8}
+    ]
+    text = snipstream("status", "--db", project.parent / "s.db", cwd=project.parent)
+    assert "vectors: 8 of text-embedding-3-small (64 dimensions" in text.stdout.decode() + text.stderr
