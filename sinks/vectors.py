@@ -333,6 +333,8 @@ class Index:
         last sync. Written `_CHUNK` vectors a transaction: a run committing meanwhile waits for one chunk,
         never for a whole build (its busy timeout is seconds), and a sync interrupted half-way leaves an
         index the next one completes. Each chunk skips what another search's sync has added meanwhile."""
+        if "touched" not in {row[1] for row in self.conn.execute("PRAGMA table_info(vector_index)")}:
+            self.conn.execute("DROP TABLE IF EXISTS vector_index")  # an older layout: the markers are a cache
         self.conn.execute(_MARKERS)
         state = self._state()
         if tuple(next(iter(self.conn.execute(_MARKER, (self.name,))), ())) == state:

@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 
-from .errors import ConfigError
+from .errors import ConfigError, unwrapped
 
 if TYPE_CHECKING:
     from .config import Config
@@ -246,9 +246,10 @@ async def _retrieve(cfg: Config, question: str, k: int) -> tuple[Found, Tokenize
     async def load() -> None:
         box["tokenizer"] = await anyio.to_thread.run_sync(load_tokenizer, cfg.model, abandon_on_cancel=True)
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(load)
-        found = await search(cfg, question, k)
+    with unwrapped():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(load)
+            found = await search(cfg, question, k)
     return found, box["tokenizer"]
 
 

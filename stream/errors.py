@@ -30,6 +30,8 @@ Messages never contain the API key: the key is only ever placed in request heade
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import IntEnum
 from typing import Any
 
@@ -235,3 +237,25 @@ class SinkError(SnipstreamError):
 
 class CheckpointError(SnipstreamError):
     """The checkpoint database is unusable (locked by another run, corrupt, or not writable)."""
+
+
+@contextmanager
+def unwrapped() -> Iterator[None]:
+    """Task groups wrap what a task raised in an exception group: raise our error itself (the first
+    `SnipstreamError` among the group's leaves), or the one leaf when there is only one."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        found = _leaves(group)
+        ours = next((e for e in found if isinstance(e, SnipstreamError)), None)
+        if ours is not None:
+            raise ours from None
+        if len(found) == 1:
+            raise found[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    return [
+        leaf for e in group.exceptions for leaf in (_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    ]

@@ -101,6 +101,18 @@ def _dry_run_lines(s: Summary, model: str, prices_date: str) -> list[str]:
     return lines
 
 
+def _embed_lines(s: Summary) -> list[str]:
+    """--task embed's vectors: how many, in how many requests, their tokens and cost."""
+    if not s.embed_requests:
+        return []
+    per = s.embedded / s.embed_requests
+    each = f"{per:.{0 if per >= 10 else 1}f} a request"
+    cost = f" · cost ${s.embed_cost:,.4f}" if s.embed_cost is not None else ""
+    return [
+        f"embedded: {s.embedded} snippets in {s.embed_requests} requests ({each}) · {s.embed_tokens:,} tokens{cost}"
+    ]
+
+
 def _quality_lines(s: Summary) -> list[str]:
     """What the cleaning step marked and the judge scored among this run's new answers."""
     lines = []
@@ -141,14 +153,7 @@ def format_summary(s: Summary, *, model: str, dry_run: bool, prices_date: str = 
                 else ""
             )
         )
-        if s.embed_requests:
-            per = s.embedded / s.embed_requests
-            each = f"{per:.{0 if per >= 10 else 1}f} a request"
-            lines.append(
-                f"embedded: {s.embedded} snippets in {s.embed_requests} requests ({each}) · "
-                f"{s.embed_tokens:,} tokens"
-                + (f" · cost ${s.embed_cost:,.4f}" if s.embed_cost is not None else "")
-            )
+        lines += _embed_lines(s)
         if s.failed:
             lines.append("failed by reason: " + ", ".join(f"{k} {v}" for k, v in s.failed.most_common()))
     if len(s.endpoints) > 1:

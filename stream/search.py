@@ -27,7 +27,7 @@ from sinks.vectors import open_store as _open_store
 
 from . import embeddings
 from .config import Config
-from .errors import ConfigError, SnipstreamError
+from .errors import ConfigError, unwrapped
 
 if TYPE_CHECKING:
     from sinks.vectors import Store
@@ -115,20 +115,11 @@ async def _embed_and_sync(cfg: Config, query: str, store: Store, pair: Pair) -> 
     async def embed() -> None:
         vector.append(await _embed(cfg, query, pair.dimensions))
 
-    try:
+    with unwrapped():
         async with anyio.create_task_group() as tg:
             tg.start_soon(embed)
             await anyio.to_thread.run_sync(store.sync, pair)
-    except BaseExceptionGroup as group:
-        leaves = _leaves(group)
-        raise next((e for e in leaves if isinstance(e, SnipstreamError)), leaves[0]) from None
     return vector[0]
-
-
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
-    return [
-        leaf for e in group.exceptions for leaf in (_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
-    ]
 
 
 async def _embed(cfg: Config, text: str, dimensions: int) -> tuple[bytes, int | None]:

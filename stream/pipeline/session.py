@@ -26,7 +26,7 @@ from sinks.neardup import CheckpointGroups, ScratchGroups
 from sinks.schema import KnownFile
 
 from ..config import Config, is_loopback
-from ..errors import SnipstreamError
+from ..errors import SnipstreamError, unwrapped
 from ..progress import show_progress
 from ..walk import walk
 from .asker import Asker
@@ -353,13 +353,6 @@ def _dry_embeds(
     )
 
 
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out
-
-
 async def run(
     config: Config, *, err: Callable[[str], None] | None = None, planning: Planning | None = None
 ) -> Summary:
@@ -372,17 +365,8 @@ async def run(
     err = err or (lambda msg: print(msg, file=sys.stderr, flush=True))
     session = _Session(config, summary, err, planning)
     session.started = time.perf_counter()
-    try:
+    with unwrapped():  # (task groups wrap what a stage raised: callers want our error itself)
         await session.main()
-    except BaseExceptionGroup as group:
-        # Task groups wrap what a stage raised; callers want our error itself, not the group.
-        leaves = _leaves(group)
-        ours = next((e for e in leaves if isinstance(e, SnipstreamError)), None)
-        if ours is not None:
-            raise ours from None
-        if len(leaves) == 1 and not isinstance(leaves[0], Exception):
-            raise leaves[0] from None
-        raise
     summary.elapsed = time.perf_counter() - session.started
     summary.finish()
     return summary
