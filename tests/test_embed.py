@@ -323,3 +323,43 @@ def test_status_counts_the_vectors_by_model(server: FakeOpenAI, project: Path) -
     ]
     text = snipstream("status", "--db", project.parent / "s.db", cwd=project.parent)
     assert "vectors: 8 of text-embedding-3-small (64 dimensions" in text.stdout.decode() + text.stderr
+
+
+def test_a_run_killed_while_embedding_resumes_with_every_record_once(tmp_path: Path) -> None:
+    """SIGKILL once some vectors are committed and more requests are in flight: the rerun asks only for the
+    texts no earlier run committed, and the output holds each embed record exactly once."""
+    import signal
+
+    from tests.helpers import read_ndjson, running, wait_until
+
+    root = tmp_path / "src"
+    root.mkdir()
+    for f in range(6):
+        body = "".join(f"def f{f}_{i}(x):\n    # step {i}\n    return x + {i}\n\n\n" for i in range(8))
+        (root / f"mod{f}.py").write_text(body)
+    db, out = tmp_path / "s.db", tmp_path / "out.ndjson"
+    with FakeOpenAI(latency=0.1) as server:
+        args = [*run_args(server, root, "--db", db, "-o", out), "--task", "embed", "--embed-text", "code"]
+        args += ["--embed-batch", "4", "--concurrency", "2", "--progress", "off"]
+
+        def committed() -> int:
+            try:
+                return db_rows(db, "SELECT count(*) FROM vectors")[0][0]
+            except Exception:  # (the first run is still creating the checkpoint)
+                return 0
+
+        with running(*args, cwd=tmp_path, stderr=False) as proc:
+            wait_until(lambda: committed() >= 8, "vectors committed", proc=proc)
+            proc.signal(signal.SIGKILL)
+            code, _ = proc.finish()
+        assert code == -signal.SIGKILL
+        before = {orjson.loads(line)["code"] for (line,) in db_rows(db, "SELECT line FROM occurrences")}
+        assert 8 <= len(before) < 48
+        seen = len(server.requests)
+        final = snipstream(*args, cwd=tmp_path)
+        assert final.code == 0, final.stderr
+        asked = [t for r in server.requests[seen:] if r.path == EMBED_PATH for t in r.body["input"]]
+    assert not set(asked) & before, "a committed text was embedded again"
+    records = read_ndjson(out)
+    assert len(records) == len({r["record_id"] for r in records}) == 48
+    assert committed() == 48
