@@ -12,6 +12,10 @@ looks the file (by its unique name) or the batch (by its input file id) up befor
 again. A record is *pending* while it has a line in a file not yet collected; once its file is collected
 it is either done (``records``), failed (``records``, with the reason) or missing from the output, and the
 next submit asks again what is not done.
+
+An embeddings line (``--task embed``) carries many records: each has its ``batch_lines`` row (one line number
+shared by all of them) and a ``batch_inputs`` row with its position in the line's ``input`` array, so a
+result line is matched back to its records in order.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ import orjson
 
 from .checkpoint import Checkpoint
 
-__all__ = ["BatchStore", "BatchFile", "LineRow", "PlaceRow", "SETTLED", "TERMINAL"]
+__all__ = ["BatchStore", "BatchFile", "LineRow", "InputRow", "PlaceRow", "SETTLED", "TERMINAL"]
 
 _CHUNK = 500
 
 #: Provider statuses after which a batch changes no more (OpenAI's Batch object, ``status``).
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 SETTLED = "collected"
+#: The records a batch answered: done, with a line in a batch file.
+_THROUGH_BATCHES = "status = 'done' AND record_id IN (SELECT record_id FROM batch_lines)"
 
 _FILE_COLUMNS = (
     "name, path, state, lines, bytes, base_url, endpoint, file_id, batch_id, status, output_file_id, "
@@ -90,6 +96,18 @@ class LineRow(NamedTuple):
     task: str
 
 
+class InputRow(NamedTuple):
+    """One record of an embeddings line: its file, its position in the line's ``input`` (from 0), its token
+    count (its share of the line's usage), whether its text was cut, the annotation embedded with the code."""
+
+    record_id: str
+    name: str
+    position: int
+    tokens: int
+    truncated: bool
+    annotation_id: str | None
+
+
 class PlaceRow(NamedTuple):
     """A place waiting for a record's answer: its occurrence id and its snippet (orjson of the fields)."""
 
@@ -143,15 +161,25 @@ class BatchStore:
         if rows:
             async with self.ckpt.transaction():
                 for name, _ in rows:
+                    await self.db.execute("DELETE FROM batch_inputs WHERE name = ?", (name,))
                     await self.db.execute("DELETE FROM batch_lines WHERE name = ?", (name,))
                     await self.db.execute("DELETE FROM batch_files WHERE name = ?", (name,))
         return [path for _, path in rows]
 
     # --- lines, places, tasks ----------------------------------------------------------------------------
 
-    async def add(self, lines: Sequence[LineRow], places: Sequence[PlaceRow]) -> None:
-        """Lines of the file being written and places waiting for answers, in one transaction."""
+    async def add(
+        self, lines: Sequence[LineRow], places: Sequence[PlaceRow], inputs: Sequence[InputRow] = ()
+    ) -> None:
+        """Lines of the file being written, places waiting for answers and the inputs of embeddings lines, in
+        one transaction."""
         async with self.ckpt.transaction():
+            if inputs:
+                await self.db.executemany(
+                    "INSERT OR REPLACE INTO batch_inputs (record_id, name, position, tokens, truncated, "
+                    "annotation_id) VALUES (?, ?, ?, ?, ?, ?)",
+                    inputs,
+                )
             if lines:
                 await self.db.executemany(
                     "INSERT OR REPLACE INTO batch_lines (record_id, name, line, task) VALUES (?, ?, ?, ?)",
@@ -180,12 +208,36 @@ class BatchStore:
         )
         return {r[0] for r in await self._rows(select, record_ids)}
 
+    async def refused(self, record_ids: Sequence[str]) -> set[str]:
+        """Of these records, those whose last answer was a refusal (a 4xx other than 429): an embeddings line
+        refused as a whole fails all its inputs, so these are asked again in lines of their own."""
+        select = (
+            "SELECT record_id FROM records WHERE status = 'failed' AND reason LIKE 'http_4%' "
+            "AND reason != 'http_429' AND record_id"
+        )
+        return {r[0] for r in await self._rows(select, record_ids)}
+
     async def lines_of(self, name: str) -> dict[str, LineRow]:
         """The lines of one file, by record id."""
         rows = await self.db.execute_fetchall(
             "SELECT record_id, name, line, task FROM batch_lines WHERE name = ?", (name,)
         )
         return {r[0]: LineRow(*r) for r in rows}
+
+    async def line_inputs(self, name: str, line: int) -> list[InputRow]:
+        """The records of one embeddings line, in the order of its inputs."""
+        rows = await self.db.execute_fetchall(
+            "SELECT i.record_id, i.name, i.position, i.tokens, i.truncated, i.annotation_id "
+            "FROM batch_lines l JOIN batch_inputs i ON i.record_id = l.record_id AND i.name = l.name "
+            "WHERE l.name = ? AND l.line = ? ORDER BY i.position",
+            (name, line),
+        )
+        return [InputRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5]) for r in rows]
+
+    async def input_counts(self) -> dict[str, int]:
+        """File name → the embedding inputs its lines carry (files of embeddings lines only)."""
+        rows = await self.db.execute_fetchall("SELECT name, count(*) FROM batch_inputs GROUP BY name")
+        return {name: int(n) for name, n in rows}
 
     async def names_of(self, record_ids: Sequence[str]) -> set[str]:
         """The files holding lines of these records."""
@@ -253,12 +305,21 @@ class BatchStore:
 
     async def usage(self) -> tuple[int, int, int, int]:
         """(answers, prompt, completion, cached tokens) of the records that went through a batch and are done,
-        summed in SQL from their stored usage (to price them)."""
+        summed in SQL from their stored usage (to price them); embed records are counted by `embed_usage`."""
         usage = "json_extract(result, '$.response.usage.{}')"
         rows = await self.db.execute_fetchall(
             f"SELECT count(*), total({usage.format('prompt_tokens')}), total({usage.format('completion_tokens')}), "
             f"total({usage.format('prompt_tokens_details.cached_tokens')}) FROM records "
-            "WHERE status = 'done' AND record_id IN (SELECT record_id FROM batch_lines)"
+            f"WHERE {_THROUGH_BATCHES} AND json_extract(result, '$.embedding') IS NULL"
         )
         count, prompt, completion, cached = rows[0]
         return int(count), int(prompt), int(completion), int(cached)
+
+    async def embed_usage(self) -> tuple[int, int]:
+        """(vectors, tokens) of the embed records that went through a batch and are done."""
+        rows = await self.db.execute_fetchall(
+            "SELECT count(*), total(json_extract(result, '$.response.usage.prompt_tokens')) FROM records "
+            f"WHERE {_THROUGH_BATCHES} AND json_extract(result, '$.embedding') IS NOT NULL"
+        )
+        count, tokens = rows[0]
+        return int(count), int(tokens)

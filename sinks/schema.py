@@ -21,6 +21,8 @@ Tables (created by the migrations in `MIGRATIONS`, each recorded by name in ``mi
   annotation embedded with the code), read by `sinks.vectors` and indexed there with sqlite-vec.
 - Near-duplicates (0005): ``near_dup_snippets`` (each grouped snippet's group, and whether it is the group's
   first) and ``near_dup_bands`` (LSH band key → group), written and read by `sinks.neardup`.
+- Batch embeddings (0007): ``batch_inputs`` (each record of an embeddings batch line: its position in the
+  line's inputs, its tokens, whether it was cut, the annotation embedded).
 
 A migration, once released, is never edited: a change to the schema is a new migration at the end.
 
@@ -215,6 +217,24 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         CREATE INDEX vectors_model ON vectors(model, dimensions);
         CREATE INDEX occurrences_place ON occurrences(path, qualname, created_at)
+        """,
+    ),
+    (
+        # Batch mode's embeddings lines (`stream.batch.embed_lines`): a line carries many records, each with a
+        # ``batch_lines`` row (the same line number); ``batch_inputs`` holds each one's place in the line's
+        # ``input`` array (``position``, from 0), its token count (its share of the line's usage), whether its
+        # text was cut to the per-input limit, and the annotation embedded with the code (NULL: the code alone).
+        "0007_batch_inputs",
+        """
+        CREATE TABLE batch_inputs (
+            record_id TEXT NOT NULL,
+            name TEXT NOT NULL REFERENCES batch_files(name),
+            position INTEGER NOT NULL,
+            tokens INTEGER NOT NULL,
+            truncated INTEGER NOT NULL,
+            annotation_id TEXT,
+            PRIMARY KEY (record_id, name)
+        )
         """,
     ),
 ]

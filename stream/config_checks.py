@@ -64,8 +64,6 @@ def _check_embed(cfg: Config) -> None:
         raise ConfigError(f"--embed-batch must be 1 to {MAX_INPUTS} (OpenAI's limit), got {cfg.embed_batch}")
     if cfg.embed_batch_tokens < 1:
         raise ConfigError(f"--embed-batch-tokens must be at least 1, got {cfg.embed_batch_tokens}")
-    if cfg.embed and cfg.batch:
-        raise ConfigError("--task embed is not available in batch mode yet; embed in a streamed run")
     if cfg.embed and cfg.judge and not cfg.tasks:
         raise ConfigError("--task judge needs a task whose answers it judges (embed has none)")
 

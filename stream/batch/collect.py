@@ -31,7 +31,7 @@ from ..pipeline.summary import Summary
 from ..pipeline.writer import Writer
 from ..prices import load_prices
 from .api import BatchAPI, api_config, line_error
-from .ingest import Ingest
+from .ingest import Ingest, task_models
 
 __all__ = ["collect", "refresh", "cancel", "Collected"]
 
@@ -95,8 +95,9 @@ async def collect(
         tasks = await Ingest.make_tasks(store)
         if not tasks:
             raise ConfigError(f"{cfg.db} holds no batch: run `snipstream batch submit` first")
-        model = str(next(iter(tasks.values())).info.get("model") or cfg.model)
-        price = load_prices(cfg.prices).get(model)
+        model, embed_model = task_models((t.info for t in tasks.values()), cfg.model)
+        prices = load_prices(cfg.prices)
+        price, embed_price = prices.get(model), prices.get(embed_model) if embed_model else None
         async with resumable_output(ckpt, cfg.output, err) as out:
             counter = TokenCounter(model, cfg.api, summary, lambda _: None)
             writer = Writer(
@@ -122,6 +123,8 @@ async def collect(
                 done.unknown, done.bad = ingest.unknown, ingest.bad
             finally:
                 with anyio.CancelScope(shield=True):
+                    if embed_price is not None:  # the vectors at the Batch API's price
+                        summary.embed_cost = embed_price.for_batch().cost(summary.embed_tokens, 0)
                     summary.elapsed = time.perf_counter() - started
                     summary.finish()
                     await ckpt.finish_run(writer.run_id or 0, summary.as_dict())

@@ -10,10 +10,17 @@ A record the checkpoint holds as done is passed over (a collect interrupted afte
 become `Answered` or `Failure` outcomes for `stream.pipeline.writer.Writer`, which commits before it
 writes and marks what it wrote, as in a streamed run. Structured replies are validated as the asker
 validates them; one that does not validate is failed and re-asked by the next submit (once).
+
+An embeddings line (``custom_id`` from `stream.batch.embed_lines.embed_id`) answers many records: its
+``response.body`` is the embeddings answer (base64 or floats, `stream.embeddings.parse`), a vector per input
+in the order the checkpoint holds (``batch_inputs``), each record an `Embedded` with its share of the line's
+usage (`stream.pipeline.embedder.share`, as in a streamed run); an error line or a status other than 200
+fails each of its records.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,15 +29,18 @@ import orjson
 from sinks.batches import BatchStore
 from sinks.checkpoint import Checkpoint
 
+from .. import embeddings
 from ..errors import StreamError, StructuredError
-from ..pipeline.messages import Answered, Failure, Job, Outcome, Task
+from ..pipeline.embedder import EmbedInput, share
+from ..pipeline.messages import Answered, Embedded, Failure, Job, Outcome, Task
 from ..pipeline.writer import Writer
 from ..prompt import Template, parse_structured
 from ..request import reask
 from ..sse import Completion, parse_full
+from .embed_lines import embed_line_of
 from .lines import snippet_from
 
-__all__ = ["Ingest", "BLOCK"]
+__all__ = ["Ingest", "BLOCK", "task_models"]
 
 BLOCK = 256  # result lines committed together, at most (the writer's batch)
 
@@ -48,6 +58,7 @@ class Ingest:
     bad: int = 0  # lines that are not JSON objects
     ids: set[str] = field(default_factory=set)  # the records of the lines ingested
     _block: list[dict[str, Any]] = field(default_factory=list)
+    _embeds: list[dict[str, Any]] = field(default_factory=list)  # embeddings lines of the block
 
     @staticmethod
     async def make_tasks(store: BatchStore) -> dict[str, Task]:
@@ -68,11 +79,15 @@ class Ingest:
         await self.line_obj(obj)
 
     async def line_obj(self, obj: dict[str, Any]) -> None:
-        self._block.append(obj)
-        if len(self._block) >= BLOCK:
+        embedded = embed_line_of(obj["custom_id"]) is not None
+        (self._embeds if embedded else self._block).append(obj)
+        if len(self._block) + len(self._embeds) >= BLOCK:
             await self.flush()
 
     async def flush(self) -> None:
+        embeds, self._embeds = self._embeds, []
+        if embeds:
+            await self.writer.write(await self._embed_outcomes(embeds))
         block, self._block = self._block, []
         if not block:
             return
@@ -111,21 +126,61 @@ class Ingest:
 
     def _outcome(self, job: Job, obj: dict[str, Any], reasked: bool) -> tuple[Outcome, Any]:
         """The line's outcome, and the re-ask to store when a structured reply did not validate."""
-        response, error = obj.get("response"), obj.get("error")
-        if isinstance(error, dict) and error:
-            code = str(error.get("code") or "batch_error")
-            return Failure(job, code, f"{code}: {error.get('message') or ''}".strip(), 1), None
-        if not isinstance(response, dict):
-            return Failure(job, "batch_error", "the result line has neither a response nor an error", 1), None
-        status, body = response.get("status_code"), response.get("body")
-        if status != 200:
-            message = _error_message(body)
-            return Failure(job, f"http_{status}", f"{status} in the batch: {message}", 1), None
+        body, failed = _body(obj)
+        if failed is not None:
+            return Failure(job, *failed, 1), None
         try:
             completion = parse_full(body)
         except StreamError as exc:
             return Failure(job, exc.reason, str(exc), 1), None
         return self._answer(job, completion, reasked)
+
+    async def _embed_outcomes(self, objs: list[dict[str, Any]]) -> list[Outcome]:
+        """The records of embeddings lines not yet done, each with its vector (or its failure)."""
+        outcomes: list[Outcome] = []
+        taken: set[str] = set()  # a line answered twice in one block is answered once
+        for obj in objs:
+            where = embed_line_of(obj["custom_id"])
+            inputs = await self.store.line_inputs(*where) if where is not None else []
+            ids = [i.record_id for i in inputs]
+            places = await self.store.places(ids) if ids else {}
+            task = self.tasks.get((await self.store.line_tasks(ids[:1])).get(ids[0], "")) if ids else None
+            if not ids or task is None or any(r not in places for r in ids):
+                self.unknown += 1
+                continue
+            self.ids.update(ids)
+            done, _ = await self.ckpt.lookup(ids, [])
+            if all(r in done or r in taken for r in ids):  # committed by an interrupted collect
+                continue
+            items, snippets = [], {}
+            for i in inputs:
+                snippets[i.record_id] = [(snippet_from(blob), oid) for oid, blob in places[i.record_id]]
+                (snippet, oid), *_ = snippets[i.record_id]
+                job = Job(i.record_id, snippet, oid, None, None, "", task, annotation_id=i.annotation_id)
+                items.append(EmbedInput(job, i.tokens, i.truncated))
+            skip = done | taken
+            new = [o for o in self._vectors(obj, items) if o.job.record_id not in skip]
+            for outcome in new:
+                taken.add(outcome.job.record_id)
+                self.writer.ledger.inflight[outcome.job.record_id] = snippets[outcome.job.record_id]
+            vectors = [o for o in new if isinstance(o, Embedded)]
+            if vectors:
+                self.writer.summary.embed_requests += 1
+                self.writer.summary.embed_tokens += sum(int(v.usage["prompt_tokens"]) for v in vectors)
+            outcomes += new
+        return outcomes
+
+    def _vectors(self, obj: dict[str, Any], items: list[EmbedInput]) -> list[Embedded | Failure]:
+        """An embeddings line's outcome for each of its inputs."""
+        body, failed = _body(obj)
+        if failed is None:
+            try:
+                answer = embeddings.parse(body, len(items))
+            except StreamError as exc:
+                failed = (exc.reason, str(exc))
+        if failed is not None:
+            return [Failure(i.job, *failed, 1) for i in items]
+        return [*share(answer, items, sum(i.tokens for i in items))]
 
     def _answer(self, job: Job, c: Completion, reasked: bool) -> tuple[Outcome, Any]:
         price = self.writer.price
@@ -146,6 +201,34 @@ class Ingest:
                 again = None if reasked or c.finish_reason == "length" else list(reask(c.text, str(exc)))
                 return Failure(job, exc.reason, f"{exc.reason}: {exc}", 1), again
         return Answered(job, c, data), None
+
+
+def task_models(infos: Iterable[dict[str, Any]], default: str) -> tuple[str, str | None]:
+    """The models of a checkpoint's batch tasks (their ``info``): the one answering (`default` when only the
+    embed task was submitted) and the embedding model (None: no embed task)."""
+    answering, embedding = None, None
+    for info in infos:
+        model = str(info.get("model") or default)
+        if info.get("template") == embeddings.EMBED_TASK:
+            embedding = embedding or model
+        else:
+            answering = answering or model
+    return answering or default, embedding
+
+
+def _body(obj: dict[str, Any]) -> tuple[Any, tuple[str, str] | None]:
+    """A result line's response body, or (reason, message) of its failure: an error line (expired,
+    cancelled), a line without a response, or a status other than 200."""
+    response, error = obj.get("response"), obj.get("error")
+    if isinstance(error, dict) and error:
+        code = str(error.get("code") or "batch_error")
+        return None, (code, f"{code}: {error.get('message') or ''}".strip())
+    if not isinstance(response, dict):
+        return None, ("batch_error", "the result line has neither a response nor an error")
+    status, body = response.get("status_code"), response.get("body")
+    if status != 200:
+        return None, (f"http_{status}", f"{status} in the batch: {_error_message(body)}")
+    return body, None
 
 
 def _error_message(body: Any) -> str:

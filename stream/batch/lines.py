@@ -3,7 +3,8 @@
 A line is OpenAI's batch request (https://platform.openai.com/docs/api-reference/batch/request-input):
 ``custom_id`` (the record id), ``method``, ``url`` (the endpoint) and ``body`` (the request a run would
 stream, without ``stream``). A file holds at most ``--batch-max-requests`` lines and
-``--batch-max-bytes`` bytes (OpenAI: 50,000 requests and 200 MB, https://platform.openai.com/docs/guides/batch).
+``--batch-max-bytes`` bytes (OpenAI: 50,000 requests and 200 MB, https://platform.openai.com/docs/guides/batch),
+and a file of embeddings lines at most `max_inputs` inputs over all its lines (`stream.batch.embed_lines`).
 Lines and the places waiting for them reach the checkpoint as they are written, while the file is still
 ``writing``: a crash before it is closed discards it whole, and its records are planned again.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -22,7 +23,7 @@ import anyio
 import orjson
 from anyio.abc import ObjectSendStream
 
-from sinks.batches import BatchStore, LineRow, PlaceRow
+from sinks.batches import BatchStore, InputRow, LineRow, PlaceRow
 from sinks.schema import FileRow
 
 from ..model import Snippet
@@ -60,37 +61,81 @@ class Chunker:
     max_lines: int
     max_bytes: int
     local: bool  # file-only: closed files are ``local``, for a runner; else ``written``, to upload
+    max_inputs: int | None = None  # embedding inputs a file may carry over all its lines (None: no limit)
+    prefix: str = "snipstream"  # of the files' names
     closed: list[str] = field(default_factory=list)  # the names of the files closed so far
     lines_written: int = 0
+    inputs_written: int = 0  # embedding inputs, over all lines
     _name: str | None = field(default=None, init=False)
     _out: IO[bytes] | None = field(default=None, init=False)
     _lines: int = field(default=0, init=False)
     _bytes: int = field(default=0, init=False)
+    _inputs: int = field(default=0, init=False)
     _ids: set[str] = field(default_factory=set, init=False)  # the records of the open file
     _rows: list[LineRow] = field(default_factory=list, init=False)
     _places: list[PlaceRow] = field(default_factory=list, init=False)
+    _input_rows: list[InputRow] = field(default_factory=list, init=False)
     _stamp: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"), init=False)
 
     def holds(self, record_id: str) -> bool:
         return record_id in self._ids
 
     async def add(self, record_id: str, task: str, body: dict[str, Any], place: PlaceRow) -> None:
-        line = orjson.dumps({"custom_id": record_id, "method": "POST", "url": self.endpoint, "body": body})
-        line += b"\n"
-        if self._out is not None and (
-            self._lines >= self.max_lines or self._bytes + len(line) > self.max_bytes
-        ):
-            await self.close()
+        """A request line of one record: its custom_id is the record id."""
+        name, number = await self._write(lambda _name, _line: record_id, body, 0)
+        self._ids.add(record_id)
+        self._rows.append(LineRow(record_id, name, number, task))
+        await self.place(place)
+
+    async def add_inputs(
+        self,
+        custom_id: Callable[[str, int], str],
+        body: dict[str, Any],
+        task: str,
+        inputs: Sequence[tuple[str, int, bool, str | None]],
+    ) -> None:
+        """An embeddings line of many records ((record id, tokens, cut, annotation id) each, in the order of
+        ``body["input"]``); its custom_id is made from the file's name and the line's number."""
+        name, number = await self._write(custom_id, body, len(inputs))
+        for position, (record_id, tokens, cut, annotation_id) in enumerate(inputs):
+            self._ids.add(record_id)
+            self._rows.append(LineRow(record_id, name, number, task))
+            self._input_rows.append(InputRow(record_id, name, position, tokens, cut, annotation_id))
+        self.inputs_written += len(inputs)
+        if len(self._rows) >= _ROWS:
+            await self.store_rows()
+
+    async def _write(
+        self, custom_id: Callable[[str, int], str], body: dict[str, Any], inputs: int
+    ) -> tuple[str, int]:
+        """One line written, in a new file when the open one is full: (the file's name, the line's number)."""
         if self._out is None:
             await self._open()
+        line = self._line(custom_id, body)
+        if self._lines and (
+            self._lines >= self.max_lines
+            or self._bytes + len(line) > self.max_bytes
+            or (self.max_inputs is not None and self._inputs + inputs > self.max_inputs)
+        ):
+            await self.close()
+            await self._open()
+            line = self._line(custom_id, body)
         assert self._out is not None and self._name is not None
         self._out.write(line)
         self._lines += 1
         self._bytes += len(line)
-        self._ids.add(record_id)
-        self._rows.append(LineRow(record_id, self._name, self._lines, task))
+        self._inputs += inputs
         self.lines_written += 1
-        await self.place(place)
+        return self._name, self._lines
+
+    def _line(self, custom_id: Callable[[str, int], str], body: dict[str, Any]) -> bytes:
+        assert self._name is not None
+        request = {
+            "custom_id": custom_id(self._name, self._lines + 1),
+            "method": "POST",
+            "url": self.endpoint,
+        }
+        return orjson.dumps({**request, "body": body}) + b"\n"
 
     async def place(self, place: PlaceRow) -> None:
         """A place waiting for a record's answer (its line is in this file or an earlier one)."""
@@ -100,16 +145,17 @@ class Chunker:
 
     async def store_rows(self) -> None:
         if self._rows or self._places:
-            rows, places, self._rows, self._places = self._rows, self._places, [], []
-            await self.store.add(rows, places)
+            rows, places, inputs = self._rows, self._places, self._input_rows
+            self._rows, self._places, self._input_rows = [], [], []
+            await self.store.add(rows, places, inputs)
 
     async def _open(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"snipstream-{self._stamp}-{len(self.closed) + 1:04d}-{secrets.token_hex(4)}.jsonl"
+        name = f"{self.prefix}-{self._stamp}-{len(self.closed) + 1:04d}-{secrets.token_hex(4)}.jsonl"
         path = self.folder / name
         await self.store.new_file(name, str(path), self.base_url, self.endpoint)
         self._name, self._out = name, open(path, "wb")
-        self._lines = self._bytes = 0
+        self._lines = self._bytes = self._inputs = 0
         self._ids = set()
 
     async def close(self) -> None:

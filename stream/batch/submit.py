@@ -1,7 +1,9 @@
 """``batch submit``: plan as a run does, write the batch input files, then upload them and create batches.
 
 Planning is the run's own pipeline (walk, extract, filters, secrets, the checkpoint's look-up) with the
-batch route (`stream.batch.lines`) in place of the workers, so the records, ids and dedup are a run's.
+batch route (`stream.batch.lines`) in place of the workers, so the records, ids and dedup are a run's; with
+``--task embed``, the embed pass's route (`stream.batch.embed_lines`) writes embeddings lines to files of
+their own (a batch has one endpoint).
 Then each closed file is sent, one step at a time, each step's id stored before the next (see
 `sinks.batches` for the states): an interrupted submit is resumed by the next one, which looks an upload
 up by its file name and a batch by its input file id before it uploads or creates again.
@@ -21,10 +23,12 @@ from sinks.batches import BatchStore
 from sinks.checkpoint import Checkpoint
 
 from ..config import Config
+from ..pipeline.counting import TokenCounter
 from ..pipeline.messages import Outcome
 from ..pipeline.planner import Route
 from ..pipeline.summary import Summary
 from .api import BatchAPI
+from .embed_lines import EMBEDDINGS_URL, MAX_BATCH_INPUTS, EmbedRoute
 from .lines import BatchRoute, Chunker, batch_url
 
 __all__ = ["submit", "Submitted", "batch_folder", "send"]
@@ -43,7 +47,8 @@ class Submitted:
     """What a submit did: the run's summary, the lines written and the files sent."""
 
     summary: Summary
-    lines: int = 0  # new request lines
+    lines: int = 0  # new request lines (an embeddings line counts once)
+    inputs: int = 0  # of those, the texts the new embeddings lines carry
     waiting: int = 0  # places that wait for a line already written
     written: list[str] = field(default_factory=list)  # files closed by this submit
     sent: list[str] = field(default_factory=list)  # files uploaded and made batches (resumed ones too)
@@ -52,11 +57,13 @@ class Submitted:
 
 @dataclass(eq=False)
 class _Planning:
-    """The `stream.pipeline.Planning` of a submit: the batch route, and its files closed at the end."""
+    """The `stream.pipeline.Planning` of a submit: the batch routes, and their files closed at the end."""
 
     cfg: Config
     chunker: Chunker | None = None
     route_: BatchRoute | None = None
+    embed_chunker: Chunker | None = None
+    embed_route_: EmbedRoute | None = None
 
     def route(
         self,
@@ -65,47 +72,83 @@ class _Planning:
         summary: Summary,
         outcomes: ObjectSendStream[Outcome],
     ) -> Route:
-        cfg, store = self.cfg, BatchStore(ckpt)
-        self.chunker = Chunker(
-            store=store,
-            folder=batch_folder(cfg),
-            endpoint=batch_url(cfg.api),
-            base_url=None if cfg.batch_file_only else cfg.base_url,
-            max_lines=cfg.batch_max_requests,
-            max_bytes=cfg.batch_max_bytes,
-            local=bool(cfg.batch_file_only),
-        )
+        store = BatchStore(ckpt)
+        self.chunker = self._chunker(store, batch_url(self.cfg.api))
         self.route_ = BatchRoute(
             store=store, chunks=self.chunker, summary=summary, body=body, outcomes=outcomes
         )
         return self.route_
 
+    def embed_route(self, ckpt: Checkpoint, summary: Summary, outcomes: ObjectSendStream[Outcome]) -> Route:
+        cfg, store = self.cfg, BatchStore(ckpt)
+        self.embed_chunker = self._chunker(store, EMBEDDINGS_URL, MAX_BATCH_INPUTS, "snipstream-embed")
+        self.embed_route_ = EmbedRoute(
+            store=store,
+            chunks=self.embed_chunker,
+            summary=summary,
+            # counted as the run's embedder counts (the run's model and API: `pipeline.session`)
+            counter=TokenCounter(cfg.model, cfg.api, summary, lambda _: None),
+            outcomes=outcomes,
+            model=cfg.embed_model,
+            dimensions=cfg.dimensions,
+            batch=cfg.embed_batch,
+            batch_tokens=cfg.embed_batch_tokens,
+        )
+        return self.embed_route_
+
+    def _chunker(
+        self, store: BatchStore, endpoint: str, max_inputs: int | None = None, prefix: str = "snipstream"
+    ) -> Chunker:
+        cfg = self.cfg
+        return Chunker(
+            store=store,
+            folder=batch_folder(cfg),
+            endpoint=endpoint,
+            base_url=None if cfg.batch_file_only else cfg.base_url,
+            max_lines=cfg.batch_max_requests,
+            max_bytes=cfg.batch_max_bytes,
+            local=bool(cfg.batch_file_only),
+            max_inputs=max_inputs,
+            prefix=prefix,
+        )
+
     async def finish(self) -> None:
-        if self.chunker is not None:
-            await self.chunker.close()
+        if self.embed_route_ is not None:
+            await self.embed_route_.flush()
+        for chunker in (self.chunker, self.embed_chunker):
+            if chunker is not None:
+                await chunker.close()
+
+    def report(self, done: Submitted) -> None:
+        """What the routes wrote, into `done`."""
+        for chunker in (self.chunker, self.embed_chunker):
+            if chunker is not None:
+                done.lines += chunker.lines_written
+                done.inputs += chunker.inputs_written
+                done.written += chunker.closed
+        for route in (self.route_, self.embed_route_):
+            if route is not None:
+                done.waiting += route.waiting
 
 
 async def submit(cfg: Config, *, err: Callable[[str], None]) -> Submitted:
     """Plan and write the batch files, then (unless file-only) send every file not yet sent."""
     from ..pipeline import run as run_pipeline
+    from ..pipeline.embedding import embed_task
     from ..pipeline.setup import prepare
 
     setup = prepare(cfg, lambda _: None)
+    tasks = [*setup.tasks, *([embed_task(cfg)] if cfg.embed else [])]
     async with Checkpoint(cfg.db) as ckpt:
         store = BatchStore(ckpt)
         for path in await store.discard_unwritten():
             with contextlib.suppress(OSError):
                 Path(path).unlink()
-        await store.put_tasks(
-            (t.fingerprint, t.template.name, t.info, t.template.schema) for t in setup.tasks
-        )
+        await store.put_tasks((t.fingerprint, t.template.name, t.info, t.template.schema) for t in tasks)
     planning = _Planning(cfg)
     summary = await run_pipeline(cfg, err=err, planning=planning)
     done = Submitted(summary)
-    if planning.chunker is not None and planning.route_ is not None:
-        done.lines = planning.chunker.lines_written
-        done.waiting = planning.route_.waiting
-        done.written = list(planning.chunker.closed)
+    planning.report(done)
     if cfg.batch_file_only:
         done.local = [str(batch_folder(cfg) / name) for name in done.written]
     elif summary.stopped is None:

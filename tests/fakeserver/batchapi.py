@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from tests.fakeserver.routes import Exchange
     from tests.fakeserver.server import FakeOpenAI
 
-#: The endpoints OpenAI runs batches for (``batch_create_params.py``); only `ENDPOINT_KINDS` run here.
+#: The endpoints OpenAI runs batches for (``batch_create_params.py``); only `ENDPOINT_KINDS` run here
+#: (chat, legacy completions and embeddings).
 OPENAI_ENDPOINTS = (
     "/v1/responses",
     "/v1/chat/completions",
@@ -36,6 +37,9 @@ OPENAI_ENDPOINTS = (
 )
 DEFAULT_MAX_FILE_BYTES = 200 * 1000 * 1000  # "up to 200 MB" (``batch_create_params.py``)
 DEFAULT_MAX_REQUESTS = 50_000  # "up to 50,000 requests" (ibid.)
+#: "/v1/embeddings batches are also restricted to a maximum of 50,000 embedding inputs across all requests in
+#: the batch" (ibid., ``endpoint``)
+DEFAULT_MAX_INPUTS = 50_000
 Handler = Callable[..., Awaitable[bool]]
 
 
@@ -51,6 +55,7 @@ class BatchKnobs(TypedDict, total=False):
     content_chunk_lines: int
     max_file_bytes: int
     max_batch_requests: int
+    max_batch_inputs: int
 
 
 class BatchAPI:
@@ -76,6 +81,8 @@ class BatchAPI:
     * `max_file_bytes` (200 MB) and `max_batch_requests` (50,000): OpenAI's per-batch limits, on uploads
       with purpose ``batch`` (400) and on the lines of a batch (it fails with ``too_many_tasks``). A body
       over `http.MAX_BODY` (64 MiB) is refused by the HTTP parser first (413), whatever this limit is.
+    * `max_batch_inputs` (50,000): the embedding inputs an ``/v1/embeddings`` batch may carry over all its
+      lines (it fails with ``too_many_tasks``, `batchlines.validate`).
 
     Cancelling (``POST /v1/batches/{id}/cancel``) works while validating or in_progress: ``cancelling`` for
     a step, then ``cancelled``, the lines done in the output file and the others in the error file
@@ -97,6 +104,7 @@ class BatchAPI:
     content_chunk_lines: int
     max_file_bytes: int
     max_batch_requests: int
+    max_batch_inputs: int
     seed: int
     _batches: BatchState
 
@@ -112,12 +120,14 @@ class BatchAPI:
         content_chunk_lines: int = 100,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         max_batch_requests: int = DEFAULT_MAX_REQUESTS,
+        max_batch_inputs: int = DEFAULT_MAX_INPUTS,
     ) -> None:
         self.batch_step_seconds, self.batch_hold = batch_step_seconds, batch_hold
         self.batch_expire, self.batch_line_errors = batch_expire, batch_line_errors
         self.upload_delay, self.content_delay = upload_delay, content_delay
         self.content_chunk_lines = content_chunk_lines
         self.max_file_bytes, self.max_batch_requests = max_file_bytes, max_batch_requests
+        self.max_batch_inputs = max_batch_inputs
         self._batches = BatchState()  # the files, batches and their counters
 
     @property
@@ -206,6 +216,7 @@ async def create(ex: Exchange) -> bool:
         expire=server.batch_expire,
         line_errors=server.batch_line_errors,
         max_requests=server.max_batch_requests,
+        max_inputs=server.max_batch_inputs,
         rng=random.Random(f"{server.seed}/{number}"),
         born=now,
         wall=wall,

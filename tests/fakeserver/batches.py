@@ -49,6 +49,7 @@ class Job:
     expire: Pick
     line_errors: Pick
     max_requests: int
+    max_inputs: int  # embedding inputs over the lines of an /v1/embeddings batch
     rng: random.Random
     born: float
     wall: float
@@ -115,7 +116,7 @@ def advance(server: FakeOpenAI, job: Job, now: float) -> None:
 
 def _validated(job: Job, t: float) -> None:
     obj = job.obj
-    lines, errors = validate(job.data, obj["endpoint"], job.max_requests)
+    lines, errors = validate(job.data, obj["endpoint"], job.max_requests, job.max_inputs)
     if errors:
         obj.update(status="failed", failed_at=job.stamp(t), errors={"object": "list", "data": errors})
         return

@@ -7,6 +7,11 @@ https://platform.openai.com/docs/api-reference/batch/request-input). Output and 
 ``{id, custom_id, response, error}`` ("The request output object",
 https://platform.openai.com/docs/api-reference/batch/request-output; vLLM's ``run-batch`` writes the same
 shape, vllm-project/vllm ``vllm/entrypoints/openai/run_batch.py``).
+
+An ``/v1/embeddings`` batch (one of the endpoints ``batch_create_params.py`` lists) has lines whose body is
+an embeddings request, answered as ``POST /v1/embeddings`` answers it (`embeddings.answer_body`); OpenAI
+restricts such a batch "to a maximum of 50,000 embedding inputs across all requests in the batch" (the
+docstring of ``endpoint`` in openai-python ``src/openai/types/batch_create_params.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from tests.fakeserver import embeddings
 from tests.fakeserver.replies import LoggedRequest, answer_object, default_error, error_body
 from tests.fakeserver.routes import generate, invalid_body, requested_max_tokens
 
@@ -26,7 +32,7 @@ if TYPE_CHECKING:
 
 #: The endpoints this server runs batches for, and the kind of answer each gets. OpenAI takes more
 #: (``endpoint`` in openai-python ``src/openai/types/batch_create_params.py``); they are refused here.
-ENDPOINT_KINDS = {"/v1/chat/completions": "chat", "/v1/completions": "text"}
+ENDPOINT_KINDS = {"/v1/chat/completions": "chat", "/v1/completions": "text", "/v1/embeddings": "embeddings"}
 #: The message OpenAI's Batch guide shows for a request a batch expired before running
 #: (https://platform.openai.com/docs/guides/batch, "Batch expiration").
 EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
@@ -61,7 +67,9 @@ def batch_error(code: str, message: str, line: int | None = None, param: str | N
 # ---- validation -----------------------------------------------------------------------------------------
 
 
-def validate(data: bytes, endpoint: str, max_requests: int) -> tuple[list[Line], list[dict[str, Any]]]:
+def validate(
+    data: bytes, endpoint: str, max_requests: int, max_inputs: int
+) -> tuple[list[Line], list[dict[str, Any]]]:
     """The lines of an input file, or the errors that fail the batch. Any error fails it: the guide's status
     table (https://platform.openai.com/docs/guides/batch) has a batch go ``failed`` when its input file
     does not pass validation, and nothing of it is run. Blank lines are skipped but counted in line numbers.
@@ -73,7 +81,9 @@ def validate(data: bytes, endpoint: str, max_requests: int) -> tuple[list[Line],
     batch's endpoint), ``duplicate_custom_id`` (the guide requires a unique ``custom_id`` per request),
     ``model_mismatch`` (the guide allows one model per input file). The codes are those upstream reports
     (listed in stdapi-ai/stdapi.ai#240, with the observed shape ``BatchError(code="invalid_json_line",
-    line=1, ...)``); the messages are this server's own.
+    line=1, ...)``); the messages are this server's own. An embeddings batch with more than `max_inputs`
+    inputs over its lines fails too: OpenAI documents that limit, not how it is enforced, so this server
+    enforces it at validation, as the limit on requests, with ``too_many_tasks`` and a message of its own.
     """
     raws = [(n, raw) for n, raw in enumerate(data.split(b"\n"), 1) if raw.strip()]
     if not raws:
@@ -91,6 +101,12 @@ def validate(data: bytes, endpoint: str, max_requests: int) -> tuple[list[Line],
             lines.append(checked)
         else:
             errors.append(checked)
+    inputs = sum(len(embeddings.embedding_inputs(line.body) or [0]) for line in lines)
+    if ENDPOINT_KINDS.get(endpoint) == "embeddings" and inputs > max_inputs:
+        message = (
+            f"The batch has {inputs} embedding inputs over its requests; it may have at most {max_inputs}."
+        )
+        errors.append(batch_error("too_many_tasks", message))
     return lines, errors
 
 
@@ -154,6 +170,8 @@ def answer(server: FakeOpenAI, endpoint: str, line: Line, forced: int | None) ->
     n = next(server._ids)
     if forced is not None:
         return _failed(line, n, forced, default_error(forced))
+    if kind == "embeddings":
+        return _embedded(server, line, n)
     problem = invalid_body(server, body, kind)
     if problem is not None:
         status, message, code, param = problem
@@ -177,6 +195,17 @@ def answer(server: FakeOpenAI, endpoint: str, line: Line, forced: int | None) ->
     obj = answer_object(kind, rid, int(time.time()), body["model"], pieces, finish, usage_out)
     response = {"status_code": 200, "request_id": f"req_{n}", "body": obj}
     return Answered(_output_line(line.custom_id, response, None), True, usage_out)
+
+
+def _embedded(server: FakeOpenAI, line: Line, n: int) -> Answered:
+    """An embeddings line, answered as ``POST /v1/embeddings`` (its vectors, or its 400): the embeddings
+    answer is the response body; the batch's usage counts its tokens as input."""
+    status, body, tokens = embeddings.answer_body(server, line.body)
+    if status != 200:
+        return _failed(line, n, status, body)
+    response = {"status_code": 200, "request_id": f"req_{n}", "body": body}
+    usage = {"prompt_tokens": tokens, "completion_tokens": 0, "total_tokens": tokens}
+    return Answered(_output_line(line.custom_id, response, None), True, usage)
 
 
 def _failed(line: Line, n: int, status: int, body: dict[str, Any]) -> Answered:

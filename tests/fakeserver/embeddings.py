@@ -30,6 +30,9 @@ is no completion to reserve for), may be refused with a 429, takes a scripted an
 like a completion. Faults on a JSON answer go out as `faults.json_delivery` says; ``"cut"`` answers with the
 first half of the vectors only. Tokens are whitespace-separated words (as for completions); a token array
 counts its integers.
+
+Batch lines with ``url`` ``/v1/embeddings`` (`tests.fakeserver.batchlines`) are answered by `answer_body`:
+the same checks and vectors, without admission (a batch's requests are not rate limited one by one).
 """
 
 from __future__ import annotations
@@ -48,11 +51,11 @@ import orjson
 from tests.fakeserver import faults
 from tests.fakeserver.ratelimits import Charge
 from tests.fakeserver.replies import error_body
-from tests.fakeserver.routes import admit, answered_early, invalid
+from tests.fakeserver.routes import admit, answered_early, invalid_body
 
 if TYPE_CHECKING:
     from tests.fakeserver.routes import Exchange
-    from tests.fakeserver.server import Admission
+    from tests.fakeserver.server import Admission, FakeOpenAI
 
 DEFAULT_DIMENSIONS = 1536  # text-embedding-3-small's and text-embedding-ada-002's vector size
 SPREAD = 4  # the signed coordinates each word adds to
@@ -195,24 +198,51 @@ def answer_object(model: str, vectors: list[list[float]], fmt: str, prompt_token
     return {"object": "list", "data": data, "model": model, "usage": usage}
 
 
-# ---- the route ------------------------------------------------------------------------------------------
+def vectors_of(inputs: list[Input], dims: int) -> list[list[float]]:
+    """The vector of each input (`embed`)."""
+    return [embed(tokens, dims) for tokens, _ in inputs]
 
 
-async def create(ex: Exchange) -> bool:
-    """``POST /v1/embeddings``: checked (`routes.invalid`, then `_problem`), admitted (`FakeOpenAI._admit`,
-    costing the prompt tokens), then answered (`_answer`)."""
-    problem = invalid(ex, "embeddings")
+def check(
+    server: FakeOpenAI, body: dict[str, Any] | None
+) -> tuple[list[Input], int, str, tuple[int, dict[str, Any]] | None]:
+    """An embeddings body checked as the route checks it (`routes.invalid_body`: the JSON body, ``model``, a
+    model the server does not serve; then `_problem`): (the inputs, dimensions, encoding format, and the
+    (status, error body) refusing it, or None)."""
+    problem = invalid_body(server, body, "embeddings")
     if problem is not None:
         status, message, code, param = problem
-        return await ex.error(status, message, code, param=param)
-    server, body = ex.server, ex.req.body
+        return [], 0, "float", (status, error_body(message, "invalid_request_error", code, param))
     assert body is not None
     inputs, dims, fmt, bad = _problem(body, server.embedding_limits, server.embedding_dimensions)
     if bad is not None:
         message, type_, code, param = bad
-        return await ex.json(
-            400, error_body(message, type_, code, param), server._current_ratelimit_headers()
-        )
+        return inputs, dims, fmt, (400, error_body(message, type_, code, param))
+    return inputs, dims, fmt, None
+
+
+def answer_body(server: FakeOpenAI, body: dict[str, Any] | None) -> tuple[int, dict[str, Any], int]:
+    """A request answered as the route answers it, without admission, scripts or faults: (status, JSON
+    body, prompt tokens: 0 when refused)."""
+    inputs, dims, fmt, refused = check(server, body)
+    if refused is not None:
+        return *refused, 0
+    assert body is not None
+    tokens = sum(count for _, count in inputs)
+    return 200, answer_object(body["model"], vectors_of(inputs, dims), fmt, tokens), tokens
+
+
+# ---- the route ------------------------------------------------------------------------------------------
+
+
+async def create(ex: Exchange) -> bool:
+    """``POST /v1/embeddings``: checked (`check`), admitted (`FakeOpenAI._admit`, costing the prompt
+    tokens), then answered (`_answer`)."""
+    server = ex.server
+    inputs, dims, fmt, refused = check(server, None if ex.bad_json else ex.req.body)
+    if refused is not None:
+        status, error = refused
+        return await ex.json(status, error, server._current_ratelimit_headers())
     adm = await admit(ex, sum(count for _, count in inputs))
     if isinstance(adm, bool):  # refused with a 429, answered
         return adm
@@ -233,7 +263,7 @@ async def _answer(
     answered, headers = await answered_early(ex, adm, charge, stream=False, delay=0.0)
     if answered is not None:
         return answered
-    vectors = [embed(tokens, dims) for tokens, _ in inputs]
+    vectors = vectors_of(inputs, dims)
     if fault == "cut":
         vectors = vectors[: len(vectors) // 2]
     tokens = sum(count for _, count in inputs)
