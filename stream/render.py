@@ -288,7 +288,7 @@ def near_dup_line(groups: int, members: int, found: int, when: str) -> str:
 
 # --- batch status -------------------------------------------------------------------------------------------
 
-_BATCH_HEADER = ["file", "batch", "status", "lines", "completed", "failed"]
+_BATCH_HEADER = ["file", "batch", "status", "lines", "completed", "failed", "inputs"]
 
 
 def format_batch_status(r: dict[str, Any]) -> str:
@@ -301,10 +301,11 @@ def format_batch_status(r: dict[str, Any]) -> str:
             f"{b['lines']:,}",
             f"{b['request_counts'].get('completed', 0):,}",
             f"{b['request_counts'].get('failed', 0):,}",
+            f"{b['inputs']:,}" if b.get("inputs") else "-",
         ]
         for b in r["batches"]
     ]
-    lines = table(_BATCH_HEADER, body, right=range(3, 6)) if body else ["no batches in this checkpoint"]
+    lines = table(_BATCH_HEADER, body, right=range(3, 7)) if body else ["no batches in this checkpoint"]
     for b in r["batches"]:
         lines += [f"{b['batch_id']}: {e}" for e in b["errors"][:20]]
     lines.append("")
@@ -315,6 +316,11 @@ def format_batch_status(r: dict[str, Any]) -> str:
     if r["cost_usd"] is not None:
         lines.append(
             f"cost at the Batch API's price: {_cost(r['cost_usd'])} (list price: {_cost(r['list_cost_usd'])})"
+        )
+    if r.get("embedded"):
+        lines.append(
+            f"embedded through batches: {r['embedded']:,} ({r['embed_tokens']:,} tokens, {r['embed_model']}), "
+            f"cost {_cost(r['embed_cost_usd'])} (list price: {_cost(r['embed_list_cost_usd'])})"
         )
     return "\n".join(lines)
 

@@ -122,7 +122,9 @@ def _submit(cfg: Any, args: argparse.Namespace) -> int:
     s = done.summary
     tell = (lambda _: None) if cfg.quiet else say
     tell(
-        f"batch submit: {done.lines:,} new requests in {len(done.written)} file(s); {done.waiting:,} more "
+        f"batch submit: {done.lines:,} new requests in {len(done.written)} file(s)"
+        + (f" ({done.inputs:,} texts to embed)" if done.inputs else "")
+        + f"; {done.waiting:,} more "
         f"places wait for requests already sent; {s.reused:,} reused, {s.unchanged:,} unchanged"
     )
     for path in done.local:
@@ -156,10 +158,13 @@ def _collect(cfg: Any, args: argparse.Namespace) -> int:
     s = done.summary
     tell = (lambda _: None) if cfg.quiet else say
     tell(
-        f"batch collect: {s.annotated:,} answers, {sum(s.failed.values()):,} failed"
+        f"batch collect: {s.annotated:,} answers"
+        + (f", {s.embedded:,} vectors" if s.embedded else "")
+        + f", {sum(s.failed.values()):,} failed"
         + (f" ({', '.join(f'{k} {v:,}' for k, v in s.failed.most_common())})" if s.failed else "")
         + f"; {s.emitted:,} lines written; {len(done.collected)} batch(es) collected"
         + (f"; cost at the batch price ${s.cost:,.4f}" if s.cost is not None else "")
+        + (f"; embeddings ${s.embed_cost:,.4f}" if s.embed_cost is not None and s.embedded else "")
     )
     if done.unknown or done.bad:
         say(
