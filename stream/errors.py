@@ -198,6 +198,7 @@ class ContextOverflow(APIStatusError):
         self, message: str, *, limit: int | None = None, prompt_tokens: int | None = None, **context: Any
     ) -> None:
         super().__init__(message, **context)
+        self.retryable = False  # (also when a server says it with a 500: llama.cpp's embeddings do)
         self.limit = limit
         self.prompt_tokens = prompt_tokens
 

@@ -139,6 +139,9 @@ _PROMPT = (
     re.compile(r"too long: (\d+) tokens"),  # Anthropic
     re.compile(r"input token count \((\d+)\)"),  # Gemini
 )
+_TOO_LARGE = re.compile(
+    r"input \((\d+) tokens\) is too large to process.*current batch size: (\d+)"
+)  # llama.cpp
 _OVERFLOW_CODES = {"context_length_exceeded", "exceed_context_size_error"}
 _TEMPLATE = 256  # tokens a chat template may add around the messages, at most
 
@@ -149,7 +152,12 @@ def overflow_numbers(status: int, obj: dict[str, Any], message: str) -> tuple[in
     Recognised: OpenAI's ``code: context_length_exceeded`` ("This model's maximum context length is N
     tokens. However, your messages resulted in M tokens"), vLLM's wording of the same, llama.cpp's
     ``type: exceed_context_size_error`` with ``n_ctx``/``n_prompt_tokens`` ("request (M tokens) exceeds the
-    available context size (N tokens)"), Anthropic's "prompt is too long" and Gemini's token-count error."""
+    available context size (N tokens)"), Anthropic's "prompt is too long" and Gemini's token-count error; and
+    one 500: llama.cpp's embeddings refusal of an input longer than its physical batch ("input (M tokens) is
+    too large to process. increase the physical batch size (current batch size: N)", seen from its server
+    here), which no retry can mend."""
+    if status == 500 and (big := _TOO_LARGE.search(message)) is not None:
+        return int(big.group(2)), int(big.group(1))
     if status != 400:
         return None
     code = str(obj.get("code") or "")

@@ -182,27 +182,48 @@ def test_requests_hold_to_the_batch_size_and_token_budget(server: FakeOpenAI, pr
     assert len(sizes) > 1 and sum(sizes) == 8
 
 
-def test_an_input_the_server_refuses_fails_alone(tmp_path: Path) -> None:
-    # A server with a smaller per-input limit than OpenAI's 8,192 tokens (llama.cpp's is its batch size:
-    # "input is too large to process. increase the physical batch size"): the request carrying the long
-    # input is refused as a whole (400); halves are sent until the long one is alone.
-    root = tmp_path / "project"
+def long_and_short(root: Path, long_first: bool = True) -> Path:
     root.mkdir()
     words = " ".join(f"word{i}" for i in range(80))
-    (root / "a.py").write_text(
-        f'def short():\n    """Short."""\n    return 1\n\n\ndef long():\n    """{words}"""\n    return 2\n'
-    )
+    long = f'def long():\n    """{words}"""\n    return 2\n'
+    short = 'def short():\n    """Short."""\n    return 1\n'
+    (root / "a.py").write_text("\n\n".join([long, short] if long_first else [short, long]))
     (root / "b.py").write_text('def other():\n    """Another one."""\n    return 2\n')
-    with FakeOpenAI(embedding_limits=EmbeddingLimits(input_tokens=40)) as server:
-        result = run(server, root, "--task", "embed", "--embed-text", "code", code=1)
-        sizes = [len(i) for i in embed_requests(server)]
-    assert sizes[0] == 3 and len(sizes) > 1
+    return root
+
+
+@pytest.mark.parametrize("oversize", ["openai", "llamacpp"])
+def test_an_input_over_the_servers_limit_is_cut_to_it(tmp_path: Path, oversize: str) -> None:
+    """A server with a smaller per-input limit than OpenAI's 8,192 tokens refuses the request carrying the
+    long input as a whole: OpenAI-style with a 400 naming its limit, llama.cpp with a 500 naming its limit and
+    the input's count (`EmbeddingLimits.oversize`; not retried). The request is sent again with the inputs
+    over that limit cut to it (the others as they are), and the record says ``truncated``."""
+    root = long_and_short(tmp_path / "project")
+    with FakeOpenAI(embedding_limits=EmbeddingLimits(input_tokens=40, oversize=oversize)) as server:
+        result = run(server, root, "--task", "embed", "--embed-text", "code")
+        requests = embed_requests(server)
+    assert [len(i) for i in requests] == [3, 3]  # refused; the same with the long one cut to the limit
+    cut = requests[1][0]
+    assert requests[0][0].startswith(cut) and len(cut) < len(requests[0][0])
+    truncated = {r["qualname"]: r["embedding"]["truncated"] for r in result.records}
+    assert truncated == {"long": True, "short": False, "other": False}
+
+
+def test_an_input_refused_for_what_it_holds_fails_alone(server: FakeOpenAI, tmp_path: Path) -> None:
+    """A 400 that is about one input (once another request was answered): halves until it is alone; only
+    that snippet fails, with the server's reason, and the run goes on."""
+    root = long_and_short(tmp_path / "project", long_first=False)
+    refusal = Scripted(status=400, body={"error": {"message": "Invalid 'input': unsupported characters."}})
+    server.script(
+        refusal, Scripted(), refusal, refusal
+    )  # the three; short: taken; long and other; long alone
+    result = run(server, root, "--task", "embed", "--embed-text", "code", code=1)
+    assert [len(i) for i in embed_requests(server)] == [3, 1, 2, 1, 1]
     assert {r["qualname"] for r in result.records} == {"short", "other"}
-    assert "failed by reason: context_overflow 1" in result.stderr
     ((qualname, reason),) = db_rows(
         tmp_path / "s.db", "SELECT qualname, reason FROM records WHERE status = 'failed'"
     )
-    assert (qualname, reason) == ("long", "context_overflow")
+    assert (qualname, reason) == ("long", "http_400")
 
 
 def test_a_refusal_of_every_request_stops_the_run_early(server: FakeOpenAI, project: Path) -> None:

@@ -4,10 +4,15 @@ In the embed pass the embedder stands where the workers stand (`graph.wire` take
 jobs in arrival order until it holds ``--embed-batch`` texts or ``--embed-batch-tokens`` tokens, or no job
 has come for a moment (`LINGER`); `count` requests are in flight at once. The pool gives each request the
 completions' limits (rpm: one request; tpm: its tokens), retries, breaker and endpoint moves
-(`stream.pool`). A request the server refuses as a whole (a 400) is split in halves until the input it
-refuses is alone, and only that one fails; but when that input is refused before any request was answered,
-the server refuses the request itself (a parameter, the model), and the run stops saying so. An error that
-makes going on pointless stops the run, as in the workers.
+(`stream.pool`).
+
+A text over the per-input limit is cut to it (OpenAI's 8,192 tokens). A server that refuses an input as too
+long and says its limit and its count (llama.cpp does, for inputs over its physical batch) teaches a smaller
+one: the refused input is cut and sent again, and later inputs are cut before they go; such a record says
+``truncated``. A request the server refuses as a whole (a 400) is split in halves until the input it refuses
+is alone, and only that one fails; but when that input is refused before any request was answered (and not
+for its length), the server refuses the request itself (a parameter, the model), and the run stops saying
+so. An error that makes going on pointless stops the run, as in the workers.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from .. import embeddings
-from ..errors import APIError, AuthError, CircuitOpen, ExitCode, NotFoundError, QuotaExceeded
+from ..errors import APIError, AuthError, CircuitOpen, ContextOverflow, ExitCode, NotFoundError, QuotaExceeded
+from ..negotiate import ContextBudget
 from .control import Control
 from .counting import TokenCounter
 from .messages import Embedded, Failure, Job, Outcome
@@ -50,10 +56,14 @@ class EmbedInput:
     truncated: bool = False
 
 
-async def fit(counter: TokenCounter, job: Job) -> EmbedInput:
-    """The job's text counted, and cut to the per-input limit when it is over (rare: a whole module)."""
+#: The per-input limit in our tokens, until a server says less (OpenAI's, with our margin).
+DEFAULT_INPUT_LIMIT = int(embeddings.MAX_INPUT_TOKENS * _MARGIN)
+
+
+async def fit(counter: TokenCounter, job: Job, limit: int = DEFAULT_INPUT_LIMIT) -> EmbedInput:
+    """The job's text counted, and cut to `limit` tokens (ours) when it is over (OpenAI's limit: rare, a
+    whole module; a local server's, learned from its refusal, may be much less: `Embedder`)."""
     tokens = await counter.text(job.user)
-    limit = int(embeddings.MAX_INPUT_TOKENS * _MARGIN)
     truncated = False
     while tokens > limit:
         job.user = job.user[: int(len(job.user) * limit / tokens * 0.98)]
@@ -103,6 +113,10 @@ class Embedder:
     batch: int  # inputs per request, at most
     batch_tokens: int  # tokens per request, at most
     price: Price | None = None  # --embed-model's (None: not in the price table)
+    # the per-input limit as the server has told it (`ContextOverflow`), and its tokens ÷ ours
+    budget: ContextBudget = field(
+        default_factory=lambda: ContextBudget(embeddings.MAX_INPUT_TOKENS, "OpenAI")
+    )
     _answered: int = field(default=0, init=False)  # requests answered so far
 
     async def run(self, jobs: ObjectReceiveStream[Job], outcomes: ObjectSendStream[Outcome]) -> None:
@@ -133,7 +147,7 @@ class Embedder:
                 await requests.send(pending)
                 pending, tokens = [], 0
                 continue
-            item = await fit(self.counter, job)
+            item = await fit(self.counter, job, self._input_limit())
             if pending and (len(pending) >= self.batch or tokens + item.tokens > self.batch_tokens):
                 await requests.send(pending)
                 pending, tokens = [], 0
@@ -160,6 +174,10 @@ class Embedder:
 
     async def _embed(self, index: int, items: list[EmbedInput]) -> list[Embedded | Failure]:
         """One request for `items`; a 400 for the whole is split in halves to find the input it refuses."""
+        limit = self._input_limit()
+        items = [
+            i if i.tokens <= limit else await fit(self.counter, i.job, limit) for i in items
+        ]  # (learnt since)
         body = embeddings.body(self.model, [i.job.user for i in items], self.dimensions)
         total = sum(i.tokens for i in items)
         try:
@@ -169,14 +187,32 @@ class Embedder:
         except _ABORTING:
             raise
         except APIError as exc:
+            if isinstance(exc, ContextOverflow) and self._learn(items, exc):
+                return await self._embed(index, items)  # (cut to what the server said, at the top)
             if len(items) > 1 and not exc.retryable:
                 half = len(items) // 2
                 return [*await self._embed(index, items[:half]), *await self._embed(index, items[half:])]
-            if not exc.retryable and not self._answered:
+            if not exc.retryable and not self._answered and not isinstance(exc, ContextOverflow):
                 raise _Refused(f"the embeddings request is refused ({self.model}): {exc}") from exc
             return [self._failure(i, exc) for i in items]
         self._answered += 1
         return self._share(answer, items, total)
+
+    def _input_limit(self) -> int:
+        """The per-input limit in our tokens: the server's, over its tokens per one of ours, with a margin."""
+        assert self.budget.limit is not None
+        return max(1, int(self.budget.limit / self.budget.ratio * _MARGIN))
+
+    def _learn(self, items: list[EmbedInput], exc: ContextOverflow) -> bool:
+        """What a refusal of an input as too long says: the server's limit, and its count of that input
+        against ours (llama.cpp says both; the input is not named, so it is taken to be the longest by our
+        count, which can only make the ratio smaller than the truth). True when some of `items` are over the
+        limit (now, or since another request taught it) and will be cut: then they are sent again, and every
+        later input is cut before it goes. Each time round an input is shorter, so this ends."""
+        self.budget.learn_limit(exc.limit, "the server")
+        self.budget.calibrate(max(i.tokens for i in items), exc.prompt_tokens)
+        limit = self._input_limit()
+        return any(i.tokens > limit for i in items)
 
     def _counted(self) -> None:
         self.summary.requests += 1

@@ -69,11 +69,17 @@ Input = tuple[list[str], int]
 class EmbeddingLimits:
     """The documented limits of one request (see the module docstring): inputs per request, tokens per
     input, tokens summed over the inputs. `FakeOpenAI.embedding_limits` may set smaller ones, as other
-    servers have (a client's batching can then be tested at small sizes)."""
+    servers have (a client's batching can then be tested at small sizes). `oversize` is how an input over
+    `input_tokens` is refused: ``"openai"`` (a 400, as above) or ``"llamacpp"``: llama.cpp's server refuses an
+    input longer than its physical batch (``-ub``, 512 by default) with a **500** ``server_error``, "input (N
+    tokens) is too large to process. increase the physical batch size (current batch size: M)" (its
+    ``tools/server`` embeddings handler; seen here from llama-server 0.3.36's build, `bench/realserver.py`,
+    started with ``--embeddings --pooling mean``)."""
 
     inputs: int = 2048
     input_tokens: int = 8192
     request_tokens: int = 300_000
+    oversize: str = "openai"
 
 
 # ---- the vectors ----------------------------------------------------------------------------------------
@@ -216,6 +222,19 @@ def check(
     assert body is not None
     inputs, dims, fmt, bad = _problem(body, server.embedding_limits, server.embedding_dimensions)
     if bad is not None:
+        limits = server.embedding_limits
+        big = max((count for _, count in inputs), default=0)
+        if limits.oversize == "llamacpp" and big > limits.input_tokens:
+            message = (
+                f"input ({big} tokens) is too large to process. increase the physical batch size "
+                f"(current batch size: {limits.input_tokens})"
+            )
+            return (
+                inputs,
+                dims,
+                fmt,
+                (500, {"error": {"code": 500, "message": message, "type": "server_error"}}),
+            )
         message, type_, code, param = bad
         return inputs, dims, fmt, (400, error_body(message, type_, code, param))
     return inputs, dims, fmt, None
