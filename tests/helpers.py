@@ -315,6 +315,16 @@ def count_lines(path: Path) -> int:
         return 0
 
 
+def db_count(db: Path, sql: str) -> int:
+    """A count from the checkpoint a process is writing: 0 while it has no such file or table yet."""
+    if not db.exists():
+        return 0
+    try:
+        return db_rows(db, sql)[0][0]
+    except sqlite3.OperationalError:
+        return 0
+
+
 def db_rows(db: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
     with sqlite3.connect(db) as conn:
         rows = conn.execute(sql, params).fetchall()

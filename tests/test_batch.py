@@ -9,7 +9,6 @@ twice, expired and failed lines resubmitted once, cost at the batch price.
 from __future__ import annotations
 
 import signal
-import sqlite3
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -18,7 +17,7 @@ import orjson
 import pytest
 
 from tests.fakeserver import FakeOpenAI
-from tests.helpers import db_rows, make_tree, read_ndjson, running, snipstream, wait_until
+from tests.helpers import db_count, db_rows, make_tree, read_ndjson, running, snipstream, wait_until
 
 MODEL = "gpt-4o-mini"  # priced in the built-in table: $0.15 in / $0.60 out per million tokens
 
@@ -37,16 +36,6 @@ def _submit_args(server: FakeOpenAI, tree: Path, db: Path, *extra: str) -> list[
 def _collect_args(server: FakeOpenAI, db: Path, out: Path, *extra: str) -> list[str]:
     return ["batch", "collect", "--base-url", server.url, "--db", str(db), "-o", str(out), "--wait",
             "--poll", "0.05", *extra]  # fmt: skip
-
-
-def _count(db: Path, sql: str) -> int:
-    """A count from the checkpoint a process is writing: 0 while it has no such table yet."""
-    if not db.exists():
-        return 0
-    try:
-        return db_rows(db, sql)[0][0]
-    except sqlite3.OperationalError:
-        return 0
 
 
 def _uploaded_ids(server: FakeOpenAI) -> list[str]:
@@ -154,8 +143,8 @@ def test_sigkill_during_submit_and_collect_then_rerun(tmp_path: Path) -> None:
         args = _submit_args(server, tree, db, "--task", "annotate", "--batch-max-requests", "1000")
         with running(*args, cwd=tmp_path) as proc:
             wait_until(
-                lambda: _count(db, "SELECT count(*) FROM batch_files WHERE state IN ('uploading', 'submitted')")
-                >= 3 and _count(db, "SELECT count(*) FROM batch_files WHERE state = 'uploading'") == 1,
+                lambda: db_count(db, "SELECT count(*) FROM batch_files WHERE state IN ('uploading', 'submitted')")
+                >= 3 and db_count(db, "SELECT count(*) FROM batch_files WHERE state = 'uploading'") == 1,
                 "the third upload under way", timeout=120, proc=proc,
             )  # fmt: skip
             proc.proc.send_signal(signal.SIGKILL)
@@ -169,7 +158,7 @@ def test_sigkill_during_submit_and_collect_then_rerun(tmp_path: Path) -> None:
         # 2. killed while collecting (records committed, others still downloading)
         with running(*_collect_args(server, db, out), cwd=tmp_path) as proc:
             wait_until(
-                lambda: 0 < _count(db, "SELECT count(*) FROM records") < 4_000,
+                lambda: 0 < db_count(db, "SELECT count(*) FROM records") < 4_000,
                 "some answers committed", timeout=120, proc=proc,
             )  # fmt: skip
             proc.proc.send_signal(signal.SIGKILL)

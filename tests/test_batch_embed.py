@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import signal
-import sqlite3
 import textwrap
 from collections import Counter
 from dataclasses import replace
@@ -26,7 +25,7 @@ import pytest
 from stream.cli import build_parser, config_from_args
 from stream.embeddings import floats
 from tests.fakeserver import EmbeddingLimits, FakeOpenAI, embed
-from tests.helpers import db_rows, read_ndjson, running, snipstream, wait_until
+from tests.helpers import db_count, db_rows, read_ndjson, running, snipstream, wait_until
 from tests.test_fakeserver_batch import file_lines, jsonl, poll, upload
 
 MODEL = "gpt-4o-mini"
@@ -325,15 +324,6 @@ def test_file_only_lines_for_a_runner_and_collect_from_its_output(tmp_path: Path
     assert [line["body"]["input"] for line in again] == [[text] for text in inputs[2]["body"]["input"]]
 
 
-def _count(db: Path, sql: str) -> int:
-    if not db.exists():
-        return 0
-    try:
-        return db_rows(db, sql)[0][0]
-    except sqlite3.OperationalError:
-        return 0
-
-
 @pytest.mark.timeout(120)
 def test_a_collect_killed_midway_resumes_and_writes_each_vector_once(tmp_path: Path) -> None:
     tree, db, out = _project(tmp_path / "src", files=6, per_file=5), tmp_path / "b.db", tmp_path / "r.ndjson"
@@ -356,14 +346,14 @@ def test_a_collect_killed_midway_resumes_and_writes_each_vector_once(tmp_path: P
         ]
         with running(*args, cwd=tmp_path) as proc:
             wait_until(
-                lambda: 0 < _count(db, "SELECT count(*) FROM vectors") < 30,
+                lambda: 0 < db_count(db, "SELECT count(*) FROM vectors") < 30,
                 "some vectors committed", timeout=60, proc=proc,
             )  # fmt: skip
             proc.proc.send_signal(signal.SIGKILL)
             proc.proc.wait()
-        assert 0 < _count(db, "SELECT count(*) FROM vectors") < 30
+        assert 0 < db_count(db, "SELECT count(*) FROM vectors") < 30
         _collect(server, db, out)
     ids = Counter(r["record_id"] for r in read_ndjson(out))
     assert len(ids) == 30 and max(ids.values()) == 1, "a record written twice"
-    assert _count(db, "SELECT count(*) FROM vectors") == 30
-    assert _count(db, "SELECT count(*) FROM records WHERE status = 'done'") == 30
+    assert db_count(db, "SELECT count(*) FROM vectors") == 30
+    assert db_count(db, "SELECT count(*) FROM records WHERE status = 'done'") == 30

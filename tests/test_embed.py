@@ -12,7 +12,7 @@ import pytest
 
 from stream.embeddings import floats
 from tests.fakeserver import EmbeddingLimits, FakeOpenAI, Scripted, embed
-from tests.helpers import db_rows, run_args, snipstream
+from tests.helpers import db_count, db_rows, run_args, snipstream
 
 EMBED_PATH = "/v1/embeddings"
 
@@ -364,10 +364,7 @@ def test_a_run_killed_while_embedding_resumes_with_every_record_once(tmp_path: P
         args += ["--embed-batch", "4", "--concurrency", "2", "--progress", "off"]
 
         def committed() -> int:
-            try:
-                return db_rows(db, "SELECT count(*) FROM vectors")[0][0]
-            except Exception:  # (the first run is still creating the checkpoint)
-                return 0
+            return db_count(db, "SELECT count(*) FROM vectors")
 
         with running(*args, cwd=tmp_path, stderr=False) as proc:
             wait_until(lambda: committed() >= 8, "vectors committed", proc=proc)

@@ -209,15 +209,8 @@ def run(args: argparse.Namespace) -> int:
             ids=args.ids,
             card=args.card,
         )
-    except ConfigError as exc:
-        _say(f"snipstream: error: {exc}")
-        return ExitCode.USAGE
-    except SinkError as exc:
-        _say(f"snipstream: SinkError: {exc}")
-        return ExitCode.ABORTED
-    except KeyboardInterrupt:
-        _say("snipstream: interrupted (no output file was replaced)")
-        return ExitCode.INTERRUPTED
+    except (ConfigError, SinkError, KeyboardInterrupt) as exc:
+        return _failed(exc)
     if report.output_closed:
         detach_stdout()
     if not args.quiet:
@@ -226,6 +219,18 @@ def run(args: argparse.Namespace) -> int:
         _say(f"snipstream: error: nothing exported ({report.empty_reason()}); no file was written")
         return ExitCode.FAILED
     return ExitCode.OK
+
+
+def _failed(exc: ConfigError | SinkError | KeyboardInterrupt) -> int:
+    """What an export that stopped says, and its exit code (no output file was replaced: see `Outputs`)."""
+    if isinstance(exc, ConfigError):
+        _say(f"snipstream: error: {exc}")
+        return ExitCode.USAGE
+    if isinstance(exc, SinkError):
+        _say(f"snipstream: SinkError: {exc}")
+        return ExitCode.ABORTED
+    _say("snipstream: interrupted (no output file was replaced)")
+    return ExitCode.INTERRUPTED
 
 
 #: The options of the training formats that a vectors export has no use for.
@@ -252,12 +257,8 @@ def _vectors(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     try:
         report = export_vectors(args.db, args.output, models=tuple(args.model))
-    except ConfigError as exc:
-        _say(f"snipstream: error: {exc}")
-        return ExitCode.USAGE
-    except SinkError as exc:
-        _say(f"snipstream: SinkError: {exc}")
-        return ExitCode.ABORTED
+    except (ConfigError, SinkError, KeyboardInterrupt) as exc:
+        return _failed(exc)
     if report.empty_reason:
         _say(f"snipstream: error: nothing exported ({report.empty_reason}); no file was written")
         return ExitCode.FAILED
