@@ -27,7 +27,7 @@ from ..scan import Skipped
 from .control import Control
 from .counting import TokenCounter
 from .ledger import Ledger
-from .messages import Answered, Current, DryLine, Embedded, Failure, FilesDone, Outcome, Reuse
+from .messages import Answered, Current, DryLine, Embedded, Failure, FilesDone, Job, Outcome, Reuse
 from .summary import Summary
 
 __all__ = ["Writer"]
@@ -113,11 +113,7 @@ class Writer:
     async def _answered(self, item: Answered, batch: _Batch) -> None:
         job = item.job
         result = await self._result(item)
-        places = list(self.ledger.inflight.get(job.record_id) or [(job.snippet, job.occurrence_id)])
-        batch.answered.append((job.record_id, result, len(places)))
-        occ = [
-            Occurrence(oid, s.path, s.qualname, record.line(job.record_id, s, result)) for s, oid in places
-        ]
+        occ = self._places(job, result, batch)
         raw = orjson.dumps(result)
         attempts = item.completion.attempts
         batch.done.append(
@@ -146,11 +142,7 @@ class Writer:
         job = item.job
         task = job.task.info
         result = record.embedding(task, item, text=task["text"], annotation_id=job.annotation_id)
-        places = list(self.ledger.inflight.get(job.record_id) or [(job.snippet, job.occurrence_id)])
-        batch.answered.append((job.record_id, result, len(places)))
-        occ = [
-            Occurrence(oid, s.path, s.qualname, record.line(job.record_id, s, result)) for s, oid in places
-        ]
+        occ = self._places(job, result, batch)
         vector = Vector(task["model"], item.dimensions, item.vector, job.annotation_id)
         batch.done.append(
             Done(
@@ -167,6 +159,15 @@ class Writer:
         batch.lines.extend((o.occurrence_id, o.line) for o in occ)
         self.summary.embedded += 1
         self.summary.tasks[job.task.template.name] += 1
+
+    def _places(self, job: Job, result: dict[str, Any], batch: _Batch) -> list[Occurrence]:
+        """A new answer's lines: its job's place and the places attached while it was in flight (those
+        attached later get theirs after the commit, `_commit`)."""
+        places = list(self.ledger.inflight.get(job.record_id) or [(job.snippet, job.occurrence_id)])
+        batch.answered.append((job.record_id, result, len(places)))
+        return [
+            Occurrence(oid, s.path, s.qualname, record.line(job.record_id, s, result)) for s, oid in places
+        ]
 
     def _failure(self, item: Failure, batch: _Batch) -> None:
         job, snippet = item.job, item.job.snippet
